@@ -1,0 +1,153 @@
+using System.Collections.Frozen;
+using LlmGateway.Identity;
+
+namespace LlmGateway.Configuration;
+
+/// <summary>
+/// One loaded, validated config, compiled for the request path: lookups are dictionary hits and every
+/// upstream URI is built once here, not per request. Immutable; a reload swaps the whole object.
+/// </summary>
+internal sealed class GatewayConfig
+{
+    private readonly FrozenDictionary<Sha256Key, CallerKey> _keys;
+
+    public GatewayConfig(GatewayOptions options, string version)
+    {
+        Options = options;
+        Version = version;
+
+        var providers = new Dictionary<string, ProviderRoute>(StringComparer.Ordinal);
+        foreach (var (name, provider) in options.Providers)
+        {
+            providers[name] = new ProviderRoute(name, provider);
+        }
+
+        Providers = providers.ToFrozenDictionary(StringComparer.Ordinal);
+
+        var models = new Dictionary<string, ModelRoute>(StringComparer.Ordinal);
+        foreach (var (name, model) in options.Models)
+        {
+            models[name] = new ModelRoute(name, model, Providers[model.Provider!]);
+        }
+
+        Models = models.ToFrozenDictionary(StringComparer.Ordinal);
+
+        var keys = new Dictionary<Sha256Key, CallerKey>();
+        foreach (var key in options.Keys)
+        {
+            var hash = key.Key is { Length: > 0 } plain ? Convert.FromHexString(KeyHashing.Sha256Hex(plain)) : Convert.FromHexString(key.KeySha256!);
+            var user = key.User!;
+            options.Users.TryGetValue(user, out var userOptions);
+            var team = userOptions?.Team ?? options.UserDefaults.Team;
+            keys[new Sha256Key(hash)] = new CallerKey(
+                Id: key.Id is { Length: > 0 } id ? id : Convert.ToHexStringLower(hash, 0, 4),
+                User: user,
+                Team: team,
+                IsConfiguredUser: userOptions is not null,
+                AllowedModels: key.Models.Count == 0 ? null : key.Models.ToFrozenSet(StringComparer.Ordinal),
+                Options: key);
+        }
+
+        _keys = keys.ToFrozenDictionary();
+    }
+
+    public GatewayOptions Options { get; }
+
+    /// <summary>Short hash of the config file's bytes.</summary>
+    public string Version { get; }
+
+    public FrozenDictionary<string, ProviderRoute> Providers { get; }
+
+    public FrozenDictionary<string, ModelRoute> Models { get; }
+
+    public bool TryGetKey(in Sha256Key hash, out CallerKey caller) => _keys.TryGetValue(hash, out caller!);
+}
+
+/// <summary>A provider as the request path needs it: resolved credentials and prebuilt endpoint URIs.</summary>
+internal sealed class ProviderRoute
+{
+    public ProviderRoute(string name, ProviderOptions options)
+    {
+        Name = name;
+        Options = options;
+        var baseUrl = options.BaseUrl!.TrimEnd('/');
+        ApiKey = options.ApiKey is { Length: > 0 } key
+            ? key
+            : options.ApiKeyEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
+
+        // A provider that names a key variable needs that key; one that names none (a local model, the mock) does not.
+        IsUsable = ApiKey is { Length: > 0 } || string.IsNullOrEmpty(options.ApiKeyEnv);
+        AuthHeaderValue = ApiKey is { Length: > 0 }
+            ? string.Equals(options.AuthHeader, "Authorization", StringComparison.OrdinalIgnoreCase) ? "Bearer " + ApiKey : ApiKey
+            : null;
+        ChatCompletions = new Uri(baseUrl + "/chat/completions");
+        Completions = new Uri(baseUrl + "/completions");
+        Embeddings = new Uri(baseUrl + "/embeddings");
+        Responses = new Uri(baseUrl + "/responses");
+    }
+
+    public string Name { get; }
+
+    public ProviderOptions Options { get; }
+
+    public string? ApiKey { get; }
+
+    public string? AuthHeaderValue { get; }
+
+    /// <summary>False when the provider needs a key from the environment that is not set.</summary>
+    public bool IsUsable { get; }
+
+    public Uri ChatCompletions { get; }
+
+    public Uri Completions { get; }
+
+    public Uri Embeddings { get; }
+
+    public Uri Responses { get; }
+
+    public Uri UriFor(LlmEndpoint endpoint) => endpoint switch
+    {
+        LlmEndpoint.ChatCompletions => ChatCompletions,
+        LlmEndpoint.Completions => Completions,
+        LlmEndpoint.Embeddings => Embeddings,
+        _ => Responses,
+    };
+}
+
+/// <summary>A model: its provider and prices.</summary>
+internal sealed class ModelRoute
+{
+    public ModelRoute(string name, ModelOptions options, ProviderRoute provider)
+    {
+        Name = name;
+        Options = options;
+        Provider = provider;
+        UpstreamModel = options.UpstreamModel is { Length: > 0 } upstream ? upstream : name;
+        Prices = new ModelPrices(
+            options.InputUsdPerMTok ?? 0m,
+            options.CachedInputUsdPerMTok ?? options.InputUsdPerMTok ?? 0m,
+            options.OutputUsdPerMTok ?? 0m);
+    }
+
+    public string Name { get; }
+
+    public string UpstreamModel { get; }
+
+    public ModelOptions Options { get; }
+
+    public ProviderRoute Provider { get; }
+
+    public ModelPrices Prices { get; }
+}
+
+/// <summary>USD per million tokens.</summary>
+internal readonly record struct ModelPrices(decimal InputPerMTok, decimal CachedInputPerMTok, decimal OutputPerMTok);
+
+/// <summary>The four OpenAI-compatible generation endpoints the gateway forwards.</summary>
+internal enum LlmEndpoint
+{
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+}

@@ -1,0 +1,170 @@
+namespace LlmGateway.Configuration;
+
+/// <summary>The whole gateway policy: the <c>Gateway</c> section of config/gateway.json.</summary>
+public sealed record GatewayOptions
+{
+    public const string SectionName = "Gateway";
+
+    /// <summary>Redis connection string; empty means every store is in memory.</summary>
+    public string? Redis { get; init; }
+
+    /// <summary>Bearer key for /admin; from the environment (Gateway__AdminKey), never the committed file.</summary>
+    public string? AdminKey { get; init; }
+
+    public Dictionary<string, ProviderOptions> Providers { get; init; } = new(StringComparer.Ordinal);
+    public Dictionary<string, ModelOptions> Models { get; init; } = new(StringComparer.Ordinal);
+    public List<KeyOptions> Keys { get; init; } = [];
+    public Dictionary<string, UserOptions> Users { get; init; } = new(StringComparer.Ordinal);
+    public UserOptions UserDefaults { get; init; } = new();
+    public Dictionary<string, TeamOptions> Teams { get; init; } = new(StringComparer.Ordinal);
+    public RunOptions Runs { get; init; } = new();
+    public CacheOptions Cache { get; init; } = new();
+    public ResilienceOptions Resilience { get; init; } = new();
+    public Dictionary<string, ToolOptions> Tools { get; init; } = new(StringComparer.Ordinal);
+    public LimitsOptions Limits { get; init; } = new();
+    public MockLlmOptions MockLlm { get; init; } = new();
+}
+
+/// <summary>An upstream LLM provider.</summary>
+public sealed record ProviderOptions
+{
+    /// <summary>Base URL including the API version segment, e.g. https://api.openai.com/v1.</summary>
+    public string? BaseUrl { get; init; }
+
+    /// <summary>The provider's key (from the environment: Gateway__Providers__NAME__ApiKey).</summary>
+    public string? ApiKey { get; init; }
+
+    /// <summary>Name of an environment variable holding the key, e.g. OPENAI_API_KEY; used when ApiKey is empty.</summary>
+    public string? ApiKeyEnv { get; init; }
+
+    /// <summary>Header that carries the key: "Authorization" (sent as Bearer) or e.g. "api-key" (sent raw).</summary>
+    public string AuthHeader { get; init; } = "Authorization";
+
+    /// <summary>Extra headers added to every upstream request (values may be secrets: never logged).</summary>
+    public Dictionary<string, string> Headers { get; init; } = new(StringComparer.OrdinalIgnoreCase);
+}
+
+/// <summary>A model the gateway serves, with its prices per million tokens.</summary>
+public sealed record ModelOptions
+{
+    public string? Provider { get; init; }
+
+    /// <summary>The model name sent upstream when it differs from the name callers use.</summary>
+    public string? UpstreamModel { get; init; }
+
+    public decimal? InputUsdPerMTok { get; init; }
+    public decimal? CachedInputUsdPerMTok { get; init; }
+    public decimal? OutputUsdPerMTok { get; init; }
+    public int ContextWindow { get; init; }
+    public int DefaultMaxOutputTokens { get; init; }
+    public string? DowngradeTo { get; init; }
+    public List<string> Fallbacks { get; init; } = [];
+}
+
+/// <summary>A gateway key: who the caller is and what it may use.</summary>
+public sealed record KeyOptions
+{
+    /// <summary>The key in plain text (development only).</summary>
+    public string? Key { get; init; }
+
+    /// <summary>Hex SHA-256 of the key: what production configs should hold.</summary>
+    public string? KeySha256 { get; init; }
+
+    /// <summary>A name for the key in logs and audits; defaults to the first 8 hex digits of its hash.</summary>
+    public string? Id { get; init; }
+
+    public string? User { get; init; }
+
+    /// <summary>Models this key may use; empty means all.</summary>
+    public List<string> Models { get; init; } = [];
+
+    /// <summary>Tool rules per tool: "METHOD /path/pattern".</summary>
+    public Dictionary<string, List<string>> Tools { get; init; } = new(StringComparer.Ordinal);
+
+    public int Rpm { get; init; }
+    public int Tpm { get; init; }
+}
+
+/// <summary>Per-user policy.</summary>
+public sealed record UserOptions
+{
+    public string? Team { get; init; }
+    public BudgetOptions? Budget { get; init; }
+    public int? Rpm { get; init; }
+    public int? Tpm { get; init; }
+    public double? DowngradeAt { get; init; }
+    public RunOptions? Runs { get; init; }
+}
+
+public sealed record TeamOptions
+{
+    public BudgetOptions? Budget { get; init; }
+}
+
+/// <summary>A spending limit over a period; 0 or absent means no limit.</summary>
+public sealed record BudgetOptions
+{
+    public decimal Usd { get; init; }
+    public long Tokens { get; init; }
+    public BudgetPeriod Period { get; init; } = BudgetPeriod.Day;
+}
+
+public enum BudgetPeriod
+{
+    Day,
+    Week,
+    Month,
+    Total,
+}
+
+/// <summary>Per-run limits, keyed by X-Run-Id.</summary>
+public sealed record RunOptions
+{
+    public decimal Usd { get; init; }
+    public long Tokens { get; init; }
+    public int Calls { get; init; }
+    public TimeSpan? Deadline { get; init; }
+    public int MaxRepeats { get; init; }
+    public TimeSpan IdleExpiry { get; init; } = TimeSpan.FromHours(24);
+}
+
+public sealed record CacheOptions
+{
+    public bool Enabled { get; init; }
+    public TimeSpan Ttl { get; init; } = TimeSpan.FromHours(1);
+    public string Scope { get; init; } = "User";
+}
+
+public sealed record ResilienceOptions
+{
+    public int MaxAttempts { get; init; } = 3;
+    public TimeSpan MaxRetryWait { get; init; } = TimeSpan.FromSeconds(20);
+    public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>No SSE chunk from upstream for this long aborts the stream.</summary>
+    public TimeSpan StreamIdleTimeout { get; init; } = TimeSpan.FromMinutes(2);
+}
+
+public sealed record ToolOptions
+{
+    public string? BaseUrl { get; init; }
+    public Dictionary<string, string> Headers { get; init; } = new(StringComparer.OrdinalIgnoreCase);
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>Request limits enforced before anything is forwarded.</summary>
+public sealed record LimitsOptions
+{
+    /// <summary>Largest accepted request body; default 8 MiB.</summary>
+    public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
+
+    /// <summary>Largest non-streamed upstream response the gateway buffers to read its usage; default 64 MiB.</summary>
+    public long MaxResponseBodyBytes { get; init; } = 64 * 1024 * 1024;
+}
+
+/// <summary>The bundled mock provider, mapped inside the gateway for the quick start.</summary>
+public sealed record MockLlmOptions
+{
+    public bool Enabled { get; init; }
+    public string Path { get; init; } = "/mock";
+}

@@ -1,0 +1,257 @@
+namespace LlmGateway.Configuration;
+
+/// <summary>
+/// Checks a loaded config and collects every problem (not just the first), each naming the key path
+/// and the reason, the way YARP's route validators do.
+/// </summary>
+internal static class GatewayOptionsValidator
+{
+    public static List<string> Validate(GatewayOptions options)
+    {
+        var errors = new List<string>();
+        const string root = GatewayOptions.SectionName;
+
+        if (options.Providers.Count == 0)
+        {
+            errors.Add($"{root}:Providers: at least one provider is required");
+        }
+
+        foreach (var (name, provider) in options.Providers)
+        {
+            var path = $"{root}:Providers:{name}";
+            if (string.IsNullOrWhiteSpace(provider.BaseUrl))
+            {
+                errors.Add($"{path}:BaseUrl: is required");
+            }
+            else if (!Uri.TryCreate(provider.BaseUrl, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+            {
+                errors.Add($"{path}:BaseUrl: '{provider.BaseUrl}' is not an absolute http(s) URL");
+            }
+
+            if (string.IsNullOrWhiteSpace(provider.AuthHeader))
+            {
+                errors.Add($"{path}:AuthHeader: must not be empty");
+            }
+        }
+
+        foreach (var (name, model) in options.Models)
+        {
+            var path = $"{root}:Models:{name}";
+            if (string.IsNullOrWhiteSpace(model.Provider))
+            {
+                errors.Add($"{path}:Provider: is required");
+            }
+            else if (!options.Providers.ContainsKey(model.Provider))
+            {
+                errors.Add($"{path}:Provider: unknown provider '{model.Provider}'");
+            }
+
+            CheckPrice(errors, $"{path}:InputUsdPerMTok", model.InputUsdPerMTok, required: true);
+            CheckPrice(errors, $"{path}:OutputUsdPerMTok", model.OutputUsdPerMTok, required: true);
+            CheckPrice(errors, $"{path}:CachedInputUsdPerMTok", model.CachedInputUsdPerMTok, required: false);
+            if (model.ContextWindow < 0)
+            {
+                errors.Add($"{path}:ContextWindow: must not be negative");
+            }
+
+            if (model.DefaultMaxOutputTokens < 0)
+            {
+                errors.Add($"{path}:DefaultMaxOutputTokens: must not be negative");
+            }
+
+            if (model.DowngradeTo is { Length: > 0 } downgrade && !options.Models.ContainsKey(downgrade))
+            {
+                errors.Add($"{path}:DowngradeTo: unknown model '{downgrade}'");
+            }
+
+            for (var i = 0; i < model.Fallbacks.Count; i++)
+            {
+                if (!options.Models.ContainsKey(model.Fallbacks[i]))
+                {
+                    errors.Add($"{path}:Fallbacks:{i}: unknown model '{model.Fallbacks[i]}'");
+                }
+            }
+        }
+
+        var seenHashes = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i < options.Keys.Count; i++)
+        {
+            var key = options.Keys[i];
+            var path = $"{root}:Keys:{i}";
+            var hasPlain = !string.IsNullOrEmpty(key.Key);
+            var hasHash = !string.IsNullOrEmpty(key.KeySha256);
+            if (hasPlain == hasHash)
+            {
+                errors.Add($"{path}: exactly one of Key or KeySha256 is required");
+            }
+
+            if (hasHash && !IsSha256Hex(key.KeySha256!))
+            {
+                errors.Add($"{path}:KeySha256: must be 64 hex digits (the SHA-256 of the key)");
+            }
+
+            if (string.IsNullOrWhiteSpace(key.User))
+            {
+                errors.Add($"{path}:User: is required");
+            }
+
+            var hash = hasPlain ? KeyHashing.Sha256Hex(key.Key!) : key.KeySha256;
+            if (hash is not null && !seenHashes.Add(hash))
+            {
+                errors.Add($"{path}: the same key is configured twice");
+            }
+
+            for (var m = 0; m < key.Models.Count; m++)
+            {
+                if (!options.Models.ContainsKey(key.Models[m]))
+                {
+                    errors.Add($"{path}:Models:{m}: unknown model '{key.Models[m]}'");
+                }
+            }
+
+            CheckNonNegative(errors, $"{path}:Rpm", key.Rpm);
+            CheckNonNegative(errors, $"{path}:Tpm", key.Tpm);
+        }
+
+        CheckUser(errors, $"{root}:UserDefaults", options.UserDefaults, options);
+        foreach (var (name, user) in options.Users)
+        {
+            CheckUser(errors, $"{root}:Users:{name}", user, options);
+        }
+
+        foreach (var (name, team) in options.Teams)
+        {
+            CheckBudget(errors, $"{root}:Teams:{name}:Budget", team.Budget);
+        }
+
+        CheckRuns(errors, $"{root}:Runs", options.Runs);
+
+        if (options.Limits.MaxRequestBodyBytes <= 0)
+        {
+            errors.Add($"{root}:Limits:MaxRequestBodyBytes: must be positive");
+        }
+
+        if (options.Limits.MaxResponseBodyBytes <= 0)
+        {
+            errors.Add($"{root}:Limits:MaxResponseBodyBytes: must be positive");
+        }
+
+        if (options.Resilience.MaxAttempts < 1)
+        {
+            errors.Add($"{root}:Resilience:MaxAttempts: must be at least 1");
+        }
+
+        if (options.Resilience.AttemptTimeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Resilience:AttemptTimeout: must be positive");
+        }
+
+        if (options.Resilience.StreamIdleTimeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Resilience:StreamIdleTimeout: must be positive");
+        }
+
+        foreach (var (name, tool) in options.Tools)
+        {
+            if (!Uri.TryCreate(tool.BaseUrl, UriKind.Absolute, out _))
+            {
+                errors.Add($"{root}:Tools:{name}:BaseUrl: '{tool.BaseUrl}' is not an absolute URL");
+            }
+        }
+
+        return errors;
+    }
+
+    private static void CheckUser(List<string> errors, string path, UserOptions user, GatewayOptions options)
+    {
+        if (user.Team is { Length: > 0 } team && !options.Teams.ContainsKey(team))
+        {
+            errors.Add($"{path}:Team: unknown team '{team}'");
+        }
+
+        CheckBudget(errors, $"{path}:Budget", user.Budget);
+        CheckNonNegative(errors, $"{path}:Rpm", user.Rpm ?? 0);
+        CheckNonNegative(errors, $"{path}:Tpm", user.Tpm ?? 0);
+        if (user.DowngradeAt is { } at && (at <= 0 || at > 1))
+        {
+            errors.Add($"{path}:DowngradeAt: must be a fraction in (0, 1]");
+        }
+
+        if (user.Runs is not null)
+        {
+            CheckRuns(errors, $"{path}:Runs", user.Runs);
+        }
+    }
+
+    private static void CheckRuns(List<string> errors, string path, RunOptions runs)
+    {
+        if (runs.Usd < 0)
+        {
+            errors.Add($"{path}:Usd: must not be negative");
+        }
+
+        CheckNonNegative(errors, $"{path}:Tokens", runs.Tokens);
+        CheckNonNegative(errors, $"{path}:Calls", runs.Calls);
+        CheckNonNegative(errors, $"{path}:MaxRepeats", runs.MaxRepeats);
+        if (runs.Deadline is { } deadline && deadline < TimeSpan.Zero)
+        {
+            errors.Add($"{path}:Deadline: must not be negative");
+        }
+    }
+
+    private static void CheckBudget(List<string> errors, string path, BudgetOptions? budget)
+    {
+        if (budget is null)
+        {
+            return;
+        }
+
+        if (budget.Usd < 0)
+        {
+            errors.Add($"{path}:Usd: must not be negative");
+        }
+
+        CheckNonNegative(errors, $"{path}:Tokens", budget.Tokens);
+    }
+
+    private static void CheckPrice(List<string> errors, string path, decimal? price, bool required)
+    {
+        if (price is null)
+        {
+            if (required)
+            {
+                errors.Add($"{path}: a price is required (use 0 for a free model)");
+            }
+        }
+        else if (price < 0)
+        {
+            errors.Add($"{path}: must not be negative");
+        }
+    }
+
+    private static void CheckNonNegative(List<string> errors, string path, long value)
+    {
+        if (value < 0)
+        {
+            errors.Add($"{path}: must not be negative");
+        }
+    }
+
+    private static bool IsSha256Hex(string value)
+    {
+        if (value.Length != 64)
+        {
+            return false;
+        }
+
+        foreach (var c in value)
+        {
+            if (!char.IsAsciiHexDigit(c))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

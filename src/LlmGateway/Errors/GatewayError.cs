@@ -1,0 +1,78 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Net.Http.Headers;
+
+namespace LlmGateway.Errors;
+
+/// <summary>
+/// An error the gateway itself answers, in OpenAI's shape. <see cref="ShouldRetry"/> becomes the
+/// <c>x-should-retry</c> header that OpenAI's SDKs obey, so an error a retry cannot fix is not retried.
+/// </summary>
+internal readonly record struct GatewayError(int Status, string Code, string Type, string Message, bool ShouldRetry, string? Param = null, TimeSpan? RetryAfter = null)
+{
+    public static GatewayError InvalidApiKey(string message) =>
+        new(StatusCodes.Status401Unauthorized, GatewayErrorCodes.InvalidApiKey, "invalid_request_error", message, false);
+
+    public static GatewayError PermissionDenied(string message) =>
+        new(StatusCodes.Status403Forbidden, GatewayErrorCodes.PermissionDenied, "permission_error", message, false);
+
+    public static GatewayError InvalidRequest(string message, string? param = null) =>
+        new(StatusCodes.Status400BadRequest, GatewayErrorCodes.InvalidRequest, "invalid_request_error", message, false, param);
+
+    public static GatewayError RequestTooLarge(long limit) =>
+        new(StatusCodes.Status413PayloadTooLarge, GatewayErrorCodes.RequestTooLarge, "invalid_request_error",
+            $"The request body is larger than the gateway's limit of {limit} bytes (Gateway:Limits:MaxRequestBodyBytes).", false);
+
+    public static GatewayError ModelNotFound(string model) =>
+        new(StatusCodes.Status404NotFound, GatewayErrorCodes.ModelNotFound, "invalid_request_error",
+            $"The model '{model}' does not exist on this gateway. GET /v1/models lists the models your key may use.", false, "model");
+
+    public static GatewayError UpstreamError(string message) =>
+        new(StatusCodes.Status502BadGateway, GatewayErrorCodes.UpstreamError, "upstream_error", message, true);
+
+    public static GatewayError UpstreamUnavailable(string message, bool shouldRetry, TimeSpan? retryAfter = null) =>
+        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.UpstreamUnavailable, "upstream_error", message, shouldRetry, null, retryAfter);
+
+    public static GatewayError UpstreamTimeout(string message) =>
+        new(StatusCodes.Status504GatewayTimeout, GatewayErrorCodes.UpstreamTimeout, "upstream_error", message, true);
+
+    /// <summary>Writes the error as the whole response. Headers already set (X-Request-Id) are kept.</summary>
+    public Task WriteAsync(HttpResponse response)
+    {
+        response.StatusCode = Status;
+        response.ContentType = "application/json";
+        var headers = response.Headers;
+        headers["x-should-retry"] = ShouldRetry ? "true" : "false";
+        if (RetryAfter is { } retryAfter)
+        {
+            headers[HeaderNames.RetryAfter] = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        WriteJson(buffer);
+        response.ContentLength = buffer.WrittenCount;
+        return response.Body.WriteAsync(buffer.WrittenMemory).AsTask();
+    }
+
+    /// <summary>The <c>{"error":{...}}</c> object, also used as an SSE error event's data.</summary>
+    public void WriteJson(System.Buffers.IBufferWriter<byte> output)
+    {
+        using var writer = new Utf8JsonWriter(output);
+        writer.WriteStartObject();
+        writer.WriteStartObject("error");
+        writer.WriteString("message", Message);
+        writer.WriteString("type", Type);
+        if (Param is null)
+        {
+            writer.WriteNull("param");
+        }
+        else
+        {
+            writer.WriteString("param", Param);
+        }
+
+        writer.WriteString("code", Code);
+        writer.WriteEndObject();
+        writer.WriteEndObject();
+    }
+}

@@ -1,0 +1,24 @@
+namespace LlmGateway.Forwarding;
+
+/// <summary>Header names the gateway reads and writes.</summary>
+internal static class GatewayHeaders
+{
+    public const string RequestId = "X-Request-Id";
+    public const string RunId = "X-Run-Id";
+    public const string Model = "X-Gateway-Model";
+    public const string Downgrade = "X-Gateway-Downgrade";
+    public const string CostUsd = "X-Gateway-Cost-Usd";
+    public const string Attempts = "X-Gateway-Attempts";
+    public const string UpstreamRequestId = "X-Upstream-Request-Id";
+    public const string ApiKey = "api-key";
+    public const string XApiKey = "x-api-key";
+    public const string GatewayPrefix = "X-Gateway-";
+
+    /// <summary>Provider headers that describe the gateway's own account, never the caller's: not passed on.</summary>
+    public static readonly string[] ProviderResponseHeadersToDrop =
+    [
+        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+        "openai-organization", "openai-project", "set-cookie", "x-request-id",
+    ];
+}

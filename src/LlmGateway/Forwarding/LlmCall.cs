@@ -1,0 +1,109 @@
+using LlmGateway.Accounting;
+using LlmGateway.Configuration;
+using LlmGateway.Errors;
+using LlmGateway.Identity;
+
+namespace LlmGateway.Forwarding;
+
+/// <summary>How a call ended, for the call log and for what is charged.</summary>
+internal enum CallOutcome
+{
+    Completed,
+
+    /// <summary>The upstream's own non-2xx answer was passed to the caller.</summary>
+    UpstreamStatus,
+    UpstreamFailed,
+    UpstreamGarbage,
+    StreamBroken,
+    ClientAborted,
+}
+
+/// <summary>
+/// The state of one LLM call as it moves through the gateway, carried in HttpContext.Features so the
+/// shared transformer needs no per-request instance.
+/// </summary>
+internal sealed class LlmCall
+{
+    public LlmCall(string requestId, CallerKey caller, string? runId, LlmEndpoint endpoint, ModelRoute model, LlmRequestInfo request, LlmCallLimits limits, long startTimestamp)
+    {
+        Limits = limits;
+        RequestId = requestId;
+        Caller = caller;
+        RunId = runId;
+        Endpoint = endpoint;
+        RequestedModel = model;
+        ServedModel = model;
+        Request = request;
+        StartTimestamp = startTimestamp;
+    }
+
+    public string RequestId { get; }
+
+    public LlmCallLimits Limits { get; }
+
+    public CallerKey Caller { get; }
+
+    public string? RunId { get; }
+
+    public LlmEndpoint Endpoint { get; }
+
+    public ModelRoute RequestedModel { get; }
+
+    public ModelRoute ServedModel { get; set; }
+
+    public LlmRequestInfo Request { get; }
+
+    /// <summary>The gateway added stream_options.include_usage, so the usage chunk is the gateway's to remove.</summary>
+    public bool InjectedIncludeUsage { get; set; }
+
+    public long StartTimestamp { get; }
+
+    public long UpstreamStartTimestamp { get; set; }
+
+    public long UpstreamHeadersTimestamp { get; set; }
+
+    public long FirstChunkTimestamp { get; set; }
+
+    public long UpstreamEndTimestamp { get; set; }
+
+    public int UpstreamStatus { get; set; }
+
+    public CallOutcome Outcome { get; set; }
+
+    /// <summary>Set when the transformer declined the upstream response: the handler answers this instead.</summary>
+    public GatewayError? PendingError { get; set; }
+
+    /// <summary>Usage as the upstream reported it, or as estimated when it did not.</summary>
+    public TokenUsage Usage { get; set; }
+
+    public bool HasUsage { get; set; }
+
+    public bool UsageEstimated { get; set; }
+
+    /// <summary>Bytes of generated text already delivered to the caller (for estimates of cut streams).</summary>
+    public long DeliveredTextBytes { get; set; }
+
+    public decimal CostUsd { get; set; }
+
+    /// <summary>Why the call failed, for the log; never contains secrets.</summary>
+    public string? FailureDetail { get; set; }
+
+    /// <summary>Charges what the upstream reported, or estimates from the prompt and the delivered text.</summary>
+    public void SettleUsage()
+    {
+        if (!HasUsage)
+        {
+            if (UpstreamHeadersTimestamp == 0 || Outcome is CallOutcome.UpstreamFailed or CallOutcome.UpstreamStatus || (Outcome == CallOutcome.UpstreamGarbage && DeliveredTextBytes == 0))
+            {
+                // Nothing was generated for the caller: nothing to charge.
+                return;
+            }
+
+            Usage = new TokenUsage(TokenEstimator.Prompt(Request.PromptTextBytes, Request.MessageCount), 0, TokenEstimator.FromTextBytes(DeliveredTextBytes), 0);
+            HasUsage = true;
+            UsageEstimated = true;
+        }
+
+        CostUsd = CostCalculator.Cost(Usage, ServedModel.Prices);
+    }
+}

@@ -1,0 +1,237 @@
+using System.Buffers;
+using System.Globalization;
+using System.Net.Http.Headers;
+using LlmGateway.Accounting;
+using LlmGateway.Errors;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Microsoft.Net.Http.Headers;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LlmGateway.Forwarding;
+
+/// <summary>
+/// The YARP transformer of the LLM routes. Requests: the caller's credentials out, the provider's in,
+/// everything else as sent. Responses: the upstream's own 4xx pass through unchanged; a 2xx JSON body is
+/// buffered (it is small, and the cost header must precede it) to read its usage; an SSE body is relayed
+/// event by event by <see cref="SseRelay"/>; anything else becomes the gateway's own error. One shared
+/// instance: the per-call state lives in <see cref="LlmCall"/>.
+/// </summary>
+internal sealed class LlmForwardingTransformer : HttpTransformer
+{
+    private readonly SseRelay _sseRelay;
+    private readonly ILogger<LlmForwardingTransformer> _logger;
+
+    public LlmForwardingTransformer(SseRelay sseRelay, ILogger<LlmForwardingTransformer> logger)
+    {
+        _sseRelay = sseRelay;
+        _logger = logger;
+    }
+
+    public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+    {
+        await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+        var call = httpContext.Features.GetRequiredFeature<LlmCall>();
+        var provider = call.ServedModel.Provider;
+        proxyRequest.RequestUri = provider.UriFor(call.Endpoint);
+
+        var headers = proxyRequest.Headers;
+        headers.Authorization = null;
+        headers.Remove(GatewayHeaders.ApiKey);
+        headers.Remove(GatewayHeaders.XApiKey);
+        headers.Remove(GatewayHeaders.RunId);
+        headers.Remove(GatewayHeaders.RequestId);
+
+        // The gateway reads usage out of the body, so it asks for it uncompressed.
+        headers.AcceptEncoding.Clear();
+        headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
+        RemoveGatewayHeaders(headers);
+
+        if (provider.AuthHeaderValue is { } auth)
+        {
+            headers.TryAddWithoutValidation(provider.Options.AuthHeader, auth);
+        }
+
+        foreach (var (name, value) in provider.Options.Headers)
+        {
+            headers.Remove(name);
+            headers.TryAddWithoutValidation(name, value);
+        }
+
+        call.UpstreamStartTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+    {
+        if (proxyResponse is null)
+        {
+            return false;
+        }
+
+        var call = httpContext.Features.GetRequiredFeature<LlmCall>();
+        call.UpstreamHeadersTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+        httpContext.Features.Get<UpstreamAttemptTimer>()?.HeadersReceived();
+        var status = (int)proxyResponse.StatusCode;
+        call.UpstreamStatus = status;
+
+        if (status is >= 200 and < 300)
+        {
+            var mediaType = proxyResponse.Content.Headers.ContentType?.MediaType;
+            if (string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+            {
+                await CopyHeadersAsync(httpContext, proxyResponse, cancellationToken);
+                httpContext.Response.Headers.ContentLength = null;
+                await _sseRelay.RelayAsync(httpContext, proxyResponse, call);
+                return false;
+            }
+
+            await RelayJsonAsync(httpContext, proxyResponse, call, cancellationToken);
+            return false;
+        }
+
+        if (status is >= 400 and < 500)
+        {
+            // The provider's own answer about this request: the caller gets it unchanged.
+            call.Outcome = CallOutcome.UpstreamStatus;
+            await CopyHeadersAsync(httpContext, proxyResponse, cancellationToken);
+            return true;
+        }
+
+        call.Outcome = CallOutcome.UpstreamFailed;
+        call.FailureDetail = $"upstream answered {status}";
+        call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+        call.PendingError = GatewayError.UpstreamError(
+            $"The provider '{call.ServedModel.Provider.Name}' answered {status} {proxyResponse.ReasonPhrase} for model '{call.ServedModel.Name}'.");
+        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, status);
+        return false;
+    }
+
+    private async Task CopyHeadersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken)
+    {
+        await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        var call = httpContext.Features.GetRequiredFeature<LlmCall>();
+        var headers = httpContext.Response.Headers;
+        if (proxyResponse.Headers.TryGetValues(GatewayHeaders.RequestId, out var upstreamIds))
+        {
+            headers[GatewayHeaders.UpstreamRequestId] = upstreamIds.FirstOrDefault();
+        }
+
+        foreach (var name in GatewayHeaders.ProviderResponseHeadersToDrop)
+        {
+            headers.Remove(name);
+        }
+
+        headers[GatewayHeaders.RequestId] = call.RequestId;
+        headers[GatewayHeaders.Model] = call.ServedModel.Name;
+        headers[GatewayHeaders.Attempts] = "1";
+    }
+
+    private async Task RelayJsonAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, LlmCall call, CancellationToken cancellationToken)
+    {
+        var limit = call.Limits.MaxResponseBodyBytes;
+        var declared = proxyResponse.Content.Headers.ContentLength;
+        if (declared > limit)
+        {
+            FailGarbage(call, $"The provider's response ({declared} bytes) is larger than the gateway's limit of {limit} bytes (Gateway:Limits:MaxResponseBodyBytes).");
+            return;
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent(declared is > 0 and < int.MaxValue ? (int)declared : 16 * 1024);
+        var length = 0;
+        try
+        {
+            await using (var body = await proxyResponse.Content.ReadAsStreamAsync(cancellationToken))
+            {
+                while (true)
+                {
+                    if (length == buffer.Length)
+                    {
+                        if (buffer.Length >= limit)
+                        {
+                            FailGarbage(call, $"The provider's response is larger than the gateway's limit of {limit} bytes (Gateway:Limits:MaxResponseBodyBytes).");
+                            return;
+                        }
+
+                        var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(limit, (long)buffer.Length * 2));
+                        buffer.AsSpan(0, length).CopyTo(bigger);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = bigger;
+                    }
+
+                    var read = await body.ReadAsync(buffer.AsMemory(length), cancellationToken);
+                    if (read == 0)
+                    {
+                        break;
+                    }
+
+                    length += read;
+                }
+            }
+
+            call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+            var bytes = buffer.AsSpan(0, length);
+            if (!UsageReader.TryRead(bytes, out var info))
+            {
+                FailGarbage(call, $"The provider '{call.ServedModel.Provider.Name}' answered 200 with a body that is not valid JSON.");
+                return;
+            }
+
+            if (info.HasUsage)
+            {
+                call.Usage = info.Usage;
+                call.HasUsage = true;
+            }
+
+            call.DeliveredTextBytes = info.TextBytes;
+            call.Outcome = CallOutcome.Completed;
+            call.SettleUsage();
+
+            await CopyHeadersAsync(httpContext, proxyResponse, cancellationToken);
+            var response = httpContext.Response;
+            response.Headers[GatewayHeaders.CostUsd] = call.CostUsd.ToString("0.##########", CultureInfo.InvariantCulture);
+            response.ContentLength = length;
+            await response.Body.WriteAsync(buffer.AsMemory(0, length), httpContext.RequestAborted);
+        }
+        catch (Exception ex) when (ex is IOException or HttpRequestException && !httpContext.RequestAborted.IsCancellationRequested)
+        {
+            FailGarbage(call, $"The connection to provider '{call.ServedModel.Provider.Name}' broke while reading its response.");
+            call.Outcome = CallOutcome.UpstreamFailed;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private void FailGarbage(LlmCall call, string message)
+    {
+        call.Outcome = CallOutcome.UpstreamGarbage;
+        call.FailureDetail = message;
+        call.PendingError = GatewayError.UpstreamError(message);
+        ForwardingLog.UpstreamGarbage(_logger, call.RequestId, call.ServedModel.Provider.Name, message);
+    }
+
+    private static void RemoveGatewayHeaders(HttpRequestHeaders headers)
+    {
+        List<string>? remove = null;
+        foreach (var header in headers)
+        {
+            if (header.Key.StartsWith(GatewayHeaders.GatewayPrefix, StringComparison.OrdinalIgnoreCase))
+            {
+                (remove ??= []).Add(header.Key);
+            }
+        }
+
+        if (remove is not null)
+        {
+            foreach (var name in remove)
+            {
+                headers.Remove(name);
+            }
+        }
+    }
+}
+
+/// <summary>Per-call limits taken from the config snapshot the call started with.</summary>
+internal sealed record LlmCallLimits(long MaxResponseBodyBytes, TimeSpan StreamIdleTimeout);

@@ -1,0 +1,92 @@
+using LlmGateway.Configuration;
+using LlmGateway.Forwarding;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Microsoft.AspNetCore.Builder;
+
+/// <summary>Hosting defaults and endpoint mapping for the gateway.</summary>
+public static class GatewayApplicationExtensions
+{
+    /// <summary>The config file used when neither --config nor LLMGATEWAY_CONFIG names one.</summary>
+    public const string DefaultConfigPath = "config/gateway.json";
+
+    /// <summary>
+    /// Configures a host as the gateway: config file from <c>--config</c> / <c>LLMGATEWAY_CONFIG</c>, JSON
+    /// logs, http://127.0.0.1:8080 unless URLs are given, and the gateway's services.
+    /// </summary>
+    public static WebApplicationBuilder AddLlmGateway(this WebApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var configPath = builder.Configuration["config"] ?? Environment.GetEnvironmentVariable("LLMGATEWAY_CONFIG") ?? FindDefaultConfig();
+
+        if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]))
+        {
+            builder.WebHost.UseUrls("http://127.0.0.1:8080");
+        }
+
+        // The gateway caps request bodies itself (Gateway:Limits:MaxRequestBodyBytes, changeable at run time).
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Limits.MaxRequestBodySize = null);
+
+        builder.Logging.ClearProviders();
+        builder.Logging.AddJsonConsole(options =>
+        {
+            options.UseUtcTimestamp = true;
+            options.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+        });
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Yarp", LogLevel.Warning);
+        builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
+
+        double? pollMs = double.TryParse(builder.Configuration["LLMGATEWAY_CONFIG_POLL_MS"], out var ms) ? ms : null;
+        builder.Services.AddLlmGateway(configPath, pollMs is { } p ? TimeSpan.FromMilliseconds(p) : null);
+        return builder;
+    }
+
+    /// <summary>Maps the OpenAI-compatible routes, /metrics, /healthz and /readyz (and the quick-start mock when enabled).</summary>
+    public static WebApplication MapLlmGateway(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+
+        // Resolve the config now so a bad file stops start-up with its errors instead of failing the first request.
+        var config = app.Services.GetRequiredService<GatewayConfigProvider>();
+        var proxy = app.Services.GetRequiredService<LlmProxyHandler>();
+        var models = app.Services.GetRequiredService<ModelsEndpoint>();
+
+        app.MapPost("/v1/chat/completions", context => proxy.HandleAsync(context, LlmEndpoint.ChatCompletions));
+        app.MapPost("/v1/completions", context => proxy.HandleAsync(context, LlmEndpoint.Completions));
+        app.MapPost("/v1/embeddings", context => proxy.HandleAsync(context, LlmEndpoint.Embeddings));
+        app.MapPost("/v1/responses", context => proxy.HandleAsync(context, LlmEndpoint.Responses));
+        app.MapGet("/v1/models", models.HandleAsync);
+        app.MapGatewayMetrics();
+        app.MapGet("/healthz", () => Results.Text("ok"));
+        app.MapGet("/readyz", () => Results.Json(new { status = "ready", config = config.Current.Version }));
+
+        var mock = config.Current.Options.MockLlm;
+        if (mock.Enabled)
+        {
+            app.MapMockLlm(mock.Path.TrimEnd('/'));
+        }
+
+        return app;
+    }
+
+    private static string FindDefaultConfig()
+    {
+        // dotnet run from the repository root finds it directly; from elsewhere, look upward.
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var candidate = Path.Combine(dir.FullName, DefaultConfigPath);
+                if (File.Exists(candidate))
+                {
+                    return candidate;
+                }
+            }
+        }
+
+        return DefaultConfigPath;
+    }
+}

@@ -1,0 +1,16 @@
+namespace LlmGateway;
+
+/// <summary>Every log event id of the gateway, in one place so they never collide.</summary>
+internal static class GatewayEventIds
+{
+    public const int ConfigLoaded = 1000;
+    public const int ConfigReloaded = 1001;
+    public const int ConfigRejected = 1002;
+    public const int ConfigReadFailed = 1003;
+
+    public const int LlmCall = 2000;
+    public const int UpstreamFailed = 2001;
+    public const int UpstreamStreamBroken = 2002;
+    public const int UpstreamGarbage = 2003;
+    public const int ClientDisconnected = 2004;
+}

@@ -1,0 +1,32 @@
+using LlmGateway.Configuration;
+using LlmGateway.Forwarding;
+using LlmGateway.Telemetry;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Registers the gateway's services; every piece is added with TryAdd so it can be replaced.</summary>
+public static class GatewayServiceCollectionExtensions
+{
+    /// <summary>Adds the gateway, reading its policy from <paramref name="configPath"/> (polled for changes).</summary>
+    public static IServiceCollection AddLlmGateway(this IServiceCollection services, string configPath, TimeSpan? configPollInterval = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentException.ThrowIfNullOrEmpty(configPath);
+
+        services.AddHttpForwarder();
+        services.AddGatewayTelemetry();
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton(new GatewayConfigFile(Path.GetFullPath(configPath), configPollInterval ?? TimeSpan.FromSeconds(1)));
+        services.TryAddSingleton<GatewayConfigProvider>();
+        services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
+        services.TryAddSingleton<UpstreamHttpClient>();
+        services.TryAddSingleton<SseRelay>();
+        services.TryAddSingleton<LlmForwardingTransformer>();
+        services.TryAddSingleton<LlmProxyHandler>();
+        services.TryAddSingleton<ModelsEndpoint>();
+        services.AddMockLlm();
+        return services;
+    }
+}

@@ -1,0 +1,6 @@
+var builder = WebApplication.CreateBuilder(args);
+builder.AddLlmGateway();
+
+var app = builder.Build();
+app.MapLlmGateway();
+app.Run();
