@@ -1,0 +1,85 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace LlmGateway.EndToEnd.Tests.Infrastructure;
+
+/// <summary>
+/// The gateway, built exactly as Program.cs builds it, on a real Kestrel socket at 127.0.0.1 on a free port,
+/// with its config in a temporary file that tests may rewrite (polled every 100 ms) and its logs captured.
+/// </summary>
+public sealed class GatewayServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly string _directory;
+
+    private GatewayServer(WebApplication app, string baseUrl, string configPath, string directory, CapturedLogs logs)
+    {
+        _app = app;
+        BaseUrl = baseUrl;
+        ConfigPath = configPath;
+        _directory = directory;
+        Logs = logs;
+        Client = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(30) };
+    }
+
+    public string BaseUrl { get; }
+
+    public string ConfigPath { get; }
+
+    public CapturedLogs Logs { get; }
+
+    /// <summary>A plain HTTP client with the gateway as base address.</summary>
+    public HttpClient Client { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<GatewayServer> StartAsync(string configJson)
+    {
+        var directory = Directory.CreateTempSubdirectory("llmgw-test-").FullName;
+        var configPath = Path.Combine(directory, "gateway.json");
+        await File.WriteAllTextAsync(configPath, configJson);
+
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = ["--config", configPath, "--urls", "http://127.0.0.1:0", "--LLMGATEWAY_CONFIG_POLL_MS", "100"],
+            EnvironmentName = "Testing",
+            ContentRootPath = directory,
+        });
+        builder.AddLlmGateway();
+        var logs = new CapturedLogs();
+        builder.Logging.AddProvider(logs);
+        var app = builder.Build();
+        app.MapLlmGateway();
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
+        return new GatewayServer(app, address.TrimEnd('/'), configPath, directory, logs);
+    }
+
+    /// <summary>Writes a new config file; the gateway picks it up on its next poll.</summary>
+    public async Task WriteConfigAsync(string configJson)
+    {
+        // Write then rename, as editors do, so the gateway never reads a half-written file.
+        var temp = ConfigPath + ".tmp";
+        await File.WriteAllTextAsync(temp, configJson);
+        File.Move(temp, ConfigPath, overwrite: true);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
