@@ -1,0 +1,19 @@
+namespace LlmGateway.Telemetry;
+
+/// <summary>The closed sets of values some tags take (see CONTRACT.md, "Prometheus metrics").</summary>
+internal static class TelemetryTagValues
+{
+    // TelemetryTags.Type on llm_gateway_tokens_total
+    public const string Input = "input";
+    public const string Output = "output";
+    public const string CachedInput = "cached_input";
+
+    // TelemetryTags.Result on llm_gateway_cache_requests_total
+    public const string Hit = "hit";
+    public const string Miss = "miss";
+    public const string Bypass = "bypass";
+
+    // TelemetryTags.Result on llm_gateway_config_reloads_total
+    public const string Success = "success";
+    public const string Failure = "failure";
+}
