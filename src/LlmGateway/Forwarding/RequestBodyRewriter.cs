@@ -4,66 +4,114 @@ using System.Text.Json;
 namespace LlmGateway.Forwarding;
 
 /// <summary>
-/// Rewrites the few fields the gateway changes in a request body (the model, stream_options.include_usage),
-/// keeping every other property and its order. Only called when something changes: the common case
-/// forwards the caller's bytes untouched.
+/// Rewrites the few fields the gateway changes in a request body (the model, stream_options.include_usage)
+/// by splicing bytes: everything else is copied exactly as the caller sent it (no re-escaping of non-ASCII
+/// text, no reordering). Only called when something changes: the common case forwards the caller's bytes.
 /// </summary>
 internal static class RequestBodyRewriter
 {
     public static byte[] Rewrite(ReadOnlySpan<byte> body, string? model, bool forceIncludeUsage)
     {
+        // Locate the byte ranges of the top-level values to replace.
+        Range? modelValue = null;
+        Range? streamOptionsValue = null;
+        var closingBrace = -1;
+        var memberCount = 0;
         var reader = new Utf8JsonReader(body);
-        using var document = JsonDocument.ParseValue(ref reader);
-        var output = new ArrayBufferWriter<byte>(body.Length + 64);
-        using (var writer = new Utf8JsonWriter(output))
+        reader.Read();
+        while (reader.Read())
         {
-            writer.WriteStartObject();
-            var wroteStreamOptions = false;
-            foreach (var property in document.RootElement.EnumerateObject())
+            if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == 0)
             {
-                if (model is not null && property.NameEquals("model"u8))
-                {
-                    writer.WriteString("model"u8, model);
-                }
-                else if (forceIncludeUsage && property.NameEquals("stream_options"u8))
-                {
-                    WriteStreamOptions(writer, property.Value);
-                    wroteStreamOptions = true;
-                }
-                else
-                {
-                    property.WriteTo(writer);
-                }
+                closingBrace = (int)reader.TokenStartIndex;
+                break;
             }
 
-            if (forceIncludeUsage && !wroteStreamOptions)
+            memberCount++;
+            var isModel = reader.ValueTextEquals("model"u8);
+            var isStreamOptions = reader.ValueTextEquals("stream_options"u8);
+            reader.Read();
+            var valueStart = (int)reader.TokenStartIndex;
+            reader.Skip();
+            var valueEnd = (int)reader.BytesConsumed;
+            if (isModel)
             {
-                writer.WriteStartObject("stream_options"u8);
-                writer.WriteBoolean("include_usage"u8, true);
-                writer.WriteEndObject();
+                modelValue = valueStart..valueEnd;
             }
-
-            writer.WriteEndObject();
+            else if (isStreamOptions)
+            {
+                streamOptionsValue = valueStart..valueEnd;
+            }
         }
 
+        var output = new ArrayBufferWriter<byte>(body.Length + 64);
+        var edits = new List<(Range At, byte[] With)>(2);
+        if (model is not null && modelValue is { } m)
+        {
+            edits.Add((m, JsonString(model)));
+        }
+
+        if (forceIncludeUsage)
+        {
+            if (streamOptionsValue is { } s)
+            {
+                edits.Add((s, StreamOptions(body[s])));
+            }
+            else
+            {
+                var insert = memberCount == 0 ? "\"stream_options\":{\"include_usage\":true}"u8 : ",\"stream_options\":{\"include_usage\":true}"u8;
+                edits.Add((closingBrace..closingBrace, insert.ToArray()));
+            }
+        }
+
+        edits.Sort(static (a, b) => a.At.Start.Value.CompareTo(b.At.Start.Value));
+        var position = 0;
+        foreach (var (at, with) in edits)
+        {
+            output.Write(body[position..at.Start.Value]);
+            output.Write(with);
+            position = at.End.Value;
+        }
+
+        output.Write(body[position..]);
         return output.WrittenSpan.ToArray();
     }
 
-    private static void WriteStreamOptions(Utf8JsonWriter writer, JsonElement existing)
+    private static byte[] JsonString(string value)
     {
-        writer.WriteStartObject("stream_options"u8);
-        if (existing.ValueKind == JsonValueKind.Object)
+        var buffer = new ArrayBufferWriter<byte>(value.Length + 2);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
-            foreach (var option in existing.EnumerateObject())
+            writer.WriteStringValue(value);
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>The caller's stream_options with include_usage forced on; its other members kept byte for byte.</summary>
+    private static byte[] StreamOptions(ReadOnlySpan<byte> existing)
+    {
+        var buffer = new ArrayBufferWriter<byte>(existing.Length + 24);
+        buffer.Write("{"u8);
+        var reader = new Utf8JsonReader(existing);
+        reader.Read();
+        if (reader.TokenType == JsonTokenType.StartObject)
+        {
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                if (!option.NameEquals("include_usage"u8))
+                var start = (int)reader.TokenStartIndex;
+                var isIncludeUsage = reader.ValueTextEquals("include_usage"u8);
+                reader.Read();
+                reader.Skip();
+                if (!isIncludeUsage)
                 {
-                    option.WriteTo(writer);
+                    buffer.Write(existing[start..(int)reader.BytesConsumed]);
+                    buffer.Write(","u8);
                 }
             }
         }
 
-        writer.WriteBoolean("include_usage"u8, true);
-        writer.WriteEndObject();
+        buffer.Write("\"include_usage\":true}"u8);
+        return buffer.WrittenSpan.ToArray();
     }
 }
