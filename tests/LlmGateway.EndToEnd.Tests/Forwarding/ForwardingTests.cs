@@ -31,6 +31,17 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
     }
 
     [Fact]
+    public async Task TraceParent_IsPropagatedUpstream_WithTheCallersTraceId()
+    {
+        const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "traced call"), headers: ("traceparent", $"00-{traceId}-00f067aa0ba902b7-01")));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var seen = fixture.Mock.Log.Snapshot().Last(r => r.Body.Contains("traced call"));
+        Assert.Contains(traceId, seen.Headers["traceparent"]);
+    }
+
+    [Fact]
     public async Task CallerRequestId_IsKeptAndPropagated()
     {
         using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "with my id"), headers: ("X-Request-Id", "my-request-123")));
