@@ -49,7 +49,11 @@ internal sealed class GatewayConfig
         }
 
         _keys = keys.ToFrozenDictionary();
+        CallLimits = new Forwarding.LlmCallLimits(options.Limits.MaxResponseBodyBytes, options.Resilience.StreamIdleTimeout);
     }
+
+    /// <summary>The per-call limits of this config, built once.</summary>
+    public Forwarding.LlmCallLimits CallLimits { get; }
 
     public GatewayOptions Options { get; }
 

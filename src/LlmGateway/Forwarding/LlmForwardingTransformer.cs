@@ -44,9 +44,9 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         headers.Remove(GatewayHeaders.RequestId);
 
         // The gateway reads usage out of the body, so it asks for it uncompressed.
-        headers.AcceptEncoding.Clear();
+        headers.Remove("Accept-Encoding");
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
-        RemoveGatewayHeaders(headers);
+        RemoveGatewayHeaders(httpContext.Request.Headers, headers);
 
         if (provider.AuthHeaderValue is { } auth)
         {
@@ -212,22 +212,15 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         ForwardingLog.UpstreamGarbage(_logger, call.RequestId, call.ServedModel.Provider.Name, message);
     }
 
-    private static void RemoveGatewayHeaders(HttpRequestHeaders headers)
+    /// <summary>X-Gateway-* headers instruct the gateway, not the provider. Found on Kestrel's header
+    /// collection (a struct enumerator, no allocation) and only then removed from the outgoing request.</summary>
+    private static void RemoveGatewayHeaders(IHeaderDictionary incoming, HttpRequestHeaders outgoing)
     {
-        List<string>? remove = null;
-        foreach (var header in headers)
+        foreach (var header in incoming)
         {
             if (header.Key.StartsWith(GatewayHeaders.GatewayPrefix, StringComparison.OrdinalIgnoreCase))
             {
-                (remove ??= []).Add(header.Key);
-            }
-        }
-
-        if (remove is not null)
-        {
-            foreach (var name in remove)
-            {
-                headers.Remove(name);
+                outgoing.Remove(header.Key);
             }
         }
     }

@@ -93,8 +93,7 @@ internal sealed class LlmProxyHandler
                 return;
             }
 
-            var call = new LlmCall(requestId, caller, runId, endpoint, model, request,
-                new LlmCallLimits(config.Options.Limits.MaxResponseBodyBytes, config.Options.Resilience.StreamIdleTimeout), start);
+            var call = new LlmCall(requestId, caller, runId, endpoint, model, request, config.CallLimits, start);
 
             // Streamed generations always carry usage from upstream so they can be charged exactly; when the
             // caller did not ask for it, the relay removes it again.
