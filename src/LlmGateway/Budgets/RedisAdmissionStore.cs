@@ -1,0 +1,493 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net.Sockets;
+using LlmGateway.Configuration;
+using StackExchange.Redis;
+
+namespace LlmGateway.Budgets;
+
+/// <summary>
+/// The admission store shared by every gateway replica: one Redis, one Lua script per operation (one round trip,
+/// atomic), so N replicas enforce one limit rather than N. Same semantics as <see cref="InMemoryAdmissionStore"/>;
+/// the scripts and data layout are described in <see cref="RedisAdmissionScripts"/>.
+/// </summary>
+/// <remarks>
+/// One multiplexer, connected lazily with AbortOnConnectFail=false so it keeps reconnecting by itself. Every call
+/// is bounded by <see cref="AdmissionStoreOptions.OperationTimeout"/> (real time, whatever the injected clock says)
+/// and reports Redis trouble as <see cref="AdmissionStoreUnavailableException"/>.
+/// </remarks>
+internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
+{
+    private const long WindowMs = AdmissionConstants.RateWindowMs;
+    private const int KeyCount = 12;
+
+    /// <summary>Run keys' Redis lifetime is pushed forward at most this often (caller time); it always exceeds the idle expiry.</summary>
+    private const long RunKeyRefreshMs = 60_000;
+
+    /// <summary>Rate-limit keys' lifetime is pushed forward at most this often; they live two windows.</summary>
+    private const long RateKeyRefreshMs = 10_000;
+    private const long RateKeyLifeMs = 2 * WindowMs;
+
+    private readonly ConfigurationOptions _configuration;
+    private readonly TimeProvider _timeProvider;
+    private readonly TimeSpan _timeout;
+    private readonly string _prefix;
+    private readonly RedisKey _unused;
+    private readonly long _idleMs;
+    private readonly long _retentionMs;
+    private readonly long _inFlightRetryMs;
+    private readonly string _idPrefix;
+    private readonly Lock _connectLock = new();
+    private readonly ConcurrentDictionary<string, SubjectKeys> _users = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, SubjectKeys> _teams = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, SubjectKeys> _keys = new(StringComparer.Ordinal);
+    private Task<ConnectionMultiplexer>? _connection;
+    private long _sequence;
+    private bool _disposed;
+
+    public RedisAdmissionStore(string configuration, AdmissionStoreOptions options, TimeProvider timeProvider)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(configuration);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        options.Validate();
+        _configuration = ConfigurationOptions.Parse(configuration);
+        _configuration.AbortOnConnectFail = false;
+        _configuration.ConnectTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
+        _configuration.SyncTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
+        _configuration.ResponseTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
+        _configuration.KeepAlive = 5;
+        _timeProvider = timeProvider;
+        _timeout = options.OperationTimeout;
+        _prefix = options.KeyPrefix;
+        _unused = _prefix + "_";
+        _idleMs = (long)options.RunIdleExpiry.TotalMilliseconds;
+        _retentionMs = (long)options.PeriodRetention.TotalMilliseconds;
+        _inFlightRetryMs = (long)options.InFlightRetryAfter.TotalMilliseconds;
+        _idPrefix = ReservationIds.NewPrefix();
+    }
+
+    public async ValueTask<AdmissionResult> ReserveAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var now = NowMs();
+        var usd = UsdAmount.ToNanosCeiling(request.ReserveUsd);
+        var tokens = Math.Max(0, request.ReserveTokens);
+        var ttlMs = Math.Max(1, (long)request.ReservationTtl.TotalMilliseconds);
+        var hash = request.RequestHash ?? string.Empty;
+        var id = ReservationIds.Format(_idPrefix, Interlocked.Increment(ref _sequence));
+
+        var user = Subject(_users, "u", request.User);
+        var userPeriod = user.GetPeriod(request.UserBudgetPeriod, now);
+        var teamPeriod = request.Team is { } team ? Subject(_teams, "t", team).GetPeriod(request.TeamBudgetPeriod, now) : null;
+        var userRates = request.UserRateLimits;
+        var keyRates = request.KeyRateLimits;
+        var key = request.KeyId is { } keyId && !keyRates.IsUnlimited ? Subject(_keys, "k", keyId) : null;
+        var hasUserRate = !userRates.IsUnlimited;
+
+        var keys = new RedisKey[KeyCount];
+        keys[0] = user.Control;
+        keys[1] = user.InFlight;
+        keys[2] = userPeriod.Budget;
+        keys[3] = userPeriod.Reservations;
+        keys[4] = teamPeriod?.Budget ?? _unused;
+        keys[5] = teamPeriod?.Reservations ?? _unused;
+        var runId = request.RunId;
+        keys[6] = runId is null ? _unused : _prefix + "run:" + runId;
+        keys[7] = runId is null ? _unused : _prefix + "runr:" + runId;
+        keys[8] = hasUserRate ? user.RateLog : _unused;
+        keys[9] = hasUserRate ? user.RateTokens : _unused;
+        keys[10] = key?.RateLog ?? _unused;
+        keys[11] = key?.RateTokens ?? _unused;
+        var runLifeMs = Math.Max(_idleMs, ttlMs) + RunKeyRefreshMs;
+
+        var deadlineMs = Math.Max(0, (long)request.RunDeadline.TotalMilliseconds);
+        RedisValue[] args =
+        [
+            now, id, now + ttlMs, ttlMs, usd, tokens,
+            Flag(teamPeriod is not null), Flag(runId is not null), Flag(hasUserRate), Flag(key is not null),
+            UsdAmount.ToNanosFloor(request.UserBudget.Usd), Math.Max(0, request.UserBudget.Tokens), Math.Max(0, request.UserBudget.Calls), userPeriod.EndMs,
+            UsdAmount.ToNanosFloor(request.TeamBudget.Usd), Math.Max(0, request.TeamBudget.Tokens), Math.Max(0, request.TeamBudget.Calls), teamPeriod?.EndMs ?? 0,
+            UsdAmount.ToNanosFloor(request.RunBudget.Usd), Math.Max(0, request.RunBudget.Tokens), Math.Max(0, request.RunBudget.Calls),
+            deadlineMs, Math.Max(0, request.RunMaxRepeats), hash, Math.Max(0, request.RunMaxInFlight), Math.Max(0, request.UserMaxInFlight),
+            Math.Max(0, userRates.RequestsPerMinute), Math.Max(0, userRates.TokensPerMinute),
+            Math.Max(0, keyRates.RequestsPerMinute), Math.Max(0, keyRates.TokensPerMinute),
+            WindowMs, _retentionMs, _idleMs, _inFlightRetryMs, request.User,
+            runLifeMs, RunKeyRefreshMs, RateKeyLifeMs, RateKeyRefreshMs,
+        ];
+
+        var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args, cancellationToken).ConfigureAwait(false))!;
+        var requests = new RateLimitSnapshot((long)reply[6], (long)reply[7], TimeSpan.FromMilliseconds((long)reply[8]));
+        var tokenSnapshot = new RateLimitSnapshot((long)reply[9], (long)reply[10], TimeSpan.FromMilliseconds((long)reply[11]));
+        var fractions = new BudgetFractions(
+            (long)reply[12] / AdmissionConstants.FractionScale,
+            (long)reply[13] / AdmissionConstants.FractionScale,
+            (long)reply[14] / AdmissionConstants.FractionScale);
+
+        if ((long)reply[0] == 1)
+        {
+            var reservation = new RedisReservation(this, id, usd, tokens, now + ttlMs, keys)
+            {
+                Member = string.Create(CultureInfo.InvariantCulture, $"{id}|{usd}|{tokens}"),
+                RequestHash = hash,
+                HasTeam = teamPeriod is not null,
+                HasRun = runId is not null,
+                HasUserRate = hasUserRate,
+                HasKeyRate = key is not null,
+                UserPeriodEndMs = userPeriod.EndMs,
+                TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
+                RunLifeMs = runLifeMs,
+                AdmittedAtMs = now,
+            };
+            return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
+        }
+
+        var limit = (AdmissionLimit)(long)reply[3];
+        var value = (long)reply[4];
+        var retry = (long)reply[5];
+        return new AdmissionResult(
+            null,
+            (AdmissionRejection)(long)reply[1],
+            (AdmissionScope)(long)reply[2],
+            limit,
+            limit switch
+            {
+                AdmissionLimit.Usd => UsdAmount.ToUsd(value),
+                AdmissionLimit.Deadline => value / 1000m,
+                _ => value,
+            },
+            retry >= 0 ? TimeSpan.FromMilliseconds(retry) : null,
+            requests,
+            tokenSnapshot,
+            fractions);
+    }
+
+    public async ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default)
+    {
+        var held = Own(reservation);
+        if (!held.TryComplete())
+        {
+            return;
+        }
+
+        RedisValue[] args =
+        [
+            NowMs(), held.Id, held.Member, held.UsdNanos, held.ReservedTokens,
+            UsdAmount.ToNanosCeiling(actualUsd), Math.Max(0, actualTokens),
+            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
+            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.AdmittedAtMs,
+        ];
+        await EvaluateAsync(RedisAdmissionScripts.Settle, held.Keys, args, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default)
+    {
+        var held = Own(reservation);
+        if (!held.TryComplete())
+        {
+            return;
+        }
+
+        RedisValue[] args =
+        [
+            NowMs(), held.Id, held.Member, held.UsdNanos, held.ReservedTokens, held.RequestHash,
+            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
+        ];
+        await EvaluateAsync(RedisAdmissionScripts.Release, held.Keys, args, cancellationToken).ConfigureAwait(false);
+    }
+
+    public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, true, cancellationToken);
+
+    public ValueTask ResumeRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, false, cancellationToken);
+
+    public async ValueTask HaltUserAsync(string user, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(user);
+        var key = Subject(_users, "u", user).Control;
+        await RunAsync(db => db.HashSetAsync(key, "h", 1), "halt-user", cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask ResumeUserAsync(string user, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(user);
+        var key = Subject(_users, "u", user).Control;
+        await RunAsync(db => db.HashDeleteAsync(key, "h"), "resume-user", cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runr:" + runId];
+        RedisValue[] args = [NowMs(), _idleMs];
+        var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false))!;
+        if (reply.Length == 0)
+        {
+            return null;
+        }
+
+        var start = (long)reply[5];
+        var deadline = (long)reply[6];
+        var user = (string?)reply[13];
+        return new RunBudgetState
+        {
+            RunId = runId,
+            User = string.IsNullOrEmpty(user) ? null : user,
+            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
+            SpentTokens = (long)reply[1],
+            Calls = (long)reply[2],
+            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
+            ReservedTokens = (long)reply[4],
+            StartedAt = start >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start) : null,
+            Deadline = start >= 0 && deadline > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start + deadline) : null,
+            Halted = (long)reply[7] == 1,
+            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[8]), (long)reply[9], (long)reply[10]),
+            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds((long)reply[11]),
+            InFlight = (int)(long)reply[12],
+        };
+    }
+
+    public async ValueTask<UserBudgetState> GetUserStateAsync(string user, string periodKey, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(user);
+        ArgumentException.ThrowIfNullOrEmpty(periodKey);
+        var subject = Subject(_users, "u", user);
+        RedisKey[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
+        RedisValue[] args = [NowMs()];
+        var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false))!;
+        var end = (long)reply[8];
+        return new UserBudgetState
+        {
+            User = user,
+            PeriodKey = periodKey,
+            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
+            SpentTokens = (long)reply[1],
+            Calls = (long)reply[2],
+            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
+            ReservedTokens = (long)reply[4],
+            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[5]), (long)reply[6], (long)reply[7]),
+            PeriodEnd = end > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(end) : null,
+            InFlight = (int)(long)reply[9],
+            Halted = (long)reply[10] == 1,
+        };
+    }
+
+    public async ValueTask<bool> PingAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await RunAsync(db => db.PingAsync(), "ping", cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (AdmissionStoreUnavailableException)
+        {
+            return false;
+        }
+    }
+
+    public void Dispose()
+    {
+        Task<ConnectionMultiplexer>? connection;
+        lock (_connectLock)
+        {
+            _disposed = true;
+            connection = _connection;
+        }
+
+        if (connection is null)
+        {
+            return;
+        }
+
+        if (connection.IsCompletedSuccessfully)
+        {
+            connection.Result.Dispose();
+        }
+        else
+        {
+            connection.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+        }
+    }
+
+    private static RedisValue Flag(bool value) => value ? "1" : "0";
+
+    /// <summary>Failures that mean "Redis cannot answer now", as opposed to a bug in a script.</summary>
+    private static bool IsUnavailable(Exception exception) => exception switch
+    {
+        TimeoutException or RedisConnectionException or SocketException or IOException => true,
+        RedisServerException server => server.Message.StartsWith("LOADING", StringComparison.Ordinal)
+            || server.Message.StartsWith("BUSY", StringComparison.Ordinal)
+            || server.Message.StartsWith("MASTERDOWN", StringComparison.Ordinal)
+            || server.Message.StartsWith("READONLY", StringComparison.Ordinal)
+            || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal)
+            || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal),
+        _ => false,
+    };
+
+    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
+    private static void Abandon(Task task) =>
+        task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
+    private SubjectKeys Subject(ConcurrentDictionary<string, SubjectKeys> cache, string tag, string name) =>
+        cache.TryGetValue(name, out var keys) ? keys : cache.GetOrAdd(name, new SubjectKeys(_prefix, tag, name));
+
+    private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runr:" + runId];
+        RedisValue[] args = [NowMs(), _idleMs, Flag(halt), _idleMs + RunKeyRefreshMs];
+        await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
+    }
+
+    private RedisReservation Own(Reservation reservation)
+    {
+        ArgumentNullException.ThrowIfNull(reservation);
+        if (reservation is not RedisReservation held || !ReferenceEquals(held.Store, this))
+        {
+            throw new ArgumentException("The reservation was made by another store.", nameof(reservation));
+        }
+
+        return held;
+    }
+
+    private long NowMs() => _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
+
+    private Task<ConnectionMultiplexer> Connect()
+    {
+        var connection = Volatile.Read(ref _connection);
+        if (connection is not null && !connection.IsFaulted && !connection.IsCanceled)
+        {
+            return connection;
+        }
+
+        lock (_connectLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connection is null || _connection.IsFaulted || _connection.IsCanceled)
+            {
+                // With AbortOnConnectFail=false the multiplexer comes back even while Redis is down and keeps
+                // reconnecting in the background; a faulted task (bad configuration) is retried on the next call.
+                _connection = Task.Run(() => ConnectionMultiplexer.ConnectAsync(_configuration));
+            }
+
+            return _connection;
+        }
+    }
+
+    private ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken) =>
+        BoundAsync(EvaluateCoreAsync(script, keys, args), script.Name, cancellationToken);
+
+    private async Task<RedisResult> EvaluateCoreAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
+    {
+        var database = (await Connect().ConfigureAwait(false)).GetDatabase();
+        try
+        {
+            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
+        }
+        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            // First use, or Redis restarted and lost its script cache: EVAL sends the source and caches it again.
+            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
+        }
+    }
+
+    private ValueTask<T> RunAsync<T>(Func<IDatabase, Task<T>> operation, string name, CancellationToken cancellationToken) =>
+        BoundAsync(RunCoreAsync(operation), name, cancellationToken);
+
+    private async Task<T> RunCoreAsync<T>(Func<IDatabase, Task<T>> operation)
+    {
+        var database = (await Connect().ConfigureAwait(false)).GetDatabase();
+        return await operation(database).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Waits for a Redis call at most the operation timeout (real time). The multiplexer has its own timeouts, but a
+    /// call queued while it reconnects could wait longer: no request may hang on the store.
+    /// </summary>
+    private async ValueTask<T> BoundAsync<T>(Task<T> call, string operation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception exception) when (IsUnavailable(exception))
+        {
+            Abandon(call);
+            throw new AdmissionStoreUnavailableException($"Redis did not answer {operation} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
+        }
+        catch (OperationCanceledException)
+        {
+            Abandon(call);
+            throw;
+        }
+    }
+
+    /// <summary>The keys of one user, team or gateway key, built once; budget keys are cached for the current period.</summary>
+    private sealed class SubjectKeys(string prefix, string tag, string name)
+    {
+        private readonly string _budgetStem = prefix + "b:" + tag + ":";
+        private readonly string _reservationsStem = prefix + "r:" + tag + ":";
+        private readonly string _name = name;
+        private PeriodKeys? _period;
+
+        public RedisKey Control { get; } = prefix + "u:" + name;
+
+        public RedisKey InFlight { get; } = prefix + "uif:" + name;
+
+        public RedisKey RateLog { get; } = prefix + "rl:" + tag + ":" + name;
+
+        public RedisKey RateTokens { get; } = prefix + "rlt:" + tag + ":" + name;
+
+        public RedisKey BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
+
+        public RedisKey ReservationsKey(string periodKey) => _reservationsStem + periodKey + ":" + _name;
+
+        public PeriodKeys GetPeriod(BudgetPeriod period, long nowMs)
+        {
+            var id = BudgetPeriods.GetId(period, nowMs);
+            var current = Volatile.Read(ref _period);
+            if (current is not null && current.Period == period && current.Id == id)
+            {
+                return current;
+            }
+
+            var instant = DateTimeOffset.FromUnixTimeMilliseconds(nowMs);
+            var key = BudgetPeriods.GetKey(period, instant);
+            var created = new PeriodKeys(period, id, BudgetKey(key), ReservationsKey(key), BudgetPeriods.GetEnd(period, instant)?.ToUnixTimeMilliseconds() ?? 0);
+            Volatile.Write(ref _period, created);
+            return created;
+        }
+    }
+
+    private sealed record PeriodKeys(BudgetPeriod Period, long Id, RedisKey Budget, RedisKey Reservations, long EndMs);
+
+    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, RedisKey[] keys)
+        : Reservation(id, usdNanos, tokens, expiresAtMs)
+    {
+        public RedisAdmissionStore Store { get; } = store;
+
+        /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
+        public RedisKey[] Keys { get; } = keys;
+
+        public required string Member { get; init; }
+
+        public required string RequestHash { get; init; }
+
+        public bool HasTeam { get; init; }
+
+        public bool HasRun { get; init; }
+
+        public bool HasUserRate { get; init; }
+
+        public bool HasKeyRate { get; init; }
+
+        public long UserPeriodEndMs { get; init; }
+
+        public long TeamPeriodEndMs { get; init; }
+
+        public long RunLifeMs { get; init; }
+
+        /// <summary>The rate-limit windows hold the call at this instant.</summary>
+        public long AdmittedAtMs { get; init; }
+    }
+}
