@@ -45,7 +45,8 @@ internal sealed class GatewayConfig
                 Team: team,
                 IsConfiguredUser: userOptions is not null,
                 AllowedModels: key.Models.Count == 0 ? null : key.Models.ToFrozenSet(StringComparer.Ordinal),
-                Options: key);
+                Options: key,
+                Policy: Budgets.CallerPolicy.Resolve(options, key, userOptions, team));
         }
 
         _keys = keys.ToFrozenDictionary();

@@ -22,7 +22,33 @@ public sealed record GatewayOptions
     public ResilienceOptions Resilience { get; init; } = new();
     public Dictionary<string, ToolOptions> Tools { get; init; } = new(StringComparer.Ordinal);
     public LimitsOptions Limits { get; init; } = new();
+    public StoreOptions Store { get; init; } = new();
     public MockLlmOptions MockLlm { get; init; } = new();
+}
+
+/// <summary>What the budget and rate-limit store does when Redis cannot answer in time.</summary>
+public enum StoreFailurePolicy
+{
+    /// <summary>Refuse the call with 503 store_unavailable: no spend without accounting.</summary>
+    Deny,
+
+    /// <summary>Let the call through unaccounted; it is logged and counted.</summary>
+    Allow,
+}
+
+/// <summary>The budget/limit store (in memory, or Redis when Gateway:Redis is set).</summary>
+public sealed record StoreOptions
+{
+    /// <summary>Prefix of every Redis key, so several gateways can share one Redis.</summary>
+    public string KeyPrefix { get; init; } = "llmgw:";
+
+    /// <summary>Longest time one admission or settlement may take before the policy applies (default 100 ms).</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    public StoreFailurePolicy OnUnavailable { get; init; } = StoreFailurePolicy.Deny;
+
+    /// <summary>How long a reservation holds if its gateway dies before settling it (default 10 minutes).</summary>
+    public TimeSpan ReservationTtl { get; init; } = TimeSpan.FromMinutes(10);
 }
 
 /// <summary>An upstream LLM provider.</summary>
@@ -93,6 +119,10 @@ public sealed record UserOptions
     public int? Rpm { get; init; }
     public int? Tpm { get; init; }
     public double? DowngradeAt { get; init; }
+
+    /// <summary>At most this many of the user's calls in flight at once; beyond, 429 rate_limit_exceeded.</summary>
+    public int? MaxInFlight { get; init; }
+
     public RunOptions? Runs { get; init; }
 }
 
@@ -125,6 +155,14 @@ public sealed record RunOptions
     public int Calls { get; init; }
     public TimeSpan? Deadline { get; init; }
     public int MaxRepeats { get; init; }
+
+    /// <summary>At most this many calls of one run in flight at once.</summary>
+    public int MaxInFlight { get; init; }
+
+    /// <summary>Largest prompt (estimated tokens) one call of a run may send; beyond, 400 context_length_exceeded.</summary>
+    public long MaxInputTokens { get; init; }
+
+    /// <summary>Run state is forgotten this long after the run's last call (read at start-up).</summary>
     public TimeSpan IdleExpiry { get; init; } = TimeSpan.FromHours(24);
 }
 
@@ -160,6 +198,9 @@ public sealed record LimitsOptions
 
     /// <summary>Largest non-streamed upstream response the gateway buffers to read its usage; default 64 MiB.</summary>
     public long MaxResponseBodyBytes { get; init; } = 64 * 1024 * 1024;
+
+    /// <summary>Largest worst-case cost (USD) one request may reserve; 0 = no ceiling.</summary>
+    public decimal MaxRequestUsd { get; init; }
 }
 
 /// <summary>The bundled mock provider, mapped inside the gateway for the quick start.</summary>

@@ -136,6 +136,26 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Limits:MaxResponseBodyBytes: must be positive");
         }
 
+        if (options.Limits.MaxRequestUsd < 0)
+        {
+            errors.Add($"{root}:Limits:MaxRequestUsd: must not be negative");
+        }
+
+        if (options.Store.Timeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Store:Timeout: must be positive");
+        }
+
+        if (options.Store.ReservationTtl <= TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Store:ReservationTtl: must be positive");
+        }
+
+        if (string.IsNullOrEmpty(options.Store.KeyPrefix))
+        {
+            errors.Add($"{root}:Store:KeyPrefix: must not be empty");
+        }
+
         if (options.Resilience.MaxAttempts < 1)
         {
             errors.Add($"{root}:Resilience:MaxAttempts: must be at least 1");
@@ -172,6 +192,7 @@ internal static class GatewayOptionsValidator
         CheckBudget(errors, $"{path}:Budget", user.Budget);
         CheckNonNegative(errors, $"{path}:Rpm", user.Rpm ?? 0);
         CheckNonNegative(errors, $"{path}:Tpm", user.Tpm ?? 0);
+        CheckNonNegative(errors, $"{path}:MaxInFlight", user.MaxInFlight ?? 0);
         if (user.DowngradeAt is { } at && (at <= 0 || at > 1))
         {
             errors.Add($"{path}:DowngradeAt: must be a fraction in (0, 1]");
@@ -193,6 +214,8 @@ internal static class GatewayOptionsValidator
         CheckNonNegative(errors, $"{path}:Tokens", runs.Tokens);
         CheckNonNegative(errors, $"{path}:Calls", runs.Calls);
         CheckNonNegative(errors, $"{path}:MaxRepeats", runs.MaxRepeats);
+        CheckNonNegative(errors, $"{path}:MaxInFlight", runs.MaxInFlight);
+        CheckNonNegative(errors, $"{path}:MaxInputTokens", runs.MaxInputTokens);
         if (runs.Deadline is { } deadline && deadline < TimeSpan.Zero)
         {
             errors.Add($"{path}:Deadline: must not be negative");

@@ -37,6 +37,8 @@ internal sealed class LlmCall
         StartTimestamp = startTimestamp;
     }
 
+    private bool _settled;
+
     public string RequestId { get; }
 
     public LlmCallLimits Limits { get; }
@@ -85,12 +87,21 @@ internal sealed class LlmCall
 
     public decimal CostUsd { get; set; }
 
+    /// <summary>The admission decision: the reservation to settle and the caller's rate-limit state for headers.</summary>
+    public Budgets.AdmissionResult? Admission { get; set; }
+
     /// <summary>Why the call failed, for the log; never contains secrets.</summary>
     public string? FailureDetail { get; set; }
 
     /// <summary>Charges what the upstream reported, or estimates from the prompt and the delivered text.</summary>
     public void SettleUsage()
     {
+        if (_settled)
+        {
+            return;
+        }
+
+        _settled = true;
         if (!HasUsage)
         {
             if (UpstreamHeadersTimestamp == 0 || Outcome is CallOutcome.UpstreamFailed or CallOutcome.UpstreamStatus || (Outcome == CallOutcome.UpstreamGarbage && DeliveredTextBytes == 0))

@@ -125,6 +125,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         headers[GatewayHeaders.RequestId] = call.RequestId;
         headers[GatewayHeaders.Model] = call.ServedModel.Name;
         headers[GatewayHeaders.Attempts] = "1";
+        Budgets.RateLimitHeaders.Write(headers, call.Admission);
     }
 
     private async Task RelayJsonAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, LlmCall call, CancellationToken cancellationToken)

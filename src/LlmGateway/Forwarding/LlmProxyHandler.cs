@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Identity;
@@ -30,10 +31,12 @@ internal sealed class LlmProxyHandler
     private readonly UpstreamHttpClient _client;
     private readonly LlmForwardingTransformer _transformer;
     private readonly GatewayMetrics _metrics;
+    private readonly BudgetGuard _budgets;
     private readonly ILogger<LlmProxyHandler> _logger;
 
-    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, ILogger<LlmProxyHandler> logger)
+    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, ILogger<LlmProxyHandler> logger)
     {
+        _budgets = budgets;
         _config = config;
         _forwarder = forwarder;
         _client = client;
@@ -104,8 +107,22 @@ internal sealed class LlmProxyHandler
                 body = RequestBodyRewriter.Rewrite(body.Span, rewriteModel, call.InjectedIncludeUsage);
             }
 
-            await ForwardAsync(context, call, body);
-            Complete(context, call);
+            if (await _budgets.AdmitAsync(config, call, body, context.RequestAborted) is { } refusal)
+            {
+                RateLimitHeaders.Write(context.Response.Headers, call.Admission);
+                await RejectAsync(context, caller, refusal);
+                return;
+            }
+
+            try
+            {
+                await ForwardAsync(context, call, body);
+            }
+            finally
+            {
+                Complete(context, call);
+                await _budgets.CompleteAsync(call);
+            }
         }
         finally
         {
@@ -154,6 +171,7 @@ internal sealed class LlmProxyHandler
             context.Response.Clear();
             context.Response.Headers[GatewayHeaders.RequestId] = call.RequestId;
             context.Response.Headers[GatewayHeaders.Attempts] = "1";
+            RateLimitHeaders.Write(context.Response.Headers, call.Admission);
             await pending.WriteAsync(context.Response);
         }
     }

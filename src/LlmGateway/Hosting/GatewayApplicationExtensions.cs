@@ -1,3 +1,4 @@
+using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Forwarding;
 using Microsoft.AspNetCore.Http;
@@ -61,7 +62,16 @@ public static class GatewayApplicationExtensions
         app.MapGet("/v1/models", models.HandleAsync);
         app.MapGatewayMetrics();
         app.MapGet("/healthz", () => Results.Text("ok"));
-        app.MapGet("/readyz", () => Results.Json(new { status = "ready", config = config.Current.Version }));
+        app.MapGet("/readyz", async (IAdmissionStore store, CancellationToken ct) =>
+        {
+            // Ready once the config is loaded (it is, or start-up would have failed) and, with Redis configured,
+            // while Redis answers: a replica that cannot enforce limits should get no traffic.
+            var redis = !string.IsNullOrWhiteSpace(config.Current.Options.Redis);
+            var storeOk = await store.PingAsync(ct);
+            var body = new { status = storeOk ? "ready" : "store_unavailable", config = config.Current.Version, store = redis ? "redis" : "memory", store_ok = storeOk };
+            return storeOk ? Results.Json(body) : Results.Json(body, statusCode: StatusCodes.Status503ServiceUnavailable);
+        });
+        LlmGateway.Admin.AdminEndpoints.Map(app);
 
         var mock = config.Current.Options.MockLlm;
         if (mock.Enabled)

@@ -13,4 +13,8 @@ internal static class GatewayEventIds
     public const int UpstreamStreamBroken = 2002;
     public const int UpstreamGarbage = 2003;
     public const int ClientDisconnected = 2004;
+
+    public const int StoreUnavailable = 3000;
+    public const int SettleFailed = 3001;
+    public const int AdminAction = 3100;
 }

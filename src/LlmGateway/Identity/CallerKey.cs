@@ -10,7 +10,8 @@ internal sealed record CallerKey(
     string? Team,
     bool IsConfiguredUser,
     FrozenSet<string>? AllowedModels,
-    KeyOptions Options)
+    KeyOptions Options,
+    Budgets.CallerPolicy Policy)
 {
     public bool MayUse(string model) => AllowedModels is null || AllowedModels.Contains(model);
 }

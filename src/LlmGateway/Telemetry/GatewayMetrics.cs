@@ -49,6 +49,7 @@ internal sealed class GatewayMetrics
     private readonly Counter<long> _toolCalls;
     private readonly Histogram<double> _toolDuration;
     private readonly Counter<long> _idempotentReplays;
+    private readonly Counter<long> _storeUnavailable;
 
     private readonly ConcurrentDictionary<string, int> _circuitStates = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, BudgetState> _budgets = new(StringComparer.Ordinal);
@@ -86,6 +87,8 @@ internal sealed class GatewayMetrics
             "Requests served by a cheaper model than asked for, by models and reason.");
         _configReloads = meter.CreateCounter<long>("llm_gateway_config_reloads", "{reload}",
             "Configuration reloads, by result (success, failure).");
+        _storeUnavailable = meter.CreateCounter<long>("llm_gateway_store_unavailable", "{request}",
+            "Admissions the budget store could not decide in time, by the policy applied (allowed or denied).");
         _toolCalls = meter.CreateCounter<long>("llm_gateway_tool_calls", "{call}",
             "Tool calls proxied, by tool, HTTP method and status.");
         _toolDuration = CreateDurationHistogram(meter, "llm_gateway_tool_duration_seconds",
@@ -188,6 +191,10 @@ internal sealed class GatewayMetrics
             { TelemetryTags.To, to },
             { TelemetryTags.Reason, reason },
         });
+
+    /// <summary>The budget store could not answer an admission in time; <paramref name="allowed"/> is the policy applied.</summary>
+    public void RecordStoreUnavailable(bool allowed) =>
+        _storeUnavailable.Add(1, new KeyValuePair<string, object?>(TelemetryTags.Result, allowed ? "allowed" : "denied"));
 
     public void RecordConfigReload(bool success) =>
         _configReloads.Add(1, new KeyValuePair<string, object?>(

@@ -92,4 +92,25 @@ public static class Http
             await Task.Delay(20);
         }
     }
+
+    /// <summary>Waits until an asynchronous probe returns a value.</summary>
+    public static async Task<T> EventuallyAsync<T>(Func<Task<T?>> probe, string what, int timeoutMs = 5000)
+        where T : struct
+    {
+        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        while (true)
+        {
+            if (await probe() is { } value)
+            {
+                return value;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}");
+            }
+
+            await Task.Delay(20);
+        }
+    }
 }

@@ -37,4 +37,48 @@ public static class TestConfigs
     """;
 
     public static string Sha256(string key) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key)));
+
+    public const string AdminKey = "admin-secret-key";
+
+    /// <summary>
+    /// One user per limit so tests stay independent. "metered" charges only output, $1000 per million tokens
+    /// ($0.001 a token), and the mock is told to produce exactly max_tokens, so worst case == actual cost.
+    /// </summary>
+    public static string Budgets(string mockBaseUrl, string? redis = null, string onUnavailable = "Deny") => $$"""
+    {
+      "Gateway": {
+        "Redis": "{{redis ?? ""}}",
+        "AdminKey": "{{AdminKey}}",
+        "Store": { "OnUnavailable": "{{onUnavailable}}", "Timeout": "00:00:00.200", "KeyPrefix": "llmgw-{{Guid.NewGuid():N}}:" },
+        "Providers": { "mock": { "BaseUrl": "{{mockBaseUrl}}/v1" } },
+        "Models": {
+          "metered": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 1000, "DefaultMaxOutputTokens": 10 },
+          "mock-small": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 },
+          "tiny-context": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2, "ContextWindow": 50 }
+        },
+        "Keys": [
+          { "Key": "sk-spender", "User": "spender" },
+          { "Key": "sk-rpm", "User": "rpm-user" },
+          { "Key": "sk-tpm", "User": "tpm-user" },
+          { "Key": "sk-calls", "User": "calls-user" },
+          { "Key": "sk-loop", "User": "loop-user" },
+          { "Key": "sk-inflight", "User": "inflight-user" },
+          { "Key": "sk-runner", "User": "runner" },
+          { "Key": "sk-free", "User": "free-user" }
+        ],
+        "Users": {
+          "spender": { "Budget": { "Usd": 1.0, "Period": "Day" } },
+          "rpm-user": { "Rpm": 5 },
+          "tpm-user": { "Tpm": 100000 },
+          "calls-user": { "Runs": { "Calls": 3 } },
+          "loop-user": { "Runs": { "MaxRepeats": 2 } },
+          "inflight-user": { "MaxInFlight": 1 },
+          "runner": { "Runs": { "Usd": 5, "MaxInputTokens": 200 } },
+          "free-user": { "Budget": { "Usd": 0.000001, "Period": "Day" } }
+        },
+        "Limits": { "MaxRequestUsd": 0.5 },
+        "Resilience": { "AttemptTimeout": "00:00:05" }
+      }
+    }
+    """;
 }

@@ -1,0 +1,196 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using LlmGateway.Accounting;
+using LlmGateway.Configuration;
+using LlmGateway.Errors;
+using LlmGateway.Forwarding;
+using LlmGateway.Telemetry;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace LlmGateway.Budgets;
+
+/// <summary>
+/// Admission before a call goes upstream and settlement after it: the guards that need no store (context
+/// window, run input cap, per-request ceiling), then one atomic reservation of the worst case against every
+/// budget and limit, then settle to the actual cost (or release when nothing was generated).
+/// </summary>
+internal sealed class BudgetGuard
+{
+    private readonly IAdmissionStore _store;
+    private readonly GatewayMetrics _metrics;
+    private readonly ILogger<BudgetGuard> _logger;
+
+    public BudgetGuard(IAdmissionStore store, GatewayMetrics metrics, ILogger<BudgetGuard> logger)
+    {
+        _store = store;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    /// <summary>Returns the error to answer with, or null when the call may go upstream (its reservation is on the call).</summary>
+    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        var model = call.ServedModel;
+        var policy = call.Caller.Policy;
+        var promptTokens = TokenEstimator.Prompt(call.Request.PromptTextBytes, call.Request.MessageCount);
+        var maxOutput = call.Endpoint == LlmEndpoint.Embeddings ? 0 : call.Request.MaxOutputFor(model.Options);
+
+        if (model.Options.ContextWindow > 0 && promptTokens > model.Options.ContextWindow)
+        {
+            return ContextTooLong($"The prompt is about {promptTokens} tokens, more than the {model.Options.ContextWindow}-token context window of '{model.Name}'.");
+        }
+
+        if (call.RunId is not null && policy.Runs.MaxInputTokens > 0 && promptTokens > policy.Runs.MaxInputTokens)
+        {
+            return ContextTooLong($"The prompt is about {promptTokens} tokens, more than the run's input cap of {policy.Runs.MaxInputTokens} tokens (Gateway:Runs:MaxInputTokens).");
+        }
+
+        var worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
+        var ceiling = config.Options.Limits.MaxRequestUsd;
+        if (ceiling > 0 && worstCase > ceiling)
+        {
+            return Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
+        }
+
+        var runs = policy.Runs;
+        var request = new AdmissionRequest
+        {
+            User = call.Caller.User,
+            UserBudget = policy.UserBudget,
+            UserBudgetPeriod = policy.UserBudgetPeriod,
+            UserRateLimits = policy.UserRates,
+            UserMaxInFlight = policy.UserMaxInFlight,
+            Team = call.Caller.Team,
+            TeamBudget = policy.TeamBudget,
+            TeamBudgetPeriod = policy.TeamBudgetPeriod,
+            KeyId = call.Caller.Id,
+            KeyRateLimits = policy.KeyRates,
+            RunId = call.RunId,
+            RunBudget = new BudgetLimits(runs.Usd, runs.Tokens, runs.Calls),
+            RunDeadline = runs.Deadline ?? TimeSpan.Zero,
+            RunMaxRepeats = runs.MaxRepeats,
+            RunMaxInFlight = runs.MaxInFlight,
+            RequestHash = call.RunId is not null && runs.MaxRepeats > 0 ? Convert.ToBase64String(SHA256.HashData(body.Span)) : null,
+            ReserveUsd = worstCase,
+            ReserveTokens = promptTokens + maxOutput,
+            ReservationTtl = config.Options.Store.ReservationTtl,
+        };
+
+        AdmissionResult result;
+        try
+        {
+            result = await _store.ReserveAsync(request, cancellationToken);
+        }
+        catch (AdmissionStoreUnavailableException ex)
+        {
+            _metrics.RecordStoreUnavailable(config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow);
+            BudgetLog.StoreUnavailable(_logger, call.RequestId, config.Options.Store.OnUnavailable.ToString(), ex.Message);
+            if (config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow)
+            {
+                return null;
+            }
+
+            return new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
+                "The gateway's budget store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
+                true, null, TimeSpan.FromSeconds(1));
+        }
+
+        call.Admission = result;
+        if (result.IsAdmitted)
+        {
+            if (policy.UserBudget.Usd > 0)
+            {
+                _metrics.SetBudget(call.Caller.User, (double)policy.UserBudget.Usd * result.SpentFractions.User, (double)policy.UserBudget.Usd);
+            }
+
+            return null;
+        }
+
+        return Describe(result, call);
+    }
+
+    /// <summary>Charges what the call cost, or gives everything back when nothing reached the caller.</summary>
+    public async ValueTask CompleteAsync(LlmCall call)
+    {
+        if (call.Admission?.Reservation is not { } reservation)
+        {
+            return;
+        }
+
+        try
+        {
+            if (call.HasUsage)
+            {
+                await _store.SettleAsync(reservation, call.CostUsd, call.Usage.TotalTokens, CancellationToken.None);
+            }
+            else
+            {
+                await _store.ReleaseAsync(reservation, CancellationToken.None);
+            }
+        }
+        catch (AdmissionStoreUnavailableException ex)
+        {
+            // The reservation expires by itself; the cost stays in the call log and the metrics.
+            BudgetLog.SettleFailed(_logger, call.RequestId, reservation.Id, call.CostUsd, ex.Message);
+        }
+    }
+
+    private static GatewayError Describe(AdmissionResult result, LlmCall call)
+    {
+        var scope = result.FailedScope switch
+        {
+            AdmissionScope.User => $"user '{call.Caller.User}'",
+            AdmissionScope.Team => $"team '{call.Caller.Team}'",
+            AdmissionScope.Run => $"run '{call.RunId}'",
+            AdmissionScope.Key => $"key '{call.Caller.Id}'",
+            _ => "caller",
+        };
+        var value = result.LimitValue.ToString("0.######", CultureInfo.InvariantCulture);
+        var limit = result.FailedLimit switch
+        {
+            AdmissionLimit.Usd => $"USD budget of ${value}",
+            AdmissionLimit.Tokens => $"token budget of {value} tokens",
+            AdmissionLimit.Calls => $"limit of {value} calls",
+            AdmissionLimit.RequestsPerMinute => $"rate limit of {value} requests per minute",
+            AdmissionLimit.TokensPerMinute => $"rate limit of {value} tokens per minute",
+            AdmissionLimit.InFlight => $"limit of {value} calls in flight at once",
+            AdmissionLimit.Deadline => $"deadline of {value} s from its first call",
+            AdmissionLimit.Repeats => $"limit of {value} identical requests",
+            _ => "limit",
+        };
+        var retry = result.RetryAfter is { } after
+            ? $" Capacity returns in {Math.Max(1, Math.Ceiling(after.TotalSeconds)):0} s."
+            : string.Empty;
+
+        return result.Rejection switch
+        {
+            AdmissionRejection.RunHalted => new GatewayError(StatusCodes.Status403Forbidden, GatewayErrorCodes.RunHalted, "permission_error",
+                $"The run '{call.RunId}' was halted by an operator (POST /admin/runs/{{id}}/resume lifts it).", false),
+            AdmissionRejection.UserHalted => new GatewayError(StatusCodes.Status403Forbidden, GatewayErrorCodes.UserHalted, "permission_error",
+                $"The user '{call.Caller.User}' was halted by an operator.", false),
+            AdmissionRejection.RunDeadlineExceeded => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RunDeadlineExceeded, "rate_limit_error",
+                $"The {scope} passed its {limit}.", false),
+            AdmissionRejection.LoopDetected => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.LoopDetected, "rate_limit_error",
+                $"The same request was sent more often than the {scope}'s {limit}; the agent looks stuck in a loop.", false),
+            AdmissionRejection.RateLimitExceeded => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
+                $"The {scope} reached its {limit}.{retry}", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
+            _ => Budget($"The {scope} has used up its {limit}.{(result.RetryAfter is null ? string.Empty : $" It resets in {Math.Ceiling(result.RetryAfter.Value.TotalSeconds):0} s.")}", result.RetryAfter),
+        };
+    }
+
+    private static GatewayError Budget(string message, TimeSpan? retryAfter) =>
+        new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota", message, false, null, retryAfter);
+
+    private static GatewayError ContextTooLong(string message) =>
+        new(StatusCodes.Status400BadRequest, GatewayErrorCodes.ContextLengthExceeded, "invalid_request_error", message, false, "messages");
+}
+
+internal static partial class BudgetLog
+{
+    [LoggerMessage(EventId = GatewayEventIds.StoreUnavailable, EventName = "StoreUnavailable", Level = LogLevel.Warning, Message = "Request {RequestId}: budget store unavailable, policy {Policy}: {Reason}")]
+    public static partial void StoreUnavailable(ILogger logger, string requestId, string policy, string reason);
+
+    [LoggerMessage(EventId = GatewayEventIds.SettleFailed, EventName = "SettleFailed", Level = LogLevel.Error, Message = "Request {RequestId}: reservation {ReservationId} could not be settled ({CostUsd} USD); it expires by itself: {Reason}")]
+    public static partial void SettleFailed(ILogger logger, string requestId, string reservationId, decimal costUsd, string reason);
+}

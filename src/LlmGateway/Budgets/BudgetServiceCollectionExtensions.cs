@@ -1,0 +1,35 @@
+using LlmGateway.Budgets;
+using LlmGateway.Configuration;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Registers the admission store and the budget guard.</summary>
+public static class BudgetServiceCollectionExtensions
+{
+    /// <summary>
+    /// The in-memory store is the default; when Gateway:Redis is set at start-up the Redis store replaces it, so
+    /// every replica on that Redis enforces one limit. (Changing Gateway:Redis needs a restart; limits reload live.)
+    /// </summary>
+    public static IServiceCollection AddGatewayBudgets(this IServiceCollection services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.TryAddSingleton<IAdmissionStore>(sp =>
+        {
+            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
+            var storeOptions = new AdmissionStoreOptions
+            {
+                KeyPrefix = options.Store.KeyPrefix,
+                OperationTimeout = options.Store.Timeout,
+                RunIdleExpiry = options.Runs.IdleExpiry,
+            };
+            var time = sp.GetRequiredService<TimeProvider>();
+            return string.IsNullOrWhiteSpace(options.Redis)
+                ? new InMemoryAdmissionStore(storeOptions, time)
+                : new RedisAdmissionStore(options.Redis, storeOptions, time);
+        });
+        services.TryAddSingleton<BudgetGuard>();
+        services.AddHostedService<AdmissionStoreWarmup>();
+        return services;
+    }
+}
