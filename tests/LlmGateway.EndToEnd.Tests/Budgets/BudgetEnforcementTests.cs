@@ -103,6 +103,23 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RunDeadline_RejectsCallsAfterItPasses()
+    {
+        using (var first = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "first"), "sk-deadline", ("X-Run-Id", "run-deadline"))))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        }
+
+        // The deadline (1 s from the run's first call) is a property of the run, so the wait is part of the scenario.
+        await Task.Delay(1200);
+        using var late = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "late"), "sk-deadline", ("X-Run-Id", "run-deadline")));
+
+        await Http.AssertErrorAsync(late, 429, "run_deadline_exceeded", shouldRetry: false);
+        using var newRun = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "fresh"), "sk-deadline", ("X-Run-Id", "run-deadline-2")));
+        Assert.Equal(HttpStatusCode.OK, newRun.StatusCode);
+    }
+
+    [Fact]
     public async Task LoopGuard_RejectsTheSameRequestRepeatedTooOften()
     {
         for (var i = 0; i < 2; i++)

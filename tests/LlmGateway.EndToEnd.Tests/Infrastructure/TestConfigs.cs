@@ -64,7 +64,8 @@ public static class TestConfigs
           { "Key": "sk-loop", "User": "loop-user" },
           { "Key": "sk-inflight", "User": "inflight-user" },
           { "Key": "sk-runner", "User": "runner" },
-          { "Key": "sk-free", "User": "free-user" }
+          { "Key": "sk-free", "User": "free-user" },
+          { "Key": "sk-deadline", "User": "deadline-user" }
         ],
         "Users": {
           "spender": { "Budget": { "Usd": 1.0, "Period": "Day" } },
@@ -74,7 +75,8 @@ public static class TestConfigs
           "loop-user": { "Runs": { "MaxRepeats": 2 } },
           "inflight-user": { "MaxInFlight": 1 },
           "runner": { "Runs": { "Usd": 5, "MaxInputTokens": 200 } },
-          "free-user": { "Budget": { "Usd": 0.000001, "Period": "Day" } }
+          "free-user": { "Budget": { "Usd": 0.000001, "Period": "Day" } },
+          "deadline-user": { "Runs": { "Deadline": "00:00:01" } }
         },
         "Limits": { "MaxRequestUsd": 0.5 },
         "Resilience": { "AttemptTimeout": "00:00:05" }
