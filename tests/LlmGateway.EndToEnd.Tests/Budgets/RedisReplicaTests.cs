@@ -7,8 +7,8 @@ using LlmGateway.Tests.Shared;
 namespace LlmGateway.EndToEnd.Tests.Budgets;
 
 /// <summary>
-/// Two gateway replicas (separate Kestrel servers, DI containers and Redis connections) on one real
-/// redis-server enforce one set of limits.
+/// Two gateway processes on one real redis-server enforce one set of limits: replica A runs inside the
+/// test process, replica B is a separate <c>dotnet LlmGateway.dll</c> process sharing nothing with it but Redis.
 /// </summary>
 [RequiresRedisServer]
 public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyncLifetime
@@ -16,7 +16,7 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
     private readonly RedisServerFixture _redis;
     private MockLlmServer _mock = null!;
     private GatewayServer _a = null!;
-    private GatewayServer _b = null!;
+    private GatewayProcess _b = null!;
 
     public RedisReplicaTests(RedisServerFixture redis) => _redis = redis;
 
@@ -32,11 +32,10 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
         // Both replicas get the same config file content, hence the same key prefix: one shared set of limits.
         var config = TestConfigs.Budgets(_mock.BaseUrl, _redis.ConnectionString);
         _a = await GatewayServer.StartAsync(config);
-        _b = await GatewayServer.StartAsync(config);
+        _b = await GatewayProcess.StartAsync(config);
 
         // As a load balancer would: no traffic before a replica reports ready.
         await WaitReadyAsync(_a);
-        await WaitReadyAsync(_b);
     }
 
     private static async Task WaitReadyAsync(GatewayServer gateway) =>
@@ -59,8 +58,8 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
         var statuses = new List<HttpStatusCode>();
         for (var i = 0; i < 10; i++)
         {
-            var gateway = i % 2 == 0 ? _a : _b;
-            using var response = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"rpm {i}"), "sk-rpm"));
+            var client = i % 2 == 0 ? _a.Client : _b.Client;
+            using var response = await client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"rpm {i}"), "sk-rpm"));
             statuses.Add(response.StatusCode);
         }
 
@@ -71,7 +70,7 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
     [RedisFact]
     public async Task TwoReplicas_ShareOneBudget_ConcurrentlyAdmitExactlyWhatFits()
     {
-        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _a : _b).Client.SendAsync(BudgetCalls.Metered("sk-spender", content: $"shared {i}"))));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"shared {i}"))));
 
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));

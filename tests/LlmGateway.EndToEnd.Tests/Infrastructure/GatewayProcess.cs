@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace LlmGateway.EndToEnd.Tests.Infrastructure;
+
+/// <summary>
+/// The gateway as a separate OS process (<c>dotnet LlmGateway.dll --config ... --urls ...</c>), for tests
+/// where replicas must share nothing but Redis.
+/// </summary>
+public sealed class GatewayProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly string _directory;
+    private readonly StringBuilder _output = new();
+
+    private GatewayProcess(Process process, string baseUrl, string directory)
+    {
+        _process = process;
+        _directory = directory;
+        BaseUrl = baseUrl;
+        Client = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(30) };
+    }
+
+    public string BaseUrl { get; }
+
+    public HttpClient Client { get; }
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    public static async Task<GatewayProcess> StartAsync(string configJson)
+    {
+        var directory = Directory.CreateTempSubdirectory("llmgw-proc-").FullName;
+        var configPath = Path.Combine(directory, "gateway.json");
+        await File.WriteAllTextAsync(configPath, configJson);
+        var port = FreePort();
+        var baseUrl = $"http://127.0.0.1:{port}";
+        var dll = Path.Combine(AppContext.BaseDirectory, "LlmGateway.dll");
+        var start = new ProcessStartInfo("dotnet", [dll, "--config", configPath, "--urls", baseUrl])
+        {
+            WorkingDirectory = directory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.Environment["Logging__LogLevel__Default"] = "Warning";
+        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the gateway process");
+        var gateway = new GatewayProcess(process, baseUrl, directory);
+        process.OutputDataReceived += (_, e) => gateway.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => gateway.Append(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"the gateway process exited with {process.ExitCode}: {gateway.Output}");
+            }
+
+            try
+            {
+                using var ready = await gateway.Client.GetAsync("/readyz");
+                if (ready.IsSuccessStatusCode)
+                {
+                    return gateway;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                await gateway.DisposeAsync();
+                throw new TimeoutException("the gateway process did not become ready: " + gateway.Output);
+            }
+
+            await Task.Delay(100);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
