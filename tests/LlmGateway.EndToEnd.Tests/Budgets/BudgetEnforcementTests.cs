@@ -6,28 +6,15 @@ using LlmGateway.EndToEnd.Tests.Infrastructure;
 namespace LlmGateway.EndToEnd.Tests.Budgets;
 
 /// <summary>Budgets, rate limits and run control through the gateway, with the in-memory store.</summary>
-public sealed class BudgetEnforcementTests : IAsyncLifetime
+public sealed class BudgetEnforcementTests : GatewayTestBase
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _gateway = null!;
-
-    public async Task InitializeAsync()
-    {
-        _mock = await MockLlmServer.StartAsync();
-        _gateway = await GatewayServer.StartAsync(TestConfigs.Budgets(_mock.BaseUrl));
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _gateway.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
+    protected override string Config(string mockBaseUrl) => TestConfigs.Budgets(mockBaseUrl);
 
     [Fact]
     public async Task ConcurrentRequests_AgainstOneDollar_SettleToAtMostOneDollar_AndAdmitExactlyWhatFits()
     {
         // Each call reserves and costs exactly $0.01: 100 fit in $1.00.
-        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => _gateway.Client.SendAsync(BudgetCalls.Metered("sk-spender", content: $"call {i}"))));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => Gateway.Client.SendAsync(BudgetCalls.Metered("sk-spender", content: $"call {i}"))));
 
         var admitted = responses.Where(r => r.StatusCode == HttpStatusCode.OK).ToArray();
         var charged = admitted.Sum(r => decimal.Parse(r.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture));
@@ -41,13 +28,13 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
         var user = await AdminJson($"/admin/users/spender");
         Assert.Equal(1.00m, user.GetProperty("spent_usd").GetDecimal());
         Assert.Equal(0m, user.GetProperty("reserved_usd").GetDecimal());
-        Assert.Equal(100, _mock.Log.Snapshot().Count(r => r.Model == "metered" && r.Headers.ContainsKey("X-Mock-Usage-Completion")));
+        Assert.Equal(100, Mock.Log.Snapshot().Count(r => r.Model == "metered" && r.Headers.ContainsKey("X-Mock-Usage-Completion")));
     }
 
     [Fact]
     public async Task BudgetRejection_SaysWhichLimit_AndWhenItResets()
     {
-        using var tooBig = await _gateway.Client.SendAsync(BudgetCalls.Metered("sk-free", tokens: 10));
+        using var tooBig = await Gateway.Client.SendAsync(BudgetCalls.Metered("sk-free", tokens: 10));
 
         await Http.AssertErrorAsync(tooBig, 429, "budget_exceeded", shouldRetry: false);
         var message = (await Http.ErrorOf(tooBig)).GetProperty("message").GetString()!;
@@ -59,19 +46,19 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     [Fact]
     public async Task PerRequestCeiling_RejectsBeforeAnyUpstreamCall()
     {
-        var before = _mock.Log.Count;
+        var before = Mock.Log.Count;
 
-        using var response = await _gateway.Client.SendAsync(BudgetCalls.Metered("sk-spender", tokens: 1000));
+        using var response = await Gateway.Client.SendAsync(BudgetCalls.Metered("sk-spender", tokens: 1000));
 
         await Http.AssertErrorAsync(response, 429, "budget_exceeded", shouldRetry: false);
         Assert.Contains("per-request ceiling", (await Http.ErrorOf(response)).GetProperty("message").GetString());
-        Assert.Equal(before, _mock.Log.Count);
+        Assert.Equal(before, Mock.Log.Count);
     }
 
     [Fact]
     public async Task ContextGuard_RejectsPromptLargerThanTheModelWindow()
     {
-        using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "tiny-context", content: new string('a', 400)), "sk-spender"));
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "tiny-context", content: new string('a', 400)), "sk-spender"));
 
         await Http.AssertErrorAsync(response, 400, "context_length_exceeded", shouldRetry: false);
     }
@@ -79,7 +66,7 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     [Fact]
     public async Task RunInputCap_RejectsLargePromptInARun()
     {
-        using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: new string('b', 2000)), "sk-runner", ("X-Run-Id", "run-input-cap")));
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: new string('b', 2000)), "sk-runner", ("X-Run-Id", "run-input-cap")));
 
         await Http.AssertErrorAsync(response, 400, "context_length_exceeded", shouldRetry: false);
         Assert.Contains("input cap", (await Http.ErrorOf(response)).GetProperty("message").GetString());
@@ -90,32 +77,32 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     {
         for (var i = 0; i < 3; i++)
         {
-            using var ok = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"step {i}"), "sk-calls", ("X-Run-Id", "run-calls")));
+            using var ok = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"step {i}"), "sk-calls", ("X-Run-Id", "run-calls")));
             Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         }
 
-        using var fourth = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "step 4"), "sk-calls", ("X-Run-Id", "run-calls")));
+        using var fourth = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "step 4"), "sk-calls", ("X-Run-Id", "run-calls")));
 
         await Http.AssertErrorAsync(fourth, 429, "budget_exceeded", shouldRetry: false);
         Assert.Contains("3 calls", (await Http.ErrorOf(fourth)).GetProperty("message").GetString());
-        using var otherRun = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-calls", ("X-Run-Id", "run-calls-2")));
+        using var otherRun = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-calls", ("X-Run-Id", "run-calls-2")));
         Assert.Equal(HttpStatusCode.OK, otherRun.StatusCode);
     }
 
     [Fact]
     public async Task RunDeadline_RejectsCallsAfterItPasses()
     {
-        using (var first = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "first"), "sk-deadline", ("X-Run-Id", "run-deadline"))))
+        using (var first = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "first"), "sk-deadline", ("X-Run-Id", "run-deadline"))))
         {
             Assert.Equal(HttpStatusCode.OK, first.StatusCode);
         }
 
         // The deadline (1 s from the run's first call) is a property of the run, so the wait is part of the scenario.
         await Task.Delay(1200);
-        using var late = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "late"), "sk-deadline", ("X-Run-Id", "run-deadline")));
+        using var late = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "late"), "sk-deadline", ("X-Run-Id", "run-deadline")));
 
         await Http.AssertErrorAsync(late, 429, "run_deadline_exceeded", shouldRetry: false);
-        using var newRun = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "fresh"), "sk-deadline", ("X-Run-Id", "run-deadline-2")));
+        using var newRun = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "fresh"), "sk-deadline", ("X-Run-Id", "run-deadline-2")));
         Assert.Equal(HttpStatusCode.OK, newRun.StatusCode);
     }
 
@@ -124,38 +111,38 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     {
         for (var i = 0; i < 2; i++)
         {
-            using var ok = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "same again"), "sk-loop", ("X-Run-Id", "run-loop")));
+            using var ok = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "same again"), "sk-loop", ("X-Run-Id", "run-loop")));
             Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         }
 
-        using var third = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "same again"), "sk-loop", ("X-Run-Id", "run-loop")));
+        using var third = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "same again"), "sk-loop", ("X-Run-Id", "run-loop")));
         await Http.AssertErrorAsync(third, 429, "loop_detected", shouldRetry: false);
 
-        using var different = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "something new"), "sk-loop", ("X-Run-Id", "run-loop")));
+        using var different = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "something new"), "sk-loop", ("X-Run-Id", "run-loop")));
         Assert.Equal(HttpStatusCode.OK, different.StatusCode);
     }
 
     [Fact]
     public async Task InFlightCap_RejectsConcurrentCallWithShortRetryAfter()
     {
-        var slow = _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "slow one"), "sk-inflight", ("X-Mock-Latency-Ms", "1500")));
-        await Http.EventuallyAsync(() => _mock.Log.Snapshot().LastOrDefault(r => r.Body.Contains("slow one")), "the slow call upstream");
+        var slow = Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "slow one"), "sk-inflight", ("X-Mock-Latency-Ms", "1500")));
+        await Http.EventuallyAsync(() => Mock.Log.Snapshot().LastOrDefault(r => r.Body.Contains("slow one")), "the slow call upstream");
 
-        using var second = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "second"), "sk-inflight"));
+        using var second = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "second"), "sk-inflight"));
 
         await Http.AssertErrorAsync(second, 429, "rate_limit_exceeded", shouldRetry: true);
         Assert.True(second.Headers.RetryAfter?.Delta is { } delay && delay <= TimeSpan.FromSeconds(5));
         using var first = await slow;
         Assert.Equal(HttpStatusCode.OK, first.StatusCode);
-        using var after = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after"), "sk-inflight"));
+        using var after = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after"), "sk-inflight"));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
     }
 
     [Fact]
     public async Task RateLimitRemainingTokens_DecreasesByTheTokensUsed()
     {
-        using var first = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "tokens one"), "sk-tpm"));
-        using var second = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "tokens one"), "sk-tpm"));
+        using var first = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "tokens one"), "sk-tpm"));
+        using var second = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "tokens one"), "sk-tpm"));
 
         var r1 = long.Parse(first.Headers.GetValues("x-ratelimit-remaining-tokens").Single(), CultureInfo.InvariantCulture);
         var r2 = long.Parse(second.Headers.GetValues("x-ratelimit-remaining-tokens").Single(), CultureInfo.InvariantCulture);
@@ -172,12 +159,12 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
         var remaining = new List<string>();
         for (var i = 0; i < 5; i++)
         {
-            using var ok = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"rpm {i}"), "sk-rpm"));
+            using var ok = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: $"rpm {i}"), "sk-rpm"));
             Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
             remaining.Add(ok.Headers.GetValues("x-ratelimit-remaining-requests").Single());
         }
 
-        using var sixth = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "rpm 6"), "sk-rpm"));
+        using var sixth = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "rpm 6"), "sk-rpm"));
 
         Assert.Equal(["4", "3", "2", "1", "0"], remaining);
         await Http.AssertErrorAsync(sixth, 429, "rate_limit_exceeded", shouldRetry: true);
@@ -189,7 +176,7 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     {
         var request = BudgetCalls.Metered("sk-runner", tokens: 6, runId: "run-stream", content: "one two three four five six", stream: true);
         request.Headers.Add("X-Mock-Chunk-Delay-Ms", "250");
-        using var response = await _gateway.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        using var response = await Gateway.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
         while (await reader.ReadLineAsync() is { } line && !line.Contains("\"content\":\"Mock\"", StringComparison.Ordinal))
         {
@@ -211,7 +198,7 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     public async Task StreamCutByClient_IsSettledForWhatItReceived()
     {
         var request = Http.Post("/v1/chat/completions", Http.Chat(content: "a b c d e f g h i j k l", stream: true), "sk-runner", [("X-Run-Id", "run-cut"), ("X-Mock-Chunk-Delay-Ms", "200")]);
-        using (var client = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = new Uri(_gateway.BaseUrl) })
+        using (var client = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = new Uri(Gateway.BaseUrl) })
         using (var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead))
         using (var reader = new StreamReader(await response.Content.ReadAsStreamAsync()))
         {
@@ -228,41 +215,41 @@ public sealed class BudgetEnforcementTests : IAsyncLifetime
     [Fact]
     public async Task HaltedRun_Gets403RunHalted_UntilResumed()
     {
-        using (var ok = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "before halt"), "sk-runner", ("X-Run-Id", "run-halt"))))
+        using (var ok = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "before halt"), "sk-runner", ("X-Run-Id", "run-halt"))))
         {
             Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         }
 
-        (await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-halt/halt"))).EnsureSuccessStatusCode();
-        using var halted = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after halt"), "sk-runner", ("X-Run-Id", "run-halt")));
+        (await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-halt/halt"))).EnsureSuccessStatusCode();
+        using var halted = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after halt"), "sk-runner", ("X-Run-Id", "run-halt")));
         await Http.AssertErrorAsync(halted, 403, "run_halted", shouldRetry: false);
         Assert.True((await AdminJson("/admin/runs/run-halt")).GetProperty("halted").GetBoolean());
 
-        (await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-halt/resume"))).EnsureSuccessStatusCode();
-        using var resumed = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after resume"), "sk-runner", ("X-Run-Id", "run-halt")));
+        (await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-halt/resume"))).EnsureSuccessStatusCode();
+        using var resumed = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: "after resume"), "sk-runner", ("X-Run-Id", "run-halt")));
         Assert.Equal(HttpStatusCode.OK, resumed.StatusCode);
     }
 
     [Fact]
     public async Task HaltedUser_Gets403UserHalted()
     {
-        (await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/calls-user/halt"))).EnsureSuccessStatusCode();
-        using var halted = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-calls"));
+        (await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/calls-user/halt"))).EnsureSuccessStatusCode();
+        using var halted = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-calls"));
         await Http.AssertErrorAsync(halted, 403, "user_halted", shouldRetry: false);
-        (await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/calls-user/resume"))).EnsureSuccessStatusCode();
+        (await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/calls-user/resume"))).EnsureSuccessStatusCode();
     }
 
     [Fact]
     public async Task AdminApi_WithoutTheAdminKey_Is401()
     {
-        using var response = await _gateway.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/admin/runs/x/halt"));
+        using var response = await Gateway.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/admin/runs/x/halt"));
 
         await Http.AssertErrorAsync(response, 401, "invalid_api_key", shouldRetry: false);
     }
 
     private async Task<JsonElement> AdminJson(string path)
     {
-        using var response = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, path));
+        using var response = await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, path));
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.IsSuccessStatusCode, $"{path}: {(int)response.StatusCode} {text}");
         return JsonDocument.Parse(text).RootElement.Clone();

@@ -4,63 +4,48 @@ using LlmGateway.EndToEnd.Tests.Infrastructure;
 namespace LlmGateway.EndToEnd.Tests.Forwarding;
 
 /// <summary>The config file is the gateway's policy, changed while it runs.</summary>
-public sealed class ConfigReloadTests : IAsyncLifetime
+public sealed class ConfigReloadTests : GatewayTestBase
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _gateway = null!;
-
-    public async Task InitializeAsync()
-    {
-        _mock = await MockLlmServer.StartAsync();
-        _gateway = await GatewayServer.StartAsync(TestConfigs.Default(_mock.BaseUrl));
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _gateway.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
-
     [Fact]
     public async Task NewKeyAddedToFile_WorksWithoutRestart()
     {
         const string newKey = "sk-test-carol";
-        using (var before = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: newKey)))
+        using (var before = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: newKey)))
         {
             Assert.Equal(HttpStatusCode.Unauthorized, before.StatusCode);
         }
 
-        await _gateway.WriteConfigAsync(TestConfigs.Default(_mock.BaseUrl, extraKeys: $$""", { "Key": "{{newKey}}", "User": "carol" }"""));
+        await Gateway.WriteConfigAsync(TestConfigs.Default(Mock.BaseUrl, extraKeys: $$""", { "Key": "{{newKey}}", "User": "carol" }"""));
 
         var status = await PollStatusAsync(newKey, HttpStatusCode.OK);
         Assert.Equal(HttpStatusCode.OK, status);
-        Assert.Contains(_gateway.Logs.All, r => r.EventName == "ConfigReloaded");
+        Assert.Contains(Gateway.Logs.All, r => r.EventName == "ConfigReloaded");
     }
 
     [Fact]
     public async Task BrokenEdit_IsRejectedWithKeyPath_AndPreviousConfigKeepsServing()
     {
-        var original = await File.ReadAllTextAsync(_gateway.ConfigPath);
+        var original = await File.ReadAllTextAsync(Gateway.ConfigPath);
         var broken = original.Replace("\"Provider\": \"mock\", \"InputUsdPerMTok\": 1.00", "\"Provider\": \"nowhere\", \"InputUsdPerMTok\": 1.00", StringComparison.Ordinal);
         Assert.NotEqual(original, broken);
 
-        await _gateway.WriteConfigAsync(broken);
-        var rejection = await Http.EventuallyAsync(() => _gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
+        await Gateway.WriteConfigAsync(broken);
+        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
 
         Assert.Contains("Gateway:Models:mock-small:Provider", rejection.Message);
         Assert.Contains("unknown provider 'nowhere'", rejection.Message);
-        using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
     [Fact]
     public async Task InvalidJsonEdit_IsRejected_AndPreviousConfigKeepsServing()
     {
-        await _gateway.WriteConfigAsync("{ \"Gateway\": { \"Providers\": ");
-        var rejection = await Http.EventuallyAsync(() => _gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
+        await Gateway.WriteConfigAsync("{ \"Gateway\": { \"Providers\": ");
+        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
 
         Assert.Contains("not valid JSON", rejection.Message);
-        using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
@@ -69,7 +54,7 @@ public sealed class ConfigReloadTests : IAsyncLifetime
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (true)
         {
-            using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: key));
+            using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: key));
             if (response.StatusCode == wanted || DateTime.UtcNow > deadline)
             {
                 return response.StatusCode;

@@ -6,46 +6,31 @@ using LlmGateway.EndToEnd.Tests.Infrastructure;
 namespace LlmGateway.EndToEnd.Tests.Telemetry;
 
 /// <summary>/metrics after real traffic: valid exposition, exact cost, bounded labels.</summary>
-public sealed partial class MetricsEndpointTests : IAsyncLifetime
+public sealed partial class MetricsEndpointTests : GatewayTestBase
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _gateway = null!;
-
-    public async Task InitializeAsync()
-    {
-        _mock = await MockLlmServer.StartAsync();
-        _gateway = await GatewayServer.StartAsync(TestConfigs.Default(_mock.BaseUrl));
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _gateway.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
-
     [Fact]
     public async Task Metrics_AfterMixedWorkload_PassPromtool_AndCostEqualsWhatClientsWereTold()
     {
         var reported = 0m;
         for (var i = 0; i < 5; i++)
         {
-            using var response = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: i % 2 == 0 ? "mock-small" : "mock-large", content: $"call {i}"), headers:
+            using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: i % 2 == 0 ? "mock-small" : "mock-large", content: $"call {i}"), headers:
                 [("X-Mock-Usage-Prompt", (100 + i).ToString(CultureInfo.InvariantCulture)), ("X-Mock-Usage-Completion", "37"), ("X-Mock-Usage-Cached", "10")]));
             reported += decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture);
         }
 
-        using (var stream = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(stream: true))))
+        using (var stream = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(stream: true))))
         {
             await stream.Content.ReadAsStringAsync();
-            var record = await Http.EventuallyAsync(() => _gateway.Logs.CallFor(stream.Headers.GetValues("X-Request-Id").Single()), "stream record");
+            var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(stream.Headers.GetValues("X-Request-Id").Single()), "stream record");
             reported += decimal.Parse(record.Field("CostUsd")!, CultureInfo.InvariantCulture);
         }
 
-        (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "nope")))).Dispose();
-        (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Mock-Status", "500")))).Dispose();
-        await Http.EventuallyAsync(() => _gateway.Logs.Calls.Count >= 7 ? _gateway.Logs.Calls : null, "all call records");
+        (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "nope")))).Dispose();
+        (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Mock-Status", "500")))).Dispose();
+        await Http.EventuallyAsync(() => Gateway.Logs.Calls.Count >= 7 ? Gateway.Logs.Calls : null, "all call records");
 
-        var scrape = await _gateway.Client.GetStringAsync("/metrics");
+        var scrape = await Gateway.Client.GetStringAsync("/metrics");
 
         Assert.Contains("llm_gateway_requests_total{", scrape);
         Assert.Contains("llm_gateway_tokens_total{", scrape);
@@ -70,21 +55,21 @@ public sealed partial class MetricsEndpointTests : IAsyncLifetime
     [Fact]
     public async Task Metrics_UnknownKeysAndRunIds_CreateNoSeries()
     {
-        (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Run-Id", "run-warmup")))).Dispose();
-        (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: "sk-unknown-warmup"))).Dispose();
-        var before = SeriesCount(await _gateway.Client.GetStringAsync("/metrics"), onlyGateway: true);
+        (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Run-Id", "run-warmup")))).Dispose();
+        (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: "sk-unknown-warmup"))).Dispose();
+        var before = SeriesCount(await Gateway.Client.GetStringAsync("/metrics"), onlyGateway: true);
 
         for (var i = 0; i < 1000; i++)
         {
-            (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: $"sk-unknown-{i}", headers: ("X-Run-Id", $"run-{i}")))).Dispose();
+            (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: $"sk-unknown-{i}", headers: ("X-Run-Id", $"run-{i}")))).Dispose();
         }
 
         for (var i = 0; i < 100; i++)
         {
-            (await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Run-Id", $"run-known-{i}")))).Dispose();
+            (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Run-Id", $"run-known-{i}")))).Dispose();
         }
 
-        var scrape = await _gateway.Client.GetStringAsync("/metrics");
+        var scrape = await Gateway.Client.GetStringAsync("/metrics");
         Assert.DoesNotContain("sk-unknown", scrape);
         Assert.DoesNotContain("run-", scrape);
         Assert.Equal(before, SeriesCount(scrape, onlyGateway: true));
