@@ -28,10 +28,85 @@ internal sealed class BudgetGuard
         _logger = logger;
     }
 
-    /// <summary>Returns the error to answer with, or null when the call may go upstream (its reservation is on the call).</summary>
-    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    /// <summary>
+    /// Returns the error to answer with, or null when the call may go upstream (its reservation is on the call).
+    /// When the caller allows it, serves the model's DowngradeTo instead once a budget passes the user's
+    /// DowngradeAt fraction, or when only the cheaper model's reservation still fits.
+    /// </summary>
+    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, bool allowDowngrade, CancellationToken cancellationToken)
     {
-        var model = call.ServedModel;
+        var requested = call.ServedModel;
+        var error = await ReserveAsync(config, call, requested, body, cancellationToken);
+        var cheaper = allowDowngrade ? DowngradeTarget(config, call, requested) : null;
+        if (cheaper is null)
+        {
+            return error;
+        }
+
+        if (error is null)
+        {
+            if (call.Caller.Policy.DowngradeAt is not { } threshold || call.Admission is not { } admitted || admitted.SpentFractions.Max < threshold)
+            {
+                return null;
+            }
+
+            // Past the threshold: the cheaper model instead. (Release first: both reservations may not fit together.)
+            await ReleaseAsync(call);
+            if (await ReserveAsync(config, call, cheaper, body, cancellationToken) is null)
+            {
+                Downgraded(call, requested, cheaper);
+                return null;
+            }
+
+            return await ReserveAsync(config, call, requested, body, cancellationToken);
+        }
+
+        if (error.Value.Code == GatewayErrorCodes.BudgetExceeded && await ReserveAsync(config, call, cheaper, body, cancellationToken) is null)
+        {
+            Downgraded(call, requested, cheaper);
+            return null;
+        }
+
+        return error;
+    }
+
+    /// <summary>Moves the call's reservation to another model (a fallback): released, then reserved at that model's prices.</summary>
+    public async ValueTask<GatewayError?> SwitchModelAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        await ReleaseAsync(call);
+        return await ReserveAsync(config, call, model, body, cancellationToken);
+    }
+
+    private void Downgraded(LlmCall call, ModelRoute from, ModelRoute to)
+    {
+        call.ServedModel = to;
+        call.Downgrade = "budget";
+        _metrics.RecordDowngrade(from.Name, to.Name, "budget");
+    }
+
+    private static ModelRoute? DowngradeTarget(GatewayConfig config, LlmCall call, ModelRoute model) =>
+        model.Options.DowngradeTo is { Length: > 0 } name && config.Models.TryGetValue(name, out var cheaper) && call.Caller.MayUse(name) && cheaper.Provider.IsUsable
+            ? cheaper
+            : null;
+
+    private async ValueTask ReleaseAsync(LlmCall call)
+    {
+        if (call.Admission?.Reservation is { } reservation)
+        {
+            call.Admission = null;
+            try
+            {
+                await _store.ReleaseAsync(reservation, CancellationToken.None);
+            }
+            catch (AdmissionStoreUnavailableException ex)
+            {
+                BudgetLog.SettleFailed(_logger, call.RequestId, reservation.Id, 0, ex.Message);
+            }
+        }
+    }
+
+    private async ValueTask<GatewayError?> ReserveAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
         var policy = call.Caller.Policy;
         var promptTokens = TokenEstimator.Prompt(call.Request.PromptTextBytes, call.Request.MessageCount);
         var maxOutput = call.Endpoint == LlmEndpoint.Embeddings ? 0 : call.Request.MaxOutputFor(model.Options);

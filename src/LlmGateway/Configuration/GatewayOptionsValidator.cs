@@ -28,6 +28,8 @@ internal static class GatewayOptionsValidator
                 errors.Add($"{path}:BaseUrl: '{provider.BaseUrl}' is not an absolute http(s) URL");
             }
 
+            CheckNonNegative(errors, $"{path}:MaxConcurrency", provider.MaxConcurrency);
+            CheckNonNegative(errors, $"{path}:MaxQueue", provider.MaxQueue);
             if (string.IsNullOrWhiteSpace(provider.AuthHeader))
             {
                 errors.Add($"{path}:AuthHeader: must not be empty");
@@ -164,6 +166,35 @@ internal static class GatewayOptionsValidator
         if (options.Resilience.AttemptTimeout <= TimeSpan.Zero)
         {
             errors.Add($"{root}:Resilience:AttemptTimeout: must be positive");
+        }
+
+        var resilience = options.Resilience;
+        if (resilience.MaxRetryWait < TimeSpan.Zero || resilience.MaxTotalRetryWait < TimeSpan.Zero || resilience.RetryBaseDelay < TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Resilience: MaxRetryWait, MaxTotalRetryWait and RetryBaseDelay must not be negative");
+        }
+
+        if (resilience.RetryBudgetRatio is < 0 or > 10)
+        {
+            errors.Add($"{root}:Resilience:RetryBudgetRatio: must be between 0 and 10");
+        }
+
+        CheckNonNegative(errors, $"{root}:Resilience:MinRetriesPerSecond", resilience.MinRetriesPerSecond);
+        CheckNonNegative(errors, $"{root}:Resilience:MaxRetriesPerRun", resilience.MaxRetriesPerRun);
+        var breaker = resilience.CircuitBreaker;
+        if (breaker.FailureRatio is <= 0 or > 1)
+        {
+            errors.Add($"{root}:Resilience:CircuitBreaker:FailureRatio: must be in (0, 1]");
+        }
+
+        if (breaker.MinimumThroughput < 2)
+        {
+            errors.Add($"{root}:Resilience:CircuitBreaker:MinimumThroughput: must be at least 2");
+        }
+
+        if (breaker.SamplingDuration < TimeSpan.FromMilliseconds(500) || breaker.BreakDuration < TimeSpan.FromMilliseconds(500))
+        {
+            errors.Add($"{root}:Resilience:CircuitBreaker: SamplingDuration and BreakDuration must be at least 00:00:00.5");
         }
 
         if (options.Resilience.StreamIdleTimeout <= TimeSpan.Zero)

@@ -75,6 +75,36 @@ internal sealed class LlmCall
     /// <summary>Set when the transformer declined the upstream response: the handler answers this instead.</summary>
     public GatewayError? PendingError { get; set; }
 
+    /// <summary>The upstream's retryable status (408, 429, 5xx, 529) of the last attempt, which nothing was sent for; 0 when none.</summary>
+    public int RetryableStatus { get; set; }
+
+    /// <summary>The wait the upstream asked for with its retryable status.</summary>
+    public TimeSpan? UpstreamRetryAfter { get; set; }
+
+    /// <summary>Sum of the waits before retries so far.</summary>
+    public TimeSpan TotalRetryWait { get; set; }
+
+    /// <summary>The provider asked for a longer wait than the gateway allows.</summary>
+    public bool RetryWaitTooLong { get; set; }
+
+    /// <summary>Upstream attempts made, over all models tried.</summary>
+    public int Attempts { get; set; }
+
+    /// <summary>"budget" or "fallback" when the served model differs from the requested one.</summary>
+    public string? Downgrade { get; set; }
+
+    /// <summary>Clears what one attempt left, before the next.</summary>
+    public void ResetAttempt()
+    {
+        PendingError = null;
+        RetryableStatus = 0;
+        UpstreamRetryAfter = null;
+        FailureDetail = null;
+        Outcome = CallOutcome.Completed;
+        UpstreamHeadersTimestamp = 0;
+        UpstreamEndTimestamp = 0;
+    }
+
     /// <summary>Usage as the upstream reported it, or as estimated when it did not.</summary>
     public TokenUsage Usage { get; set; }
 

@@ -90,6 +90,18 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             return false;
         }
 
+        if (Resilience.RetryAfter.IsRetryableStatus(status))
+        {
+            // Nothing is sent to the caller: the handler retries, falls back or answers for it.
+            call.RetryableStatus = status;
+            call.UpstreamRetryAfter = Resilience.RetryAfter.Read(proxyResponse.Headers, DateTimeOffset.UtcNow);
+            call.Outcome = CallOutcome.UpstreamFailed;
+            call.FailureDetail = $"upstream answered {status}";
+            call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+            ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, status);
+            return false;
+        }
+
         if (status is >= 400 and < 500)
         {
             // The provider's own answer about this request: the caller gets it unchanged.
@@ -122,9 +134,20 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             headers.Remove(name);
         }
 
+        WriteGatewayHeaders(headers, call);
+    }
+
+    /// <summary>What every answer says about how it was served.</summary>
+    internal static void WriteGatewayHeaders(IHeaderDictionary headers, LlmCall call)
+    {
         headers[GatewayHeaders.RequestId] = call.RequestId;
         headers[GatewayHeaders.Model] = call.ServedModel.Name;
-        headers[GatewayHeaders.Attempts] = "1";
+        headers[GatewayHeaders.Attempts] = call.Attempts.ToString(CultureInfo.InvariantCulture);
+        if (call.Downgrade is { } downgrade)
+        {
+            headers[GatewayHeaders.Downgrade] = downgrade;
+        }
+
         Budgets.RateLimitHeaders.Write(headers, call.Admission);
     }
 

@@ -4,6 +4,7 @@ using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Identity;
+using LlmGateway.Resilience;
 using LlmGateway.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -32,11 +33,13 @@ internal sealed class LlmProxyHandler
     private readonly LlmForwardingTransformer _transformer;
     private readonly GatewayMetrics _metrics;
     private readonly BudgetGuard _budgets;
+    private readonly UpstreamResilience _resilience;
     private readonly ILogger<LlmProxyHandler> _logger;
 
-    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, ILogger<LlmProxyHandler> logger)
+    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ILogger<LlmProxyHandler> logger)
     {
         _budgets = budgets;
+        _resilience = resilience;
         _config = config;
         _forwarder = forwarder;
         _client = client;
@@ -101,13 +104,10 @@ internal sealed class LlmProxyHandler
             // Streamed generations always carry usage from upstream so they can be charged exactly; when the
             // caller did not ask for it, the relay removes it again.
             call.InjectedIncludeUsage = request.Stream && request.IncludeUsage != true && endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions;
-            var rewriteModel = model.UpstreamModel != request.Model ? model.UpstreamModel : null;
-            if (call.InjectedIncludeUsage || rewriteModel is not null)
-            {
-                body = RequestBodyRewriter.Rewrite(body.Span, rewriteModel, call.InjectedIncludeUsage);
-            }
+            _resilience.RetryBudget.RecordRequest();
 
-            if (await _budgets.AdmitAsync(config, call, body, context.RequestAborted) is { } refusal)
+            var allowDowngrade = !string.Equals(context.Request.Headers["X-Gateway-No-Downgrade"], "true", StringComparison.OrdinalIgnoreCase);
+            if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted) is { } refusal)
             {
                 RateLimitHeaders.Write(context.Response.Headers, call.Admission);
                 await RejectAsync(context, caller, refusal);
@@ -116,7 +116,7 @@ internal sealed class LlmProxyHandler
 
             try
             {
-                await ForwardAsync(context, call, body);
+                await ServeAsync(context, config, call, body);
             }
             finally
             {
@@ -130,50 +130,141 @@ internal sealed class LlmProxyHandler
         }
     }
 
-    private async Task ForwardAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body)
+    /// <summary>
+    /// The served model, then its fallbacks in order: each through its upstream's retry and circuit policy,
+    /// each with the budget reservation moved to that model. Stops at the first answer that reached the caller.
+    /// </summary>
+    private async Task ServeAsync(HttpContext context, GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> originalBody)
     {
         context.Features.Set(call);
+        var options = config.Options.Resilience;
+        var fallbacks = call.ServedModel.Options.Fallbacks;
+        var outcome = AttemptOutcome.Delivered;
+        GatewayError? refusal = null;
+        for (var i = 0; i <= fallbacks.Count; i++)
+        {
+            if (i > 0)
+            {
+                if (!config.Models.TryGetValue(fallbacks[i - 1], out var fallback) || !call.Caller.MayUse(fallback.Name) || !fallback.Provider.IsUsable)
+                {
+                    continue;
+                }
+
+                refusal = await _budgets.SwitchModelAsync(config, call, fallback, originalBody, context.RequestAborted);
+                if (refusal is not null)
+                {
+                    continue;
+                }
+
+                _metrics.RecordDowngrade(call.ServedModel.Name, fallback.Name, "fallback");
+                call.ServedModel = fallback;
+                call.Downgrade = "fallback";
+            }
+
+            var body = BodyFor(call, originalBody);
+            outcome = await _resilience.ExecuteAsync(options, call, static (s, ct) => s.Handler.AttemptAsync(s.Context, s.Call, s.Body, ct), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
+            if (outcome.Kind == AttemptKind.Delivered || context.RequestAborted.IsCancellationRequested)
+            {
+                break;
+            }
+
+            refusal = null;
+        }
+
+        if (context.Response.HasStarted)
+        {
+            return;
+        }
+
+        var error = call.PendingError ?? (outcome.Kind == AttemptKind.Delivered ? (GatewayError?)null : FinalError(call, outcome, options)) ?? refusal;
+        if (error is { } pending)
+        {
+            context.Response.Clear();
+            LlmForwardingTransformer.WriteGatewayHeaders(context.Response.Headers, call);
+            await pending.WriteAsync(context.Response);
+        }
+    }
+
+    /// <summary>The body for the call's current model: the caller's bytes unless the model name or include_usage must change.</summary>
+    private static ReadOnlyMemory<byte> BodyFor(LlmCall call, ReadOnlyMemory<byte> original)
+    {
+        var model = call.ServedModel;
+        var rewriteModel = model.UpstreamModel != call.Request.Model ? model.UpstreamModel : null;
+        return call.InjectedIncludeUsage || rewriteModel is not null
+            ? RequestBodyRewriter.Rewrite(original.Span, rewriteModel, call.InjectedIncludeUsage)
+            : original;
+    }
+
+    /// <summary>One upstream attempt through YARP; classifies what happened for the retry policy.</summary>
+    private async ValueTask<AttemptOutcome> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        call.ResetAttempt();
+        call.Attempts++;
         var request = context.Request;
         request.Body = new ReadOnlyMemoryStream(body);
         request.ContentLength = body.Length;
         request.Headers.Remove("Transfer-Encoding");
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        context.Features.Set<IForwarderErrorFeature>(null);
 
-        using var attempt = new UpstreamAttemptTimer(_config.Current.Options.Resilience.AttemptTimeout, context.RequestAborted);
+        var timeout = _config.Current.Options.Resilience.AttemptTimeout;
+        using var attempt = new UpstreamAttemptTimer(timeout, cancellationToken);
         context.Features.Set(attempt);
         var provider = call.ServedModel.Provider;
         var result = await _forwarder.SendAsync(context, provider.ChatCompletions.GetLeftPart(UriPartial.Authority), _client.Invoker, RequestConfig, _transformer, attempt.Token);
 
-        if (result != ForwarderError.None && call.PendingError is null && !context.Response.HasStarted)
+        if (call.RetryableStatus != 0)
         {
-            var exception = context.GetForwarderErrorFeature()?.Exception;
-            if (context.RequestAborted.IsCancellationRequested)
-            {
-                call.Outcome = CallOutcome.ClientAborted;
-            }
-            else if (attempt.CheckTimedOut(context.RequestAborted))
-            {
-                call.Outcome = CallOutcome.UpstreamFailed;
-                call.FailureDetail = "attempt timed out";
-                call.PendingError = GatewayError.UpstreamTimeout(
-                    $"The provider '{provider.Name}' did not answer within {_config.Current.Options.Resilience.AttemptTimeout.TotalSeconds:0.#} s (Gateway:Resilience:AttemptTimeout).");
-            }
-            else
-            {
-                call.Outcome = CallOutcome.UpstreamFailed;
-                call.FailureDetail = $"{result}: {exception?.GetType().Name}";
-                call.PendingError = GatewayError.UpstreamError($"The provider '{provider.Name}' could not be reached ({Describe(result)}).");
-                ForwardingLog.UpstreamFailed(_logger, call.RequestId, provider.Name, 0);
-            }
+            return new AttemptOutcome(AttemptKind.Retryable, call.RetryableStatus, call.UpstreamRetryAfter, call.RetryableStatus.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
 
-        if (call.PendingError is { } pending && !context.Response.HasStarted)
+        if (result == ForwarderError.None || call.PendingError is not null || context.Response.HasStarted)
         {
-            context.Response.Clear();
-            context.Response.Headers[GatewayHeaders.RequestId] = call.RequestId;
-            context.Response.Headers[GatewayHeaders.Attempts] = "1";
-            RateLimitHeaders.Write(context.Response.Headers, call.Admission);
-            await pending.WriteAsync(context.Response);
+            return AttemptOutcome.Delivered;
         }
+
+        if (context.RequestAborted.IsCancellationRequested)
+        {
+            call.Outcome = CallOutcome.ClientAborted;
+            return AttemptOutcome.Delivered;
+        }
+
+        call.Outcome = CallOutcome.UpstreamFailed;
+        if (attempt.CheckTimedOut(context.RequestAborted))
+        {
+            call.FailureDetail = "attempt timed out";
+            return new AttemptOutcome(AttemptKind.Retryable, StatusCodes.Status504GatewayTimeout, null, "timeout");
+        }
+
+        var exception = context.GetForwarderErrorFeature()?.Exception;
+        call.FailureDetail = $"{result}: {exception?.GetType().Name}";
+        ForwardingLog.UpstreamFailed(_logger, call.RequestId, provider.Name, 0);
+        return new AttemptOutcome(AttemptKind.Retryable, StatusCodes.Status502BadGateway, null, "connection");
+    }
+
+    /// <summary>The caller's answer when every attempt and fallback failed: what happened, and when to come back.</summary>
+    private static GatewayError FinalError(LlmCall call, AttemptOutcome outcome, ResilienceOptions options)
+    {
+        var provider = call.ServedModel.Provider.Name;
+        var model = call.ServedModel.Name;
+        var attempts = call.Attempts == 1 ? "1 attempt" : $"{call.Attempts} attempts";
+        var tooLong = call.RetryWaitTooLong && outcome.RetryAfter is { } wait
+            ? $" It asked to wait {wait.TotalSeconds:0.#} s, longer than the gateway waits (Gateway:Resilience:MaxRetryWait {options.MaxRetryWait.TotalSeconds:0.#} s)."
+            : string.Empty;
+        return outcome.Kind switch
+        {
+            AttemptKind.CircuitOpen => GatewayError.UpstreamUnavailable(
+                $"The provider '{provider}' is failing for model '{model}' and its circuit is open; no request is sent to it until it may close.", shouldRetry: true, outcome.RetryAfter),
+            AttemptKind.BulkheadFull => GatewayError.UpstreamUnavailable(
+                $"The provider '{provider}' is at its concurrency limit (Gateway:Providers:{provider}:MaxConcurrency) and its queue is full.", shouldRetry: true, TimeSpan.FromSeconds(1)),
+            _ when outcome.Status == StatusCodes.Status429TooManyRequests => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
+                $"The provider '{provider}' is rate limiting model '{model}' ({attempts}).{tooLong}", true, null, outcome.RetryAfter ?? TimeSpan.FromSeconds(1)),
+            _ when outcome.Reason == "timeout" => GatewayError.UpstreamTimeout(
+                $"The provider '{provider}' did not answer within {options.AttemptTimeout.TotalSeconds:0.#} s (Gateway:Resilience:AttemptTimeout), {attempts}."),
+            _ when outcome.Reason == "connection" => GatewayError.UpstreamError($"The provider '{provider}' could not be reached ({attempts})."),
+            _ => new GatewayError(StatusCodes.Status502BadGateway, GatewayErrorCodes.UpstreamError, "upstream_error",
+                $"The provider '{provider}' answered {outcome.Status} for model '{model}' ({attempts}).{tooLong}", true, null, outcome.RetryAfter),
+        };
     }
 
     private void Complete(HttpContext context, LlmCall call)
@@ -222,12 +313,4 @@ internal sealed class LlmProxyHandler
         _metrics.RecordRejection(caller?.User ?? "", error.Code);
         return error.WriteAsync(context.Response);
     }
-
-    private static string Describe(ForwarderError error) => error switch
-    {
-        ForwarderError.Request => "connection failed",
-        ForwarderError.RequestTimedOut => "timed out",
-        ForwarderError.ResponseHeaders => "bad response headers",
-        _ => error.ToString(),
-    };
 }

@@ -14,6 +14,12 @@ internal static class GatewayEventIds
     public const int UpstreamGarbage = 2003;
     public const int ClientDisconnected = 2004;
 
+    public const int Retrying = 2100;
+    public const int RetryRefused = 2101;
+    public const int CircuitOpened = 2102;
+    public const int CircuitHalfOpened = 2103;
+    public const int CircuitClosed = 2104;
+
     public const int StoreUnavailable = 3000;
     public const int SettleFailed = 3001;
     public const int AdminAction = 3100;

@@ -23,6 +23,7 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<GatewayConfigProvider>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
         services.TryAddSingleton<UpstreamHttpClient>();
+        services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();
         services.TryAddSingleton<SseRelay>();
         services.TryAddSingleton<LlmForwardingTransformer>();
         services.TryAddSingleton<LlmProxyHandler>();

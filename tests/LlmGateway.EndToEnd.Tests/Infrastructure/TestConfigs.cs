@@ -30,7 +30,7 @@ public static class TestConfigs
         ],
         "Users": { "alice": { "Team": "research" } },
         "Teams": { "research": { } },
-        "Resilience": { "AttemptTimeout": "00:00:02", "StreamIdleTimeout": "00:00:03" },
+        "Resilience": { "AttemptTimeout": "00:00:02", "StreamIdleTimeout": "00:00:03", "RetryBaseDelay": "00:00:00.050" },
         "Limits": { "MaxRequestBodyBytes": {{maxBodyBytes}} }
       }
     }
