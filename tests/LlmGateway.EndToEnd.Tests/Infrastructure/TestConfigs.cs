@@ -83,4 +83,43 @@ public static class TestConfigs
       }
     }
     """;
+
+    /// <summary>
+    /// Resilience scenarios. "flaky" falls back to "mock-small"; "solo" has no fallback; "breaker-model" has a
+    /// circuit that opens after 4 failures; "premium" downgrades to "mock-small" (budget user "thrifty" at 50 %,
+    /// "pauper" whose budget only fits the cheap model); "slow-model" lives on a second provider with a bulkhead of 2.
+    /// </summary>
+    public static string Resilience(string mockBaseUrl, string slowMockBaseUrl, int retryBudgetMinPerSecond = 100) => $$"""
+    {
+      "Gateway": {
+        "Providers": {
+          "mock": { "BaseUrl": "{{mockBaseUrl}}/v1" },
+          "breaker": { "BaseUrl": "{{mockBaseUrl}}/v1" },
+          "slow": { "BaseUrl": "{{slowMockBaseUrl}}/v1", "MaxConcurrency": 2, "MaxQueue": 0 }
+        },
+        "Models": {
+          "mock-small": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 100 },
+          "flaky": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 100, "Fallbacks": [ "mock-small" ] },
+          "solo": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 100 },
+          "breaker-model": { "Provider": "breaker", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 100 },
+          "premium": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 10000, "DowngradeTo": "mock-small" },
+          "slow-model": { "Provider": "slow", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 100 }
+        },
+        "Keys": [
+          { "Key": "{{Key}}", "User": "alice" },
+          { "Key": "sk-thrifty", "User": "thrifty" },
+          { "Key": "sk-pauper", "User": "pauper" }
+        ],
+        "Users": {
+          "thrifty": { "Budget": { "Usd": 1.0, "Period": "Day" }, "DowngradeAt": 0.5 },
+          "pauper": { "Budget": { "Usd": 0.05, "Period": "Day" } }
+        },
+        "Resilience": {
+          "MaxAttempts": 3, "MaxRetryWait": "00:00:05", "MaxTotalRetryWait": "00:00:10", "RetryBaseDelay": "00:00:00.020",
+          "AttemptTimeout": "00:00:05", "RetryBudgetRatio": 0.2, "MinRetriesPerSecond": {{retryBudgetMinPerSecond}}, "MaxRetriesPerRun": 0,
+          "CircuitBreaker": { "FailureRatio": 0.5, "SamplingDuration": "00:00:30", "MinimumThroughput": 4, "BreakDuration": "00:00:01" }
+        }
+      }
+    }
+    """;
 }
