@@ -16,11 +16,11 @@ public sealed class ToolConfigValidationTests
         Assert.Equal(["#engineering"], rule.Body["channel"]);
     }
 
+    // A plain string rule (the contract's first sketch) is refused by the binder itself, naming the key path.
     [Theory]
     [InlineData("""[ { "Allow": "POST chat.postMessage" } ]""", "Gateway:Keys:0:Tools:slack:0:Allow: the path pattern 'chat.postMessage' must start with /")]
     [InlineData("""[ "POST /chat.postMessage" ]""", "at 'Gateway:Keys:0:Tools:slack:0' to type 'LlmGateway.Configuration.ToolRuleOptions'")]
     [InlineData("""[ { "Allow": "GET /x", "Body": { "channel": [ ] } } ]""", "Gateway:Keys:0:Tools:slack:0:Body:channel: list at least one allowed value")]
-    /// <summary>A plain string rule (the older shape) is refused by the binder itself, naming the key path.</summary>
     public void Load_RejectsBadRules_NamingTheKeyPath(string rules, string expected)
     {
         var exception = Assert.Throws<GatewayConfigException>(() => Load(rules));
