@@ -102,6 +102,13 @@ internal sealed class ToolCallHandler
         }
 
         audit.Route = route;
+        if (!IsPlainPath(audit.Path))
+        {
+            await RejectAsync(context, audit, GatewayError.InvalidRequest(
+                "Tool paths may not contain an encoded slash or backslash (%2F, %5C, \\) or . and .. segments: rules could not tell where they lead."));
+            return;
+        }
+
         var method = audit.Method;
         var path = ToolRule.SplitPath(audit.Path);
         var permissions = snapshot.PermissionsFor(caller, route.Name);
@@ -540,6 +547,28 @@ internal sealed class ToolCallHandler
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// Kestrel decodes the path but keeps %2F encoded and has removed dot segments; what is left could still be read as
+    /// another path by a tool that decodes again, so it is refused rather than matched segment by segment.
+    /// </summary>
+    private static bool IsPlainPath(string path)
+    {
+        if (path.Contains("%2F", StringComparison.OrdinalIgnoreCase) || path.Contains("%5C", StringComparison.OrdinalIgnoreCase) || path.Contains('\\'))
+        {
+            return false;
+        }
+
+        foreach (var segment in path.Split('/'))
+        {
+            if (segment is "." or "..")
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static bool IsVisibleAscii(string value)

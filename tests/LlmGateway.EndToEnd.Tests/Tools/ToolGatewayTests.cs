@@ -83,6 +83,15 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task EncodedSlashInPath_IsRefused_BeforeMatchingOrForwarding()
+    {
+        using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/jira/rest/api/2/issue/..%2F..%2F..%2Fadmin"));
+
+        await Http.AssertErrorAsync(response, 400, "invalid_request_error", shouldRetry: false);
+        Assert.Empty(_tool.Requests);
+    }
+
+    [Fact]
     public async Task BodyConstraint_AllowsOnlyTheListedChannel()
     {
         using var allowed = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/slack/chat.postMessage", """{"channel":"#engineering","text":"deployed"}"""));
