@@ -21,6 +21,10 @@ public sealed record GatewayOptions
     public CacheOptions Cache { get; init; } = new();
     public ResilienceOptions Resilience { get; init; } = new();
     public Dictionary<string, ToolOptions> Tools { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>How repeated tool calls with one Idempotency-Key are answered.</summary>
+    public IdempotencyOptions Idempotency { get; init; } = new();
+
     public LimitsOptions Limits { get; init; } = new();
     public StoreOptions Store { get; init; } = new();
     public MockLlmOptions MockLlm { get; init; } = new();
@@ -110,8 +114,8 @@ public sealed record KeyOptions
     /// <summary>Models this key may use; empty means all.</summary>
     public List<string> Models { get; init; } = [];
 
-    /// <summary>Tool rules per tool: "METHOD /path/pattern".</summary>
-    public Dictionary<string, List<string>> Tools { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>Allow rules per tool (a tool with no rules cannot be called with this key).</summary>
+    public Dictionary<string, List<ToolRuleOptions>> Tools { get; init; } = new(StringComparer.Ordinal);
 
     public int Rpm { get; init; }
     public int Tpm { get; init; }
@@ -221,11 +225,68 @@ public sealed record CircuitBreakerOptions
     public TimeSpan BreakDuration { get; init; } = TimeSpan.FromSeconds(30);
 }
 
+/// <summary>One allow rule of a key for a tool: <c>{ "Allow": "POST /chat.postMessage", "Body": { "channel": ["#engineering"] } }</c>.</summary>
+public sealed record ToolRuleOptions
+{
+    /// <summary>"METHOD /path/pattern": METHOD or *, path segments where * matches one segment and a final ** any rest.</summary>
+    public string? Allow { get; init; }
+
+    /// <summary>JSON body fields (dotted paths for nested objects) and the values each may take; all must match.</summary>
+    public Dictionary<string, List<string>> Body { get; init; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>A tool API forwarded under /tools/{tool}/.</summary>
 public sealed record ToolOptions
 {
     public string? BaseUrl { get; init; }
+
+    /// <summary>Headers added to every call, e.g. the tool's credential (from the environment: Gateway__Tools__NAME__Headers__Authorization); never logged.</summary>
     public Dictionary<string, string> Headers { get; init; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Longest wait for one attempt's response headers (and a buffered body); 504 upstream_timeout after it.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>At most this many calls of this tool in flight on one gateway; 0 = no limit.</summary>
+    public int MaxConcurrency { get; init; } = 32;
+
+    /// <summary>Calls that may wait for a free slot (at most Timeout); beyond, 503 upstream_unavailable at once.</summary>
+    public int MaxQueue { get; init; }
+
+    /// <summary>Attempts per call, retries included, where retrying is safe (see README); 1 = never retry.</summary>
+    public int MaxAttempts { get; init; } = 3;
+
+    /// <summary>Longest wait before a retry, including a tool's Retry-After.</summary>
+    public TimeSpan MaxRetryWait { get; init; } = TimeSpan.FromSeconds(10);
+
+    public ToolBreakerOptions Breaker { get; init; } = new();
+}
+
+/// <summary>The circuit breaker of one tool: opens when too many attempts fail, answering 503 at once until it may close.</summary>
+public sealed record ToolBreakerOptions
+{
+    /// <summary>Fraction of failed attempts (timeouts, connection failures, 5xx) that opens the circuit; 0 disables the breaker.</summary>
+    public double FailureRatio { get; init; } = 0.5;
+
+    /// <summary>Attempts within the sampling window before the ratio counts (at least 2).</summary>
+    public int MinimumThroughput { get; init; } = 10;
+
+    public TimeSpan SamplingDuration { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long an open circuit refuses calls before one trial call.</summary>
+    public TimeSpan BreakDuration { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>Idempotency-Key handling of tool calls.</summary>
+public sealed record IdempotencyOptions
+{
+    /// <summary>How long a completed response is kept and replayed (default 24 h).</summary>
+    public TimeSpan Ttl { get; init; } = TimeSpan.FromHours(24);
+
+    /// <summary>How long a repeat waits for the first call still in flight before 409 idempotency_in_progress.</summary>
+    public TimeSpan WaitTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Largest response body stored for replay; a larger one is passed on and its repeats get status and headers only.</summary>
+    public long MaxStoredResponseBytes { get; init; } = 1024 * 1024;
 }
 
 /// <summary>Request limits enforced before anything is forwarded.</summary>

@@ -113,6 +113,21 @@ internal static class GatewayOptionsValidator
 
             CheckNonNegative(errors, $"{path}:Rpm", key.Rpm);
             CheckNonNegative(errors, $"{path}:Tpm", key.Tpm);
+            foreach (var (tool, rules) in key.Tools)
+            {
+                if (!options.Tools.ContainsKey(tool))
+                {
+                    errors.Add($"{path}:Tools:{tool}: unknown tool '{tool}'");
+                }
+
+                for (var r = 0; r < rules.Count; r++)
+                {
+                    if (!LlmGateway.Tools.ToolRule.TryParse(tool, r, rules[r], out _, out var ruleError))
+                    {
+                        errors.Add($"{path}:Tools:{tool}:{r}:{ruleError}");
+                    }
+                }
+            }
         }
 
         CheckUser(errors, $"{root}:UserDefaults", options.UserDefaults, options);
@@ -204,13 +219,85 @@ internal static class GatewayOptionsValidator
 
         foreach (var (name, tool) in options.Tools)
         {
-            if (!Uri.TryCreate(tool.BaseUrl, UriKind.Absolute, out _))
-            {
-                errors.Add($"{root}:Tools:{name}:BaseUrl: '{tool.BaseUrl}' is not an absolute URL");
-            }
+            CheckTool(errors, $"{root}:Tools:{name}", tool);
+        }
+
+        if (options.Idempotency.Ttl <= TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Idempotency:Ttl: must be positive");
+        }
+
+        if (options.Idempotency.WaitTimeout < TimeSpan.Zero)
+        {
+            errors.Add($"{root}:Idempotency:WaitTimeout: must not be negative");
+        }
+
+        if (options.Idempotency.MaxStoredResponseBytes <= 0 || options.Idempotency.MaxStoredResponseBytes > int.MaxValue / 2)
+        {
+            errors.Add($"{root}:Idempotency:MaxStoredResponseBytes: must be positive and below 1 GiB");
         }
 
         return errors;
+    }
+
+    private static void CheckTool(List<string> errors, string path, ToolOptions tool)
+    {
+        if (!Uri.TryCreate(tool.BaseUrl, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+        {
+            errors.Add($"{path}:BaseUrl: '{tool.BaseUrl}' is not an absolute http(s) URL");
+        }
+        else if (!string.IsNullOrEmpty(uri.Query) || !string.IsNullOrEmpty(uri.Fragment))
+        {
+            errors.Add($"{path}:BaseUrl: '{tool.BaseUrl}' may not have a query or fragment");
+        }
+
+        foreach (var name in tool.Headers.Keys)
+        {
+            if (string.IsNullOrWhiteSpace(name) || name.Any(c => c <= ' ' || c >= 127 || c == ':'))
+            {
+                errors.Add($"{path}:Headers:{name}: is not a valid header name");
+            }
+        }
+
+        if (tool.Timeout <= TimeSpan.Zero)
+        {
+            errors.Add($"{path}:Timeout: must be positive");
+        }
+
+        CheckNonNegative(errors, $"{path}:MaxConcurrency", tool.MaxConcurrency);
+        CheckNonNegative(errors, $"{path}:MaxQueue", tool.MaxQueue);
+        if (tool.MaxAttempts is < 1 or > 10)
+        {
+            errors.Add($"{path}:MaxAttempts: must be 1 to 10");
+        }
+
+        if (tool.MaxRetryWait < TimeSpan.Zero)
+        {
+            errors.Add($"{path}:MaxRetryWait: must not be negative");
+        }
+
+        var breaker = tool.Breaker;
+        if (breaker.FailureRatio is < 0 or > 1)
+        {
+            errors.Add($"{path}:Breaker:FailureRatio: must be between 0 (no breaker) and 1");
+        }
+        else if (breaker.FailureRatio > 0)
+        {
+            if (breaker.MinimumThroughput < 2)
+            {
+                errors.Add($"{path}:Breaker:MinimumThroughput: must be at least 2");
+            }
+
+            if (breaker.SamplingDuration < TimeSpan.FromMilliseconds(500) || breaker.SamplingDuration > TimeSpan.FromDays(1))
+            {
+                errors.Add($"{path}:Breaker:SamplingDuration: must be 00:00:00.5 to 1.00:00:00");
+            }
+
+            if (breaker.BreakDuration < TimeSpan.FromMilliseconds(500) || breaker.BreakDuration > TimeSpan.FromDays(1))
+            {
+                errors.Add($"{path}:Breaker:BreakDuration: must be 00:00:00.5 to 1.00:00:00");
+            }
+        }
     }
 
     private static void CheckUser(List<string> errors, string path, UserOptions user, GatewayOptions options)

@@ -60,6 +60,7 @@ public static class GatewayApplicationExtensions
         app.MapPost("/v1/embeddings", context => proxy.HandleAsync(context, LlmEndpoint.Embeddings));
         app.MapPost("/v1/responses", context => proxy.HandleAsync(context, LlmEndpoint.Responses));
         app.MapGet("/v1/models", models.HandleAsync);
+        app.MapGatewayTools();
         app.MapGatewayMetrics();
         app.MapGet("/healthz", () => Results.Text("ok"));
         app.MapGet("/readyz", async (IAdmissionStore store, CancellationToken ct) =>

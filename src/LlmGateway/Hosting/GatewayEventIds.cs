@@ -23,4 +23,8 @@ internal static class GatewayEventIds
     public const int StoreUnavailable = 3000;
     public const int SettleFailed = 3001;
     public const int AdminAction = 3100;
+
+    public const int ToolCallAudit = 4000;
+    public const int ToolUpstreamFailed = 4001;
+    public const int IdempotencyStoreUnavailable = 4002;
 }

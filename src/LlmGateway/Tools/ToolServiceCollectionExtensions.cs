@@ -1,0 +1,29 @@
+using LlmGateway.Configuration;
+using LlmGateway.Tools;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Registers the tool gateway (/tools/{tool}/...).</summary>
+public static class ToolServiceCollectionExtensions
+{
+    /// <summary>
+    /// The in-memory idempotency store is the default; when Gateway:Redis is set at start-up the Redis store replaces
+    /// it, so every replica answers a repeated key from the same stored response.
+    /// </summary>
+    public static IServiceCollection AddGatewayTools(this IServiceCollection services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.TryAddSingleton<IIdempotencyStore>(sp =>
+        {
+            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
+            return string.IsNullOrWhiteSpace(options.Redis)
+                ? new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>())
+                : new RedisIdempotencyStore(options.Redis, options.Store.KeyPrefix, options.Store.Timeout);
+        });
+        services.TryAddSingleton<ToolRegistry>();
+        services.TryAddSingleton<ToolForwardingTransformer>();
+        services.TryAddSingleton<ToolCallHandler>();
+        return services;
+    }
+}
