@@ -225,7 +225,11 @@ public sealed record CircuitBreakerOptions
     public TimeSpan BreakDuration { get; init; } = TimeSpan.FromSeconds(30);
 }
 
-/// <summary>One allow rule of a key for a tool: <c>{ "Allow": "POST /chat.postMessage", "Body": { "channel": ["#engineering"] } }</c>.</summary>
+/// <summary>
+/// One allow rule of a key for a tool: the contract's plain string <c>"GET /rest/api/2/issue/*"</c>, or an object
+/// with body constraints <c>{ "Allow": "POST /chat.postMessage", "Body": { "channel": ["#engineering"] } }</c>.
+/// </summary>
+[System.ComponentModel.TypeConverter(typeof(ToolRuleOptionsConverter))]
 public sealed record ToolRuleOptions
 {
     /// <summary>"METHOD /path/pattern": METHOD or *, path segments where * matches one segment and a final ** any rest.</summary>
@@ -307,4 +311,14 @@ public sealed record MockLlmOptions
 {
     public bool Enabled { get; init; }
     public string Path { get; init; } = "/mock";
+}
+
+/// <summary>Lets a plain string bind as a rule without body constraints (the configuration binder uses it for scalar values).</summary>
+public sealed class ToolRuleOptionsConverter : System.ComponentModel.TypeConverter
+{
+    public override bool CanConvertFrom(System.ComponentModel.ITypeDescriptorContext? context, Type sourceType) =>
+        sourceType == typeof(string) || base.CanConvertFrom(context, sourceType);
+
+    public override object? ConvertFrom(System.ComponentModel.ITypeDescriptorContext? context, System.Globalization.CultureInfo? culture, object value) =>
+        value is string rule ? new ToolRuleOptions { Allow = rule } : base.ConvertFrom(context, culture, value);
 }

@@ -447,6 +447,20 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
             _ when type.IsGenericType && type.GetGenericTypeDefinition() == typeof(List<>) => "array",
             _ => "object",
         };
+
+        // A oneOf (e.g. a tool rule given as a string or as an object) must offer a branch of the record's type.
+        if (node.TryGetProperty("oneOf", out var branches))
+        {
+            foreach (var branch in branches.EnumerateArray())
+            {
+                var resolved = Resolve(root, branch);
+                if (resolved.TryGetProperty("type", out var branchType) && branchType.GetString() == expected)
+                {
+                    node = resolved;
+                    break;
+                }
+            }
+        }
         var actual = node.TryGetProperty("type", out var t) ? t.GetString() : null;
         if (actual != expected)
         {
@@ -542,6 +556,28 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
         void Check(JsonElement value, JsonElement schema, string path)
         {
             schema = Resolve(root, schema);
+            if (schema.TryGetProperty("oneOf", out var branches))
+            {
+                var matching = 0;
+                var before = errors.Count;
+                foreach (var branch in branches.EnumerateArray())
+                {
+                    Check(value, branch, path);
+                    if (errors.Count == before)
+                    {
+                        matching++;
+                    }
+
+                    errors.RemoveRange(before, errors.Count - before);
+                }
+
+                if (matching != 1)
+                {
+                    errors.Add($"{path}: matches {matching} of the oneOf branches, not exactly one");
+                }
+
+                return;
+            }
             if (schema.TryGetProperty("type", out var type) && !HasType(value, type.GetString()!))
             {
                 errors.Add($"{path}: not of type {type.GetString()}");

@@ -16,10 +16,20 @@ public sealed class ToolConfigValidationTests
         Assert.Equal(["#engineering"], rule.Body["channel"]);
     }
 
-    // A plain string rule (the contract's first sketch) is refused by the binder itself, naming the key path.
+    [Fact]
+    public void Load_BindsPlainStringRules_AsInTheContract_BesideRuleObjects()
+    {
+        var config = Load("""[ "GET /rest/api/2/issue/*", { "Allow": "POST /chat.postMessage", "Body": { "channel": [ "#engineering" ] } } ]""");
+
+        var rules = config.Options.Keys[0].Tools["slack"];
+        Assert.Equal("GET /rest/api/2/issue/*", rules[0].Allow);
+        Assert.Empty(rules[0].Body);
+        Assert.Equal(["#engineering"], rules[1].Body["channel"]);
+    }
+
     [Theory]
     [InlineData("""[ { "Allow": "POST chat.postMessage" } ]""", "Gateway:Keys:0:Tools:slack:0:Allow: the path pattern 'chat.postMessage' must start with /")]
-    [InlineData("""[ "POST /chat.postMessage" ]""", "at 'Gateway:Keys:0:Tools:slack:0' to type 'LlmGateway.Configuration.ToolRuleOptions'")]
+    [InlineData("""[ "POST chat.postMessage" ]""", "Gateway:Keys:0:Tools:slack:0:Allow: the path pattern 'chat.postMessage' must start with /")]
     [InlineData("""[ { "Allow": "GET /x", "Body": { "channel": [ ] } } ]""", "Gateway:Keys:0:Tools:slack:0:Body:channel: list at least one allowed value")]
     public void Load_RejectsBadRules_NamingTheKeyPath(string rules, string expected)
     {
