@@ -26,7 +26,7 @@ public static class BudgetServiceCollectionExtensions
             var time = sp.GetRequiredService<TimeProvider>();
             return string.IsNullOrWhiteSpace(options.Redis)
                 ? new InMemoryAdmissionStore(storeOptions, time)
-                : new RedisAdmissionStore(options.Redis, storeOptions, time);
+                : new RedisAdmissionStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), storeOptions, time);
         });
         services.TryAddSingleton<BudgetGuard>();
         services.AddHostedService<AdmissionStoreWarmup>();

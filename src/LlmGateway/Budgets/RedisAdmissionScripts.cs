@@ -1,5 +1,4 @@
-using System.Security.Cryptography;
-using System.Text;
+using LlmGateway.Redis;
 
 namespace LlmGateway.Budgets;
 
@@ -475,22 +474,4 @@ internal static class RedisAdmissionScripts
         if redis.call('HGET', KEYS[1], 'h') then halted = 1 end
         return { b.su, b.st, b.sc, b.ru, b.rt, num(b.v[7]), num(b.v[8]), num(b.v[9]), num(b.v[10]), redis.call('ZCARD', KEYS[2]), halted }
         """);
-}
-
-/// <summary>A Lua script and its SHA-1, computed once: calls use EVALSHA and fall back to EVAL after a NOSCRIPT.</summary>
-internal sealed class RedisScript
-{
-    public RedisScript(string name, string source)
-    {
-        Name = name;
-        Source = source;
-        Hash = SHA1.HashData(Encoding.UTF8.GetBytes(source));
-    }
-
-    public string Name { get; }
-
-    public string Source { get; }
-
-    /// <summary>The raw 20-byte SHA-1 Redis files the script under.</summary>
-    public byte[] Hash { get; }
 }

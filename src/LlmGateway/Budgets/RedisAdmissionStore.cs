@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net.Sockets;
 using LlmGateway.Configuration;
+using LlmGateway.Redis;
 using StackExchange.Redis;
 
 namespace LlmGateway.Budgets;
@@ -28,7 +29,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private const long RateKeyRefreshMs = 10_000;
     private const long RateKeyLifeMs = 2 * WindowMs;
 
-    private readonly ConfigurationOptions _configuration;
+    private readonly RedisConnection _redis;
+    private readonly bool _ownsConnection;
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _timeout;
     private readonly string _prefix;
@@ -37,26 +39,26 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private readonly long _retentionMs;
     private readonly long _inFlightRetryMs;
     private readonly string _idPrefix;
-    private readonly Lock _connectLock = new();
     private readonly ConcurrentDictionary<string, SubjectKeys> _users = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _teams = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _keys = new(StringComparer.Ordinal);
-    private Task<ConnectionMultiplexer>? _connection;
     private long _sequence;
-    private bool _disposed;
 
+    /// <summary>A store with a connection of its own (tests, tools).</summary>
     public RedisAdmissionStore(string configuration, AdmissionStoreOptions options, TimeProvider timeProvider)
+        : this(new RedisConnection(configuration, options?.ConnectTimeout ?? TimeSpan.FromSeconds(1)), options!, timeProvider, ownsConnection: true)
     {
-        ArgumentException.ThrowIfNullOrEmpty(configuration);
+    }
+
+    /// <summary>A store on the gateway's shared connection.</summary>
+    public RedisAdmissionStore(RedisConnection redis, AdmissionStoreOptions options, TimeProvider timeProvider, bool ownsConnection = false)
+    {
+        ArgumentNullException.ThrowIfNull(redis);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         options.Validate();
-        _configuration = ConfigurationOptions.Parse(configuration);
-        _configuration.AbortOnConnectFail = false;
-        _configuration.ConnectTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
-        _configuration.SyncTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
-        _configuration.ResponseTimeout = (int)options.ConnectTimeout.TotalMilliseconds;
-        _configuration.KeepAlive = 5;
+        _redis = redis;
+        _ownsConnection = ownsConnection;
         _timeProvider = timeProvider;
         _timeout = options.OperationTimeout;
         _prefix = options.KeyPrefix;
@@ -286,46 +288,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     public void Dispose()
     {
-        Task<ConnectionMultiplexer>? connection;
-        lock (_connectLock)
+        if (_ownsConnection)
         {
-            _disposed = true;
-            connection = _connection;
-        }
-
-        if (connection is null)
-        {
-            return;
-        }
-
-        if (connection.IsCompletedSuccessfully)
-        {
-            connection.Result.Dispose();
-        }
-        else
-        {
-            connection.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            _redis.Dispose();
         }
     }
 
     private static RedisValue Flag(bool value) => value ? "1" : "0";
-
-    /// <summary>Failures that mean "Redis cannot answer now", as opposed to a bug in a script.</summary>
-    private static bool IsUnavailable(Exception exception) => exception switch
-    {
-        TimeoutException or RedisConnectionException or SocketException or IOException => true,
-        RedisServerException server => server.Message.StartsWith("LOADING", StringComparison.Ordinal)
-            || server.Message.StartsWith("BUSY", StringComparison.Ordinal)
-            || server.Message.StartsWith("MASTERDOWN", StringComparison.Ordinal)
-            || server.Message.StartsWith("READONLY", StringComparison.Ordinal)
-            || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal)
-            || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal),
-        _ => false,
-    };
-
-    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
-    private static void Abandon(Task task) =>
-        task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
     private SubjectKeys Subject(ConcurrentDictionary<string, SubjectKeys> cache, string tag, string name) =>
@@ -352,51 +321,15 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     private long NowMs() => _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
 
-    private Task<ConnectionMultiplexer> Connect()
-    {
-        var connection = Volatile.Read(ref _connection);
-        if (connection is not null && !connection.IsFaulted && !connection.IsCanceled)
-        {
-            return connection;
-        }
-
-        lock (_connectLock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connection is null || _connection.IsFaulted || _connection.IsCanceled)
-            {
-                // With AbortOnConnectFail=false the multiplexer comes back even while Redis is down and keeps
-                // reconnecting in the background; a faulted task (bad configuration) is retried on the next call.
-                _connection = Task.Run(() => ConnectionMultiplexer.ConnectAsync(_configuration));
-            }
-
-            return _connection;
-        }
-    }
-
     private ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken) =>
-        BoundAsync(EvaluateCoreAsync(script, keys, args), script.Name, cancellationToken);
-
-    private async Task<RedisResult> EvaluateCoreAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
-    {
-        var database = (await Connect().ConfigureAwait(false)).GetDatabase();
-        try
-        {
-            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
-        }
-        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
-        {
-            // First use, or Redis restarted and lost its script cache: EVAL sends the source and caches it again.
-            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
-        }
-    }
+        BoundAsync(_redis.EvaluateAsync(script, keys, args), script.Name, cancellationToken);
 
     private ValueTask<T> RunAsync<T>(Func<IDatabase, Task<T>> operation, string name, CancellationToken cancellationToken) =>
         BoundAsync(RunCoreAsync(operation), name, cancellationToken);
 
     private async Task<T> RunCoreAsync<T>(Func<IDatabase, Task<T>> operation)
     {
-        var database = (await Connect().ConfigureAwait(false)).GetDatabase();
+        var database = await _redis.DatabaseAsync().ConfigureAwait(false);
         return await operation(database).ConfigureAwait(false);
     }
 
@@ -410,14 +343,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         {
             return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception exception) when (IsUnavailable(exception))
+        catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
-            Abandon(call);
+            RedisConnection.Observe(call);
             throw new AdmissionStoreUnavailableException($"Redis did not answer {operation} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
         }
         catch (OperationCanceledException)
         {
-            Abandon(call);
+            RedisConnection.Observe(call);
             throw;
         }
     }

@@ -24,6 +24,10 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<GatewayConfigProvider>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
         services.TryAddSingleton<UpstreamHttpClient>();
+
+        // One multiplexer for every Redis-backed store; created only when a store needs it (Gateway:Redis set).
+        services.TryAddSingleton(sp => new LlmGateway.Redis.RedisConnection(
+            sp.GetRequiredService<GatewayConfigProvider>().Current.Options.Redis!, TimeSpan.FromSeconds(1)));
         services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();
         services.TryAddSingleton<SseRelay>();
         services.TryAddSingleton<LlmForwardingTransformer>();

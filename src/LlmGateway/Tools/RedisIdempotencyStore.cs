@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using LlmGateway.Budgets;
+using LlmGateway.Redis;
 using StackExchange.Redis;
 
 namespace LlmGateway.Tools;
@@ -44,23 +45,24 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
         return 0
         """);
 
-    private readonly ConfigurationOptions _configuration;
+    private readonly RedisConnection _redis;
+    private readonly bool _ownsConnection;
     private readonly TimeSpan _timeout;
     private readonly string _prefix;
-    private readonly Lock _connectLock = new();
-    private Task<ConnectionMultiplexer>? _connection;
-    private bool _disposed;
 
+    /// <summary>A store with a connection of its own (tests).</summary>
     public RedisIdempotencyStore(string configuration, string keyPrefix, TimeSpan operationTimeout)
+        : this(new RedisConnection(configuration, TimeSpan.FromSeconds(1)), keyPrefix, operationTimeout, ownsConnection: true)
     {
-        ArgumentException.ThrowIfNullOrEmpty(configuration);
+    }
+
+    /// <summary>A store on the gateway's shared connection.</summary>
+    public RedisIdempotencyStore(RedisConnection redis, string keyPrefix, TimeSpan operationTimeout, bool ownsConnection = false)
+    {
+        ArgumentNullException.ThrowIfNull(redis);
         ArgumentException.ThrowIfNullOrEmpty(keyPrefix);
-        _configuration = ConfigurationOptions.Parse(configuration);
-        _configuration.AbortOnConnectFail = false;
-        _configuration.ConnectTimeout = 1000;
-        _configuration.SyncTimeout = 1000;
-        _configuration.ResponseTimeout = 1000;
-        _configuration.KeepAlive = 5;
+        _redis = redis;
+        _ownsConnection = ownsConnection;
         _prefix = keyPrefix + "idem:";
         _timeout = operationTimeout;
     }
@@ -99,17 +101,9 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
 
     public void Dispose()
     {
-        Task<ConnectionMultiplexer>? connection;
-        lock (_connectLock)
+        if (_ownsConnection)
         {
-            _disposed = true;
-            connection = _connection;
-            _connection = null;
-        }
-
-        if (connection is { IsCompletedSuccessfully: true })
-        {
-            connection.Result.Dispose();
+            _redis.Dispose();
         }
     }
 
@@ -119,56 +113,20 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
 
     private async ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey key, RedisValue[] args, CancellationToken cancellationToken)
     {
-        var call = EvaluateCoreAsync(script, [key], args);
+        var call = _redis.EvaluateAsync(script, [key], args);
         try
         {
             return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception exception) when (exception is TimeoutException or RedisConnectionException or SocketException or IOException)
+        catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
-            Observe(call);
+            RedisConnection.Observe(call);
             throw new IdempotencyStoreUnavailableException($"Redis did not answer {script.Name} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
         }
         catch (OperationCanceledException)
         {
-            Observe(call);
+            RedisConnection.Observe(call);
             throw;
         }
     }
-
-    private async Task<RedisResult> EvaluateCoreAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
-    {
-        var database = (await Connect().ConfigureAwait(false)).GetDatabase();
-        try
-        {
-            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
-        }
-        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
-        {
-            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
-        }
-    }
-
-    private Task<ConnectionMultiplexer> Connect()
-    {
-        var connection = Volatile.Read(ref _connection);
-        if (connection is not null && !connection.IsFaulted && !connection.IsCanceled)
-        {
-            return connection;
-        }
-
-        lock (_connectLock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connection is null || _connection.IsFaulted || _connection.IsCanceled)
-            {
-                _connection = Task.Run(() => ConnectionMultiplexer.ConnectAsync(_configuration));
-            }
-
-            return _connection;
-        }
-    }
-
-    private static void Observe(Task task) =>
-        task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 }

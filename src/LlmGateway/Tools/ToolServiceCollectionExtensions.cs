@@ -19,7 +19,7 @@ public static class ToolServiceCollectionExtensions
             var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
             return string.IsNullOrWhiteSpace(options.Redis)
                 ? new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>())
-                : new RedisIdempotencyStore(options.Redis, options.Store.KeyPrefix, options.Store.Timeout);
+                : new RedisIdempotencyStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), options.Store.KeyPrefix, options.Store.Timeout);
         });
         services.TryAddSingleton<ToolRegistry>();
         services.TryAddSingleton<ToolForwardingTransformer>();

@@ -1,0 +1,107 @@
+using System.Net.Sockets;
+using StackExchange.Redis;
+
+namespace LlmGateway.Redis;
+
+/// <summary>
+/// The gateway's one Redis multiplexer, shared by every Redis-backed store (budgets, idempotency, cache).
+/// Connects lazily with AbortOnConnectFail=false, so it comes back by itself after Redis restarts; runs Lua
+/// scripts by SHA (EVALSHA) and resends the source once after a NOSCRIPT (first use, or a Redis restart).
+/// </summary>
+internal sealed class RedisConnection : IDisposable
+{
+    private readonly ConfigurationOptions _configuration;
+    private readonly Lock _lock = new();
+    private Task<ConnectionMultiplexer>? _connection;
+    private bool _disposed;
+
+    public RedisConnection(string configuration, TimeSpan connectTimeout)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(configuration);
+        _configuration = ConfigurationOptions.Parse(configuration);
+        _configuration.AbortOnConnectFail = false;
+        _configuration.ConnectTimeout = (int)connectTimeout.TotalMilliseconds;
+        _configuration.SyncTimeout = (int)connectTimeout.TotalMilliseconds;
+        _configuration.ResponseTimeout = (int)connectTimeout.TotalMilliseconds;
+        _configuration.KeepAlive = 5;
+    }
+
+    public Task<ConnectionMultiplexer> ConnectAsync()
+    {
+        var connection = Volatile.Read(ref _connection);
+        if (connection is not null && !connection.IsFaulted && !connection.IsCanceled)
+        {
+            return connection;
+        }
+
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connection is null || _connection.IsFaulted || _connection.IsCanceled)
+            {
+                // With AbortOnConnectFail=false the multiplexer comes back even while Redis is down and keeps
+                // reconnecting in the background; a faulted task (bad configuration) is retried on the next call.
+                _connection = Task.Run(() => ConnectionMultiplexer.ConnectAsync(_configuration));
+            }
+
+            return _connection;
+        }
+    }
+
+    public async Task<IDatabase> DatabaseAsync() => (await ConnectAsync().ConfigureAwait(false)).GetDatabase();
+
+    public async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
+    {
+        var database = await DatabaseAsync().ConfigureAwait(false);
+        try
+        {
+            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
+        }
+        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Failures that mean "Redis cannot answer now", as opposed to a bug in a script.</summary>
+    public static bool IsUnavailable(Exception exception) => exception switch
+    {
+        TimeoutException or RedisConnectionException or SocketException or IOException => true,
+        RedisServerException server => server.Message.StartsWith("LOADING", StringComparison.Ordinal)
+            || server.Message.StartsWith("BUSY", StringComparison.Ordinal)
+            || server.Message.StartsWith("MASTERDOWN", StringComparison.Ordinal)
+            || server.Message.StartsWith("READONLY", StringComparison.Ordinal)
+            || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal)
+            || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal),
+        _ => false,
+    };
+
+    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
+    public static void Observe(Task task) =>
+        task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    public void Dispose()
+    {
+        Task<ConnectionMultiplexer>? connection;
+        lock (_lock)
+        {
+            _disposed = true;
+            connection = _connection;
+            _connection = null;
+        }
+
+        if (connection is null)
+        {
+            return;
+        }
+
+        if (connection.IsCompletedSuccessfully)
+        {
+            connection.Result.Dispose();
+        }
+        else
+        {
+            connection.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+        }
+    }
+}
