@@ -29,7 +29,8 @@ internal sealed class BudgetGuard
     }
 
     /// <summary>Returns the error to answer with, or null when the call may go upstream (its reservation is on the call).</summary>
-    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    /// <param name="free">The call is answered without an upstream call (a cache hit): it counts as a request, reserves no cost or tokens.</param>
+    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, bool free = false)
     {
         var model = call.ServedModel;
         var policy = call.Caller.Policy;
@@ -48,7 +49,7 @@ internal sealed class BudgetGuard
 
         var worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
         var ceiling = config.Options.Limits.MaxRequestUsd;
-        if (ceiling > 0 && worstCase > ceiling)
+        if (ceiling > 0 && worstCase > ceiling && !free)
         {
             return Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
         }
@@ -72,8 +73,8 @@ internal sealed class BudgetGuard
             RunMaxRepeats = runs.MaxRepeats,
             RunMaxInFlight = runs.MaxInFlight,
             RequestHash = call.RunId is not null && runs.MaxRepeats > 0 ? Convert.ToBase64String(SHA256.HashData(body.Span)) : null,
-            ReserveUsd = worstCase,
-            ReserveTokens = promptTokens + maxOutput,
+            ReserveUsd = free ? 0 : worstCase,
+            ReserveTokens = free ? 0 : promptTokens + maxOutput,
             ReservationTtl = config.Options.Store.ReservationTtl,
         };
 

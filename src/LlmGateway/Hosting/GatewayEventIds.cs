@@ -17,4 +17,9 @@ internal static class GatewayEventIds
     public const int StoreUnavailable = 3000;
     public const int SettleFailed = 3001;
     public const int AdminAction = 3100;
+
+    public const int CacheStoreFailed = 5000;
+    public const int CacheEntryCorrupt = 5001;
+    public const int RecordingFailed = 5100;
+    public const int ReplayMiss = 5101;
 }

@@ -18,6 +18,7 @@ public static class GatewayServiceCollectionExtensions
         services.AddHttpForwarder();
         services.AddGatewayTelemetry();
         services.AddGatewayBudgets();
+        services.AddGatewayCache();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(new GatewayConfigFile(Path.GetFullPath(configPath), configPollInterval ?? TimeSpan.FromSeconds(1)));
         services.TryAddSingleton<GatewayConfigProvider>();
