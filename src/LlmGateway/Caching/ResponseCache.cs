@@ -116,6 +116,7 @@ internal sealed class ResponseCache
 
         var key = canonical.Hash(call.Endpoint, call.ServedModel, ScopeOf(options, call.Caller));
         state.Key = key;
+        state.KeyModel = call.ServedModel.Name;
         state.Store = mode != CacheHeaders.NoStore;
         if (mode == CacheHeaders.NoCache)
         {
@@ -238,7 +239,7 @@ internal sealed class ResponseCache
         var headers = response.Headers;
         response.StatusCode = StatusCodes.Status200OK;
         headers[GatewayHeaders.RequestId] = call.RequestId;
-        headers[GatewayHeaders.Model] = call.ServedModel.Name;
+        headers[GatewayHeaders.Model] = answer.Model;
         headers[GatewayHeaders.Attempts] = "0";
         headers[GatewayHeaders.CostUsd] = call.CostUsd.ToString("0.##########", CultureInfo.InvariantCulture);
         Budgets.RateLimitHeaders.Write(headers, call.Admission);
@@ -291,7 +292,8 @@ internal sealed class ResponseCache
             {
                 var now = _timeProvider.GetUtcNow();
                 answer = new CachedAnswer(call.Endpoint, call.ServedModel.Name, built.Kind, built.Body, call.Usage, call.CostUsd, now, now + state.Ttl);
-                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes)
+                // An answer from another model (a fallback or downgrade) is not the answer to this key.
+                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && call.ServedModel.Name == state.KeyModel)
                 {
                     try
                     {
@@ -423,6 +425,9 @@ internal sealed class CachedCall : IAsyncDisposable
     public int ReplayStep { get; set; }
 
     public string? Key { get; set; }
+
+    /// <summary>The model the key was computed for; only its answers are stored under the key.</summary>
+    public string? KeyModel { get; set; }
 
     public bool Store { get; set; }
 
