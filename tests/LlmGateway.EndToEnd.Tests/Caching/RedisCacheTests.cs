@@ -77,7 +77,8 @@ public sealed class RedisCacheTests : IClassFixture<RedisServerFixture>, IAsyncL
 
         using var connection = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
         var database = connection.GetDatabase();
-        var key = connection.GetServer(connection.GetEndPoints()[0]).Keys(pattern: _prefix + "cache:*").Single();
+        var server = connection.GetServer(connection.GetEndPoints()[0]);
+        var key = await Http.EventuallyAsync(() => server.Keys(pattern: _prefix + "cache:*").Select(k => (string?)k).SingleOrDefault(), "the entry in Redis");
         byte[] value = (await database.StringGetAsync(key))!;
         byte[] damaged = damage switch
         {

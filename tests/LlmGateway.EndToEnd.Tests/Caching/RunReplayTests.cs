@@ -58,6 +58,12 @@ public sealed class RunReplayTests : IAsyncLifetime
             recorded.Add(answer);
         }
 
+        await Http.EventuallyAsync(async () =>
+        {
+            using var jsonl = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings/rec-run"));
+            var lines = (await jsonl.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+            return lines == Steps.Length ? (int?)lines : null;
+        }, "all steps recorded");
         await StopMockAsync();
 
         for (var i = 0; i < Steps.Length; i++)
@@ -92,9 +98,14 @@ public sealed class RunReplayTests : IAsyncLifetime
         await SendAsync(Steps[0].Path, Steps[0].Body, ("X-Run-Id", "rec-admin"), ("X-Gateway-Record", "true"));
         await SendAsync(Steps[2].Path, Steps[2].Body, ("X-Run-Id", "rec-admin"), ("X-Gateway-Record", "true"));
 
-        using var list = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings"));
-        var entry = JsonDocument.Parse(await list.Content.ReadAsStringAsync()).RootElement.GetProperty("data").EnumerateArray().Single(e => e.GetProperty("run").GetString() == "rec-admin");
-        Assert.Equal(2, entry.GetProperty("steps").GetInt32());
+        // A step is recorded as its call ends, just after its answer reached the client.
+        var steps = await Http.EventuallyAsync(async () =>
+        {
+            using var list = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings"));
+            var entry = JsonDocument.Parse(await list.Content.ReadAsStringAsync()).RootElement.GetProperty("data").EnumerateArray().SingleOrDefault(e => e.GetProperty("run").GetString() == "rec-admin");
+            return entry.ValueKind == JsonValueKind.Object && entry.GetProperty("steps").GetInt32() == 2 ? (int?)2 : null;
+        }, "two recorded steps");
+        Assert.Equal(2, steps);
 
         using var jsonl = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings/rec-admin"));
         Assert.Equal("application/x-ndjson", jsonl.Content.Headers.ContentType!.MediaType);
