@@ -27,6 +27,7 @@ internal static partial class AdminEndpoints
         admin.MapGet("/users/{id}", GetUserAsync);
         admin.MapPost("/users/{id}/halt", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-user", id, () => store.HaltUserAsync(id, ct), new { user = id, halted = true }));
         admin.MapPost("/users/{id}/resume", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "resume-user", id, () => store.ResumeUserAsync(id, ct), new { user = id, halted = false }));
+        RecordingEndpoints.Map(admin);
     }
 
     private static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
@@ -129,11 +130,11 @@ internal static partial class AdminEndpoints
         return Results.Json(answer);
     }
 
-    private static ErrorResult StoreUnavailable() => new(new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
+    internal static ErrorResult StoreUnavailable() => new(new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
         "The budget store did not answer in time; retry shortly.", true, null, TimeSpan.FromSeconds(1)));
 
     /// <summary>Writes a <see cref="GatewayError"/> as an endpoint result.</summary>
-    private sealed class ErrorResult(GatewayError error) : IResult
+    internal sealed class ErrorResult(GatewayError error) : IResult
     {
         public Task ExecuteAsync(HttpContext httpContext)
         {

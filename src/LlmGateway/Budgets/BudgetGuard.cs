@@ -33,11 +33,12 @@ internal sealed class BudgetGuard
     /// When the caller allows it, serves the model's DowngradeTo instead once a budget passes the user's
     /// DowngradeAt fraction, or when only the cheaper model's reservation still fits.
     /// </summary>
-    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, bool allowDowngrade, CancellationToken cancellationToken)
+    /// <param name="free">The call is answered without an upstream call (a cache hit): it counts as a request, reserves no cost or tokens, and is never downgraded.</param>
+    public async ValueTask<GatewayError?> AdmitAsync(GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> body, bool allowDowngrade, CancellationToken cancellationToken, bool free = false)
     {
         var requested = call.ServedModel;
-        var error = await ReserveAsync(config, call, requested, body, cancellationToken);
-        var cheaper = allowDowngrade ? DowngradeTarget(config, call, requested) : null;
+        var error = await ReserveAsync(config, call, requested, body, cancellationToken, free);
+        var cheaper = allowDowngrade && !free ? DowngradeTarget(config, call, requested) : null;
         if (cheaper is null)
         {
             return error;
@@ -105,7 +106,7 @@ internal sealed class BudgetGuard
         }
     }
 
-    private async ValueTask<GatewayError?> ReserveAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    private async ValueTask<GatewayError?> ReserveAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, bool free = false)
     {
         var policy = call.Caller.Policy;
         var promptTokens = TokenEstimator.Prompt(call.Request.PromptTextBytes, call.Request.MessageCount);
@@ -123,7 +124,7 @@ internal sealed class BudgetGuard
 
         var worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
         var ceiling = config.Options.Limits.MaxRequestUsd;
-        if (ceiling > 0 && worstCase > ceiling)
+        if (ceiling > 0 && worstCase > ceiling && !free)
         {
             return Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
         }
@@ -147,8 +148,8 @@ internal sealed class BudgetGuard
             RunMaxRepeats = runs.MaxRepeats,
             RunMaxInFlight = runs.MaxInFlight,
             RequestHash = call.RunId is not null && runs.MaxRepeats > 0 ? Convert.ToBase64String(SHA256.HashData(body.Span)) : null,
-            ReserveUsd = worstCase,
-            ReserveTokens = promptTokens + maxOutput,
+            ReserveUsd = free ? 0 : worstCase,
+            ReserveTokens = free ? 0 : promptTokens + maxOutput,
             ReservationTtl = config.Options.Store.ReservationTtl,
         };
 

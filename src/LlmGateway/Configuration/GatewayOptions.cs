@@ -176,11 +176,31 @@ public sealed record RunOptions
     public TimeSpan IdleExpiry { get; init; } = TimeSpan.FromHours(24);
 }
 
+/// <summary>The response cache and the record/replay of agent runs.</summary>
 public sealed record CacheOptions
 {
     public bool Enabled { get; init; }
+
+    /// <summary>How long an answer is served; X-Gateway-Cache-Ttl may shorten it for one request, never lengthen it.</summary>
     public TimeSpan Ttl { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>Who may be served an answer cached for someone else: "User" (default), "Team" or "Global".</summary>
     public string Scope { get; init; } = "User";
+
+    /// <summary>Largest answer stored (bytes of its normalized body); larger answers are not cached. Default 1 MiB.</summary>
+    public long MaxEntryBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>Bytes the in-memory store may hold before it evicts the least recently used entries. Default 64 MiB.</summary>
+    public long MemoryMaxBytes { get; init; } = 64 * 1024 * 1024;
+
+    /// <summary>Charge a hit to budgets as if it had been served by the provider (default false: a hit costs 0).</summary>
+    public bool ChargeHits { get; init; }
+
+    /// <summary>How long identical concurrent misses wait for the first one's answer before going upstream themselves.</summary>
+    public TimeSpan SingleFlightWait { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a recorded run (X-Gateway-Record) is kept after its last step. Default 7 days.</summary>
+    public TimeSpan RecordingTtl { get; init; } = TimeSpan.FromDays(7);
 }
 
 /// <summary>Retries, timeouts, circuit breakers and the retry guards.</summary>

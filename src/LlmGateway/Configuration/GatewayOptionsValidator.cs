@@ -217,6 +217,8 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Resilience:StreamIdleTimeout: must be positive");
         }
 
+        CheckCache(errors, $"{root}:Cache", options.Cache);
+
         foreach (var (name, tool) in options.Tools)
         {
             CheckTool(errors, $"{root}:Tools:{name}", tool);
@@ -337,6 +339,39 @@ internal static class GatewayOptionsValidator
         if (runs.Deadline is { } deadline && deadline < TimeSpan.Zero)
         {
             errors.Add($"{path}:Deadline: must not be negative");
+        }
+    }
+
+    private static void CheckCache(List<string> errors, string path, CacheOptions cache)
+    {
+        if (!Caching.CacheScopes.TryParse(cache.Scope, out _))
+        {
+            errors.Add($"{path}:Scope: '{cache.Scope}' is not one of User, Team, Global");
+        }
+
+        if (cache.Ttl <= TimeSpan.Zero)
+        {
+            errors.Add($"{path}:Ttl: must be positive");
+        }
+
+        if (cache.MaxEntryBytes <= 0)
+        {
+            errors.Add($"{path}:MaxEntryBytes: must be positive");
+        }
+
+        if (cache.MemoryMaxBytes <= 0)
+        {
+            errors.Add($"{path}:MemoryMaxBytes: must be positive");
+        }
+
+        if (cache.SingleFlightWait < TimeSpan.Zero)
+        {
+            errors.Add($"{path}:SingleFlightWait: must not be negative");
+        }
+
+        if (cache.RecordingTtl <= TimeSpan.Zero)
+        {
+            errors.Add($"{path}:RecordingTtl: must be positive");
         }
     }
 

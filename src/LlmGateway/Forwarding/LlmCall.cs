@@ -16,6 +16,12 @@ internal enum CallOutcome
     UpstreamGarbage,
     StreamBroken,
     ClientAborted,
+
+    /// <summary>Answered from the response cache, no upstream call.</summary>
+    Cached,
+
+    /// <summary>Answered from a recorded run (X-Gateway-Replay-Of), no upstream call.</summary>
+    Replayed,
 }
 
 /// <summary>
@@ -119,6 +125,9 @@ internal sealed class LlmCall
 
     /// <summary>The admission decision: the reservation to settle and the caller's rate-limit state for headers.</summary>
     public Budgets.AdmissionResult? Admission { get; set; }
+
+    /// <summary>Set when the answer is to be cached or recorded: the relay feeds it what it forwards.</summary>
+    public Caching.ResponseCapture? Capture { get; set; }
 
     /// <summary>Why the call failed, for the log; never contains secrets.</summary>
     public string? FailureDetail { get; set; }

@@ -208,6 +208,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             }
 
             call.DeliveredTextBytes = info.TextBytes;
+            call.Capture?.OnJson(bytes);
             call.Outcome = CallOutcome.Completed;
             call.SettleUsage();
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using LlmGateway.Budgets;
+using LlmGateway.Caching;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Identity;
@@ -34,12 +35,14 @@ internal sealed class LlmProxyHandler
     private readonly GatewayMetrics _metrics;
     private readonly BudgetGuard _budgets;
     private readonly UpstreamResilience _resilience;
+    private readonly ResponseCache _cache;
     private readonly ILogger<LlmProxyHandler> _logger;
 
-    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ILogger<LlmProxyHandler> logger)
+    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ResponseCache cache, ILogger<LlmProxyHandler> logger)
     {
         _budgets = budgets;
         _resilience = resilience;
+        _cache = cache;
         _config = config;
         _forwarder = forwarder;
         _client = client;
@@ -101,13 +104,21 @@ internal sealed class LlmProxyHandler
 
             var call = new LlmCall(requestId, caller, runId, endpoint, model, request, config.CallLimits, start);
 
+            // Response cache and run replay (Caching/): lookup before admission; a hit or replayed step is served below.
+            await using var cached = await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
+            if (cached.Error is { } cacheError)
+            {
+                await RejectAsync(context, caller, cacheError);
+                return;
+            }
+
             // Streamed generations always carry usage from upstream so they can be charged exactly; when the
             // caller did not ask for it, the relay removes it again.
             call.InjectedIncludeUsage = request.Stream && request.IncludeUsage != true && endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions;
             _resilience.RetryBudget.RecordRequest();
 
             var allowDowngrade = !string.Equals(context.Request.Headers["X-Gateway-No-Downgrade"], "true", StringComparison.OrdinalIgnoreCase);
-            if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted) is { } refusal)
+            if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree) is { } refusal)
             {
                 RateLimitHeaders.Write(context.Response.Headers, call.Admission);
                 await RejectAsync(context, caller, refusal);
@@ -116,7 +127,10 @@ internal sealed class LlmProxyHandler
 
             try
             {
-                await ServeAsync(context, config, call, body);
+                if (!await cached.TryServeAsync())
+                {
+                    await ServeAsync(context, config, call, body);
+                }
             }
             finally
             {

@@ -201,6 +201,7 @@ internal sealed class SseRelay
                 length = pending.Length;
             }
 
+            call.Capture?.OnEvent(pending[..length]);
             ProcessEvent(pending[..length], writer, call, ref state);
             start += length;
             if (state.Garbage)

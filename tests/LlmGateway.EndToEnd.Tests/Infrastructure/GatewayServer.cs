@@ -38,7 +38,8 @@ public sealed class GatewayServer : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<GatewayServer> StartAsync(string configJson)
+    /// <param name="timeProvider">A clock for the gateway (e.g. ManualTimeProvider); the system clock when null.</param>
+    public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null)
     {
         var directory = Directory.CreateTempSubdirectory("llmgw-test-").FullName;
         var configPath = Path.Combine(directory, "gateway.json");
@@ -50,6 +51,12 @@ public sealed class GatewayServer : IAsyncDisposable
             EnvironmentName = "Testing",
             ContentRootPath = directory,
         });
+        if (timeProvider is not null)
+        {
+            // Registered first: AddLlmGateway only adds the system clock when none is registered.
+            builder.Services.AddSingleton(timeProvider);
+        }
+
         builder.AddLlmGateway();
         var logs = new CapturedLogs();
         builder.Logging.AddProvider(logs);
