@@ -15,12 +15,10 @@ public static class CacheServiceCollectionExtensions
     public static IServiceCollection AddGatewayCache(this IServiceCollection services)
     {
         ArgumentNullException.ThrowIfNull(services);
-        // Resolved only when Gateway:Redis is set; the cache and recording stores share it.
-        services.TryAddSingleton(sp =>
-        {
-            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
-            return new CacheRedisConnection(options.Redis!, options.Store.Timeout);
-        });
+        // Resolved only when Gateway:Redis is set: the cache and recording stores on the gateway's one multiplexer.
+        services.TryAddSingleton(sp => new CacheRedisConnection(
+            sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(),
+            sp.GetRequiredService<GatewayConfigProvider>().Current.Options.Store.Timeout));
         services.TryAddSingleton<IResponseCacheStore>(sp =>
         {
             var config = sp.GetRequiredService<GatewayConfigProvider>();
