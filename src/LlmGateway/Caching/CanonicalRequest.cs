@@ -15,41 +15,23 @@ internal sealed class CanonicalRequest
 {
     private static readonly string[] Ignored = ["stream", "stream_options", "user"];
 
-    private CanonicalRequest(byte[] json, bool deterministic)
-    {
-        Json = json;
-        Deterministic = deterministic;
-    }
+    private CanonicalRequest(byte[] json) => Json = json;
 
     /// <summary>The canonical JSON (UTF-8).</summary>
     public byte[] Json { get; }
-
-    /// <summary><c>temperature</c> is 0 or a <c>seed</c> is given: the provider is asked for a repeatable answer.</summary>
-    public bool Deterministic { get; }
 
     /// <summary>Canonicalizes a body already known to be a JSON object (LlmRequestInfo checked it).</summary>
     public static CanonicalRequest Create(ReadOnlyMemory<byte> body)
     {
         using var document = JsonDocument.Parse(body);
         var root = document.RootElement;
-        var deterministic = false;
-        if (root.TryGetProperty("temperature", out var temperature) && temperature.ValueKind == JsonValueKind.Number && temperature.TryGetDouble(out var t) && t == 0)
-        {
-            deterministic = true;
-        }
-
-        if (root.TryGetProperty("seed", out var seed) && seed.ValueKind == JsonValueKind.Number)
-        {
-            deterministic = true;
-        }
-
         var output = new ArrayBufferWriter<byte>(body.Length + 16);
         using (var writer = new Utf8JsonWriter(output))
         {
             Write(writer, root, topLevel: true);
         }
 
-        return new CanonicalRequest(output.WrittenSpan.ToArray(), deterministic);
+        return new CanonicalRequest(output.WrittenSpan.ToArray());
     }
 
     /// <summary>Hex SHA-256 of the canonical request together with what else selects the answer.</summary>

@@ -50,6 +50,20 @@ internal sealed class ResponseCache
         }
 
         var state = new CachedCall(this, context, call, options);
+        var recording = record.Length > 0 && !string.Equals(record, "false", StringComparison.OrdinalIgnoreCase);
+
+        // The canonical form costs a parse and a sorted re-write of the body: only for answers that may be
+        // cached, recorded or replayed. Everything else is a BYPASS decided from the one-pass request read.
+        if (replayOf.Length == 0 && !recording && !MayCache(call, headers))
+        {
+            if (options.Enabled)
+            {
+                await BeginCacheAsync(state, null, headers, options, cancellationToken);
+            }
+
+            return state;
+        }
+
         var canonical = CanonicalRequest.Create(body);
         if (replayOf.Length > 0)
         {
@@ -57,7 +71,7 @@ internal sealed class ResponseCache
             return state;
         }
 
-        if (record.Length > 0 && !string.Equals(record, "false", StringComparison.OrdinalIgnoreCase))
+        if (recording)
         {
             if (!string.Equals(record, "true", StringComparison.OrdinalIgnoreCase) || call.RunId is null)
             {
@@ -83,7 +97,10 @@ internal sealed class ResponseCache
         return state;
     }
 
-    private async ValueTask BeginCacheAsync(CachedCall state, CanonicalRequest canonical, IHeaderDictionary headers, CacheOptions options, CancellationToken cancellationToken)
+    private static bool MayCache(LlmCall call, IHeaderDictionary headers) =>
+        call.Endpoint == LlmEndpoint.Embeddings || call.Request.Deterministic || headers[CacheHeaders.Cache].ToString() == CacheHeaders.Force;
+
+    private async ValueTask BeginCacheAsync(CachedCall state, CanonicalRequest? canonical, IHeaderDictionary headers, CacheOptions options, CancellationToken cancellationToken)
     {
         var call = state.Call;
         var mode = headers[CacheHeaders.Cache].ToString();
@@ -108,7 +125,7 @@ internal sealed class ResponseCache
         }
 
         var model = call.ServedModel.Name;
-        if (!(call.Endpoint == LlmEndpoint.Embeddings || mode == CacheHeaders.Force || canonical.Deterministic))
+        if (canonical is null || !(call.Endpoint == LlmEndpoint.Embeddings || mode == CacheHeaders.Force || call.Request.Deterministic))
         {
             Result(state, CacheHeaders.Bypass);
             return;

@@ -20,6 +20,9 @@ internal struct LlmRequestInfo
 
     public int MessageCount;
 
+    /// <summary>temperature 0 or a seed: the same request should get the same answer (cacheable).</summary>
+    public bool Deterministic;
+
     /// <summary>
     /// Parses the body. Returns an error message naming the problem when it is not a JSON object, is
     /// malformed, or lacks a string "model".
@@ -120,6 +123,30 @@ internal struct LlmRequestInfo
                     else
                     {
                         CountValue(ref reader, ref info);
+                    }
+                }
+                else if (reader.ValueTextEquals("temperature"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.Number && reader.TryGetDouble(out var temperature) && temperature == 0)
+                    {
+                        info.Deterministic = true;
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
+                }
+                else if (reader.ValueTextEquals("seed"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.Number)
+                    {
+                        info.Deterministic = true;
+                    }
+                    else
+                    {
+                        reader.Skip();
                     }
                 }
                 else if (reader.ValueTextEquals("user"u8) || reader.ValueTextEquals("metadata"u8))

@@ -40,13 +40,4 @@ public sealed class CanonicalRequestTests
     {
         Assert.NotEqual(Hash("""{"model":"m","seed":9007199254740993}"""), Hash("""{"model":"m","seed":9007199254740992}"""));
     }
-
-    [Theory]
-    [InlineData("""{"model":"m","temperature":0}""", true)]
-    [InlineData("""{"model":"m","temperature":0.0}""", true)]
-    [InlineData("""{"model":"m","seed":42,"temperature":1}""", true)]
-    [InlineData("""{"model":"m","temperature":0.2}""", false)]
-    [InlineData("""{"model":"m"}""", false)]
-    [InlineData("""{"model":"m","seed":null}""", false)]
-    public void Deterministic_WhenTemperatureZeroOrSeed(string json, bool expected) => Assert.Equal(expected, Of(json).Deterministic);
 }

@@ -59,4 +59,17 @@ public sealed class LlmRequestInfoTests
 
         Assert.Contains("UTF-8", LlmRequestInfo.TryParse(body, out _, out _));
     }
+
+    [Theory]
+    [InlineData("""{"model":"m","temperature":0}""", true)]
+    [InlineData("""{"model":"m","temperature":0.0}""", true)]
+    [InlineData("""{"model":"m","seed":42,"temperature":1}""", true)]
+    [InlineData("""{"model":"m","temperature":0.2}""", false)]
+    [InlineData("""{"model":"m"}""", false)]
+    [InlineData("""{"model":"m","seed":null}""", false)]
+    public void TryParse_Deterministic_WhenTemperatureZeroOrSeed(string json, bool expected)
+    {
+        Assert.Null(Parse(json, out var info));
+        Assert.Equal(expected, info.Deterministic);
+    }
 }
