@@ -16,7 +16,7 @@ namespace LlmGateway.Admin;
 /// The operator API under /admin, behind <c>Authorization: Bearer &lt;Gateway:AdminKey&gt;</c> (from the
 /// environment). Halts go through the shared store, so they reach every replica on the next call.
 /// </summary>
-internal static partial class AdminEndpoints
+internal static class AdminEndpoints
 {
     public static void Map(IEndpointRouteBuilder endpoints)
     {
@@ -126,7 +126,7 @@ internal static partial class AdminEndpoints
             return StoreUnavailable();
         }
 
-        AdminLog.Action(logs.CreateLogger("LlmGateway.Admin"), action, target);
+        Telemetry.AuditLog.AdminAction(logs.CreateLogger(Telemetry.AuditLog.Category), action, target);
         return Results.Json(answer);
     }
 
@@ -142,10 +142,4 @@ internal static partial class AdminEndpoints
             return error.WriteAsync(httpContext.Response);
         }
     }
-}
-
-internal static partial class AdminLog
-{
-    [LoggerMessage(EventId = GatewayEventIds.AdminAction, EventName = "AdminAction", Level = LogLevel.Information, Message = "Admin action {Action} on {Target}")]
-    public static partial void Action(ILogger logger, string action, string target);
 }

@@ -84,7 +84,7 @@ internal static class RecordingEndpoints
             return NotFound(id);
         }
 
-        AdminLog.Action(logs.CreateLogger("LlmGateway.Admin"), "delete-recording", id);
+        Telemetry.AuditLog.AdminAction(logs.CreateLogger(Telemetry.AuditLog.Category), "delete-recording", id);
         return Results.Json(new { run = id, deleted = true });
     }
 

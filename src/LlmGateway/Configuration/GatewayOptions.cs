@@ -11,6 +11,9 @@ public sealed record GatewayOptions
     /// <summary>Bearer key for /admin; from the environment (Gateway__AdminKey), never the committed file.</summary>
     public string? AdminKey { get; init; }
 
+    /// <summary>A file that receives the audit trail (rejections, admin actions, tool calls) as JSON lines; read at start-up.</summary>
+    public string? AuditLog { get; init; }
+
     public Dictionary<string, ProviderOptions> Providers { get; init; } = new(StringComparer.Ordinal);
     public Dictionary<string, ModelOptions> Models { get; init; } = new(StringComparer.Ordinal);
     public List<KeyOptions> Keys { get; init; } = [];

@@ -37,9 +37,11 @@ internal sealed class LlmProxyHandler
     private readonly UpstreamResilience _resilience;
     private readonly ResponseCache _cache;
     private readonly ILogger<LlmProxyHandler> _logger;
+    private readonly ILogger _audit;
 
-    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ResponseCache cache, ILogger<LlmProxyHandler> logger)
+    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ResponseCache cache, ILogger<LlmProxyHandler> logger, ILoggerFactory loggerFactory)
     {
+        _audit = loggerFactory.CreateLogger(AuditLog.Category);
         _budgets = budgets;
         _resilience = resilience;
         _cache = cache;
@@ -325,6 +327,9 @@ internal sealed class LlmProxyHandler
     {
         // Unknown callers never become a metric label.
         _metrics.RecordRejection(caller?.User ?? "", error.Code);
+        var runId = context.Request.Headers[GatewayHeaders.RunId].ToString();
+        AuditLog.Rejection(_audit, context.Response.Headers[GatewayHeaders.RequestId].ToString(), caller?.Id, caller?.User,
+            CallerAuthenticator.IsValidId(runId) ? runId : null, context.Request.Method, context.Request.Path.Value ?? "", error.Status, error.Code, error.Message);
         return error.WriteAsync(context.Response);
     }
 }

@@ -2,6 +2,7 @@ using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Forwarding;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -39,6 +40,10 @@ public static class GatewayApplicationExtensions
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Logging.AddFilter("Yarp", LogLevel.Warning);
         builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
+        if (ReadAuditLogPath(configPath) is { Length: > 0 } auditPath)
+        {
+            builder.Logging.AddProvider(new LlmGateway.Telemetry.AuditFileLoggerProvider(auditPath));
+        }
 
         double? pollMs = double.TryParse(builder.Configuration["LLMGATEWAY_CONFIG_POLL_MS"], out var ms) ? ms : null;
         builder.Services.AddLlmGateway(configPath, pollMs is { } p ? TimeSpan.FromMilliseconds(p) : null);
@@ -81,6 +86,21 @@ public static class GatewayApplicationExtensions
         }
 
         return app;
+    }
+
+    /// <summary>Gateway:AuditLog from the config file (and the environment), read once: a logger sink is fixed at start-up.</summary>
+    private static string? ReadAuditLogPath(string configPath)
+    {
+        try
+        {
+            var configuration = new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(configPath), optional: true).AddEnvironmentVariables().Build();
+            return configuration["Gateway:AuditLog"];
+        }
+        catch (Exception ex) when (ex is FormatException or InvalidDataException or IOException)
+        {
+            // A broken file stops start-up with every reason in GatewayConfigProvider; nothing to add here.
+            return null;
+        }
     }
 
     private static string FindDefaultConfig()

@@ -23,6 +23,7 @@ internal static class GatewayEventIds
     public const int StoreUnavailable = 3000;
     public const int SettleFailed = 3001;
     public const int AdminAction = 3100;
+    public const int AuditRejection = 3101;
 
     public const int ToolCallAudit = 4000;
     public const int ToolUpstreamFailed = 4001;

@@ -13,7 +13,7 @@ internal static class ToolConstants
     public const int MaxIdempotencyKeyLength = 255;
 
     /// <summary>The ILogger category of the audit trail, so it can be routed to its own sink.</summary>
-    public const string AuditCategory = "LlmGateway.Audit";
+    public const string AuditCategory = Telemetry.AuditLog.Category;
 
     /// <summary>Statuses a tool may answer transiently; retried only when retrying is safe.</summary>
     public static bool IsRetryableStatus(int status) => status is 408 or 429 or 500 or 502 or 503 or 504;
