@@ -30,7 +30,21 @@ public sealed record GatewayOptions
 
     public LimitsOptions Limits { get; init; } = new();
     public StoreOptions Store { get; init; } = new();
+    public OtlpOptions Otlp { get; init; } = new();
     public MockLlmOptions MockLlm { get; init; } = new();
+}
+
+/// <summary>Optional OTLP export of the same metrics /metrics serves, for an OpenTelemetry collector; read at start-up.</summary>
+public sealed record OtlpOptions
+{
+    /// <summary>The collector's metrics URL, e.g. http://collector:4318/v1/metrics (OTLP over HTTP/protobuf); empty = off.</summary>
+    public string? Endpoint { get; init; }
+
+    /// <summary>How often metrics are pushed.</summary>
+    public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Headers sent with every export (e.g. an API key of the collector); never logged.</summary>
+    public Dictionary<string, string> Headers { get; init; } = new(StringComparer.OrdinalIgnoreCase);
 }
 
 /// <summary>What the budget and rate-limit store does when Redis cannot answer in time.</summary>

@@ -153,6 +153,16 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Limits:MaxResponseBodyBytes: must be positive");
         }
 
+        if (options.Otlp.Endpoint is { Length: > 0 } otlp && !Uri.TryCreate(otlp, UriKind.Absolute, out _))
+        {
+            errors.Add($"{root}:Otlp:Endpoint: '{otlp}' is not an absolute URL");
+        }
+
+        if (options.Otlp.Interval < TimeSpan.FromSeconds(1))
+        {
+            errors.Add($"{root}:Otlp:Interval: must be at least 00:00:01");
+        }
+
         if (options.Limits.MaxRequestUsd < 0)
         {
             errors.Add($"{root}:Limits:MaxRequestUsd: must not be negative");

@@ -24,6 +24,7 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton(new GatewayConfigFile(Path.GetFullPath(configPath), configPollInterval ?? TimeSpan.FromSeconds(1)));
         services.TryAddSingleton<GatewayConfigProvider>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
+        services.AddHostedService<LlmGateway.Telemetry.OtlpMetricsExport>();
         services.TryAddSingleton<UpstreamHttpClient>();
 
         // One multiplexer for every Redis-backed store; created only when a store needs it (Gateway:Redis set).
