@@ -64,14 +64,14 @@ internal sealed class LlmProxyHandler
             ?? CallerAuthenticator.ReadRunId(context.Request, out runId);
         if (error is { } authError)
         {
-            await RejectAsync(context, caller, authError);
+            await RejectAsync(context, caller, authError, start, model: null);
             return;
         }
 
         var (buffer, length, readError) = await RequestBodyReader.ReadAsync(context.Request, config.Options.Limits.MaxRequestBodyBytes, context.RequestAborted);
         if (readError is { } bodyError)
         {
-            await RejectAsync(context, caller, bodyError);
+            await RejectAsync(context, caller, bodyError, start, model: null);
             return;
         }
 
@@ -81,26 +81,26 @@ internal sealed class LlmProxyHandler
             var parseError = LlmRequestInfo.TryParse(body.Span, out var request, out var param);
             if (parseError is not null)
             {
-                await RejectAsync(context, caller, GatewayError.InvalidRequest(parseError, param));
+                await RejectAsync(context, caller, GatewayError.InvalidRequest(parseError, param), start, model: null);
                 return;
             }
 
             if (!config.Models.TryGetValue(request.Model!, out var model))
             {
-                await RejectAsync(context, caller, GatewayError.ModelNotFound(request.Model!));
+                await RejectAsync(context, caller, GatewayError.ModelNotFound(request.Model!), start, model: null);
                 return;
             }
 
             if (!caller.MayUse(model.Name))
             {
-                await RejectAsync(context, caller, GatewayError.PermissionDenied($"Your key may not use the model '{model.Name}'. GET /v1/models lists the models it may use."));
+                await RejectAsync(context, caller, GatewayError.PermissionDenied($"Your key may not use the model '{model.Name}'. GET /v1/models lists the models it may use."), start, model.Name);
                 return;
             }
 
             if (!model.Provider.IsUsable)
             {
                 await RejectAsync(context, caller, GatewayError.UpstreamUnavailable(
-                    $"The model '{model.Name}' is served by provider '{model.Provider.Name}', which has no API key configured (set {model.Provider.Options.ApiKeyEnv}).", shouldRetry: false));
+                    $"The model '{model.Name}' is served by provider '{model.Provider.Name}', which has no API key configured (set {model.Provider.Options.ApiKeyEnv}).", shouldRetry: false), start, model.Name);
                 return;
             }
 
@@ -110,7 +110,7 @@ internal sealed class LlmProxyHandler
             await using var cached = await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
             if (cached.Error is { } cacheError)
             {
-                await RejectAsync(context, caller, cacheError);
+                await RejectAsync(context, caller, cacheError, start, model.Name);
                 return;
             }
 
@@ -123,7 +123,7 @@ internal sealed class LlmProxyHandler
             if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree) is { } refusal)
             {
                 RateLimitHeaders.Write(context.Response.Headers, call.Admission);
-                await RejectAsync(context, caller, refusal);
+                await RejectAsync(context, caller, refusal, start, model.Name);
                 return;
             }
 
@@ -323,13 +323,22 @@ internal sealed class LlmProxyHandler
             upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
     }
 
-    private Task RejectAsync(HttpContext context, CallerKey? caller, GatewayError error)
+    /// <param name="model">The configured model the request named, or null when it named none the config knows.</param>
+    private Task RejectAsync(HttpContext context, CallerKey? caller, GatewayError error, long start, string? model)
     {
         // Unknown callers never become a metric label.
         _metrics.RecordRejection(caller?.User ?? "", error.Code);
         var runId = context.Request.Headers[GatewayHeaders.RunId].ToString();
         AuditLog.Rejection(_audit, context.Response.Headers[GatewayHeaders.RequestId].ToString(), caller?.Id, caller?.User,
             CallerAuthenticator.IsValidId(runId) ? runId : null, context.Request.Method, context.Request.Path.Value ?? "", error.Status, error.Code, error.Message);
+
+        // A rejection is an answer to the caller too: llm_gateway_requests_total counts it with its status, so the
+        // success-ratio alert and the error-ratio panels see budget and rate-limit 429s. Only known callers are
+        // counted, and a model the config does not know is never a label.
+        if (caller is not null)
+        {
+            _metrics.RecordRequest(caller.User, model ?? "", error.Status, Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
         return error.WriteAsync(context.Response);
     }
 }
