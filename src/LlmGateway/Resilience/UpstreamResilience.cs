@@ -19,6 +19,7 @@ namespace LlmGateway.Resilience;
 internal sealed partial class UpstreamResilience
 {
     private static readonly ResiliencePropertyKey<LlmCall> CallKey = new("llmgw.call");
+    private static readonly TimeSpan RetryAfterHeadroom = TimeSpan.FromMilliseconds(10);
     private static readonly ResiliencePropertyKey<ResilienceOptions> OptionsKey = new("llmgw.options");
 
     private readonly ConcurrentDictionary<string, (CircuitBreakerOptions Options, int MaxAttempts, ResiliencePipeline<AttemptOutcome> Pipeline)> _pipelines = new(StringComparer.Ordinal);
@@ -111,7 +112,9 @@ internal sealed partial class UpstreamResilience
                 Delay = options.RetryBaseDelay,
                 MaxDelay = options.MaxRetryWait,
                 ShouldHandle = args => new ValueTask<bool>(ShouldRetry(args)),
-                DelayGenerator = static args => new ValueTask<TimeSpan?>(args.Outcome.Result.RetryAfter),
+                // Timers run on a 1 ms tick and may fire just before their due time: the headroom keeps a retry from
+                // ever reaching the provider earlier than it asked.
+                DelayGenerator = static args => new ValueTask<TimeSpan?>(args.Outcome.Result.RetryAfter is { } asked ? asked + RetryAfterHeadroom : null),
                 OnRetry = args =>
                 {
                     var call = args.Context.Properties.GetValue(CallKey, null!);
