@@ -9,7 +9,7 @@ namespace LlmGateway.MockLlm;
 internal sealed class MockEventStream : IDisposable
 {
     private const int SplitPauseMs = 5;
-    private const int AbortGraceMs = 20;
+    private const int AbortGraceMs = 100;
 
     private readonly HttpContext _context;
     private readonly MockFaults _faults;

@@ -119,10 +119,13 @@ public sealed class CachedStreamTests : IAsyncLifetime
             await cut.Content.ReadAsStringAsync();
         }
 
+        // (The cut call itself may have reached the mock twice: an abort before its headers were sent is a
+        // connection failure the gateway rightly retries.) What matters: the next identical call goes upstream.
+        var before = _mock.Log.CountFor("/v1/chat/completions");
         using var again = await _gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, CacheConfigs.Alice));
         await again.Content.ReadAsStringAsync();
 
         Assert.Equal("MISS", again.Headers.GetValues("X-Gateway-Cache").Single());
-        Assert.Equal(2, _mock.Log.CountFor("/v1/chat/completions"));
+        Assert.Equal(before + 1, _mock.Log.CountFor("/v1/chat/completions"));
     }
 }

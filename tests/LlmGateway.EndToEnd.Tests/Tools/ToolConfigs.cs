@@ -23,6 +23,7 @@ public static class ToolConfigs
           "jira": { "BaseUrl": "{{toolBaseUrl}}/jira", "Headers": { "Authorization": "Bearer {{JiraSecret}}" } },
           "slack": { "BaseUrl": "{{toolBaseUrl}}/slack/api", "Headers": { "Authorization": "Bearer {{SlackSecret}}" } },
           "effects": { "BaseUrl": "{{toolBaseUrl}}/effects", "Timeout": "00:00:00.500", "MaxAttempts": 3, "MaxRetryWait": "00:00:00.200", "Breaker": { "FailureRatio": 0 } },
+          "ledger": { "BaseUrl": "{{toolBaseUrl}}/effects", "Timeout": "00:00:05", "MaxAttempts": 3, "MaxRetryWait": "00:00:00.200", "Breaker": { "FailureRatio": 0 } },
           "hanging": { "BaseUrl": "{{toolBaseUrl}}/hanging", "Timeout": "00:00:03", "MaxAttempts": 1, "MaxConcurrency": 2, "MaxQueue": 0, "Breaker": { "FailureRatio": 0 } }
         },
         "Idempotency": { "Ttl": "00:10:00", "WaitTimeout": "00:00:05" },
@@ -31,6 +32,7 @@ public static class ToolConfigs
               "jira": [ { "Allow": "GET /rest/api/2/issue/*" }, { "Allow": "GET /rest/api/2/search/**" } ],
               "slack": [ { "Allow": "POST /chat.postMessage", "Body": { "channel": [ "#engineering" ] } } ],
               "effects": [ { "Allow": "* /**" } ],
+              "ledger": [ { "Allow": "* /**" } ],
               "hanging": [ { "Allow": "* /**" } ] } },
           { "Key": "{{Bob}}", "User": "bob", "Tools": { "slack": [ { "Allow": "GET /**" } ] } },
           { "Key": "{{Runner}}", "User": "runner", "Tools": { "effects": [ { "Allow": "POST /**" } ] } }

@@ -129,7 +129,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     public async Task SameIdempotencyKey_FiveTimesConcurrently_ReachesToolOnce_AllGetTheSameBody()
     {
         const string body = """{"amount":100,"to":"cust_1"}""";
-        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/effects/refunds", body, headers: [("Idempotency-Key", "refund-1"), ("X-Tool-Delay-Ms", "300")]);
+        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", body, headers: [("Idempotency-Key", "refund-1"), ("X-Tool-Delay-Ms", "300")]);
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Client.SendAsync(Refund())));
         using var later = await Client.SendAsync(Refund());
@@ -149,7 +149,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal(4, audits.Count(a => a.Field("Replayed") == "True"));
         Assert.All(audits, a => Assert.Equal("refund-1", a.Field("IdempotencyKey")));
 
-        using var reused = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/refunds", """{"amount":999,"to":"cust_1"}""", headers: [("Idempotency-Key", "refund-1")]));
+        using var reused = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":999,"to":"cust_1"}""", headers: [("Idempotency-Key", "refund-1")]));
         await Http.AssertErrorAsync(reused, 422, "idempotency_key_reused", shouldRetry: false);
         Assert.Equal(1, _tool.CountFor("/effects/refunds"));
         Assert.Equal("denied", AuditFor(reused).Field("Decision"));

@@ -49,7 +49,7 @@ public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, I
     [RedisFact]
     public async Task TwoReplicas_SameIdempotencyKey_ConcurrentlyAndLater_ReachTheToolOnce()
     {
-        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/effects/refunds", """{"amount":5}""", headers: [("Idempotency-Key", "shared-refund"), ("X-Tool-Delay-Ms", "300")]);
+        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":5}""", headers: [("Idempotency-Key", "shared-refund"), ("X-Tool-Delay-Ms", "300")]);
 
         var concurrent = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(Refund())));
         using var laterOnB = await _b.Client.SendAsync(Refund());
@@ -61,7 +61,7 @@ public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, I
         Assert.Equal(1, _tool.CountFor("/effects/refunds"));
         Assert.Equal(4, all.Count(r => r.Headers.Contains("Idempotent-Replayed")));
 
-        using var reused = await _a.Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/refunds", """{"amount":6}""", headers: [("Idempotency-Key", "shared-refund")]));
+        using var reused = await _a.Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":6}""", headers: [("Idempotency-Key", "shared-refund")]));
         await Http.AssertErrorAsync(reused, 422, "idempotency_key_reused", shouldRetry: false);
         foreach (var response in all)
         {
