@@ -34,16 +34,9 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
         _a = await GatewayServer.StartAsync(config);
         _b = await GatewayProcess.StartAsync(config);
 
-        // As a load balancer would: no traffic before a replica reports ready.
-        await WaitReadyAsync(_a);
+        // As a load balancer would: no traffic before a replica reports ready (GatewayProcess waits by itself).
+        await _a.WaitReadyAsync();
     }
-
-    private static async Task WaitReadyAsync(GatewayServer gateway) =>
-        await Http.EventuallyAsync(async () =>
-        {
-            using var response = await gateway.Client.GetAsync("/readyz");
-            return response.IsSuccessStatusCode ? (bool?)true : null;
-        }, "readiness", timeoutMs: 10000);
 
     public async Task DisposeAsync()
     {
@@ -130,7 +123,7 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
     public async Task RedisKilled_AllowPolicy_LetsCallsThrough()
     {
         await using var allowing = await GatewayServer.StartAsync(TestConfigs.Budgets(_mock.BaseUrl, _redis.ConnectionString, onUnavailable: "Allow"));
-        await WaitReadyAsync(allowing);
+        await allowing.WaitReadyAsync();
         _redis.Stop();
         try
         {

@@ -67,6 +67,13 @@ public sealed class GatewayServer : IAsyncDisposable
         return new GatewayServer(app, address.TrimEnd('/'), configPath, directory, logs);
     }
 
+    /// <summary>Waits until /readyz answers 200 (its store connected), as a load balancer would before sending traffic.</summary>
+    public Task WaitReadyAsync() => Http.EventuallyAsync(async () =>
+    {
+        using var response = await Client.GetAsync("/readyz");
+        return response.IsSuccessStatusCode ? (bool?)true : null;
+    }, "readiness", timeoutMs: 10000);
+
     /// <summary>Writes a new config file; the gateway picks it up on its next poll.</summary>
     public async Task WriteConfigAsync(string configJson)
     {

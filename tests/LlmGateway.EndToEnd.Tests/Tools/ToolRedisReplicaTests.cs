@@ -31,11 +31,7 @@ public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, I
         var config = ToolConfigs.Config(_tool.BaseUrl, _mock.BaseUrl, _redis.ConnectionString, "llmgw-tools-" + Guid.NewGuid().ToString("N") + ":");
         _a = await GatewayServer.StartAsync(config);
         _b = await GatewayProcess.StartAsync(config);
-        await Http.EventuallyAsync(async () =>
-        {
-            using var response = await _a.Client.GetAsync("/readyz");
-            return response.IsSuccessStatusCode ? (bool?)true : null;
-        }, "readiness", timeoutMs: 10000);
+        await _a.WaitReadyAsync();
     }
 
     public async Task DisposeAsync()
