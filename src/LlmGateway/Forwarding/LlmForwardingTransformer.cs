@@ -37,16 +37,11 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         proxyRequest.RequestUri = provider.UriFor(call.Endpoint);
 
         var headers = proxyRequest.Headers;
-        headers.Authorization = null;
-        headers.Remove(GatewayHeaders.ApiKey);
-        headers.Remove(GatewayHeaders.XApiKey);
-        headers.Remove(GatewayHeaders.RunId);
-        headers.Remove(GatewayHeaders.RequestId);
+        Identity.CallerHeaders.Strip(httpContext.Request.Headers, headers);
 
         // The gateway reads usage out of the body, so it asks for it uncompressed.
         headers.Remove("Accept-Encoding");
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
-        RemoveGatewayHeaders(httpContext.Request.Headers, headers);
 
         if (provider.AuthHeaderValue is { } auth)
         {
@@ -235,19 +230,6 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         call.FailureDetail = message;
         call.PendingError = GatewayError.UpstreamError(message);
         ForwardingLog.UpstreamGarbage(_logger, call.RequestId, call.ServedModel.Provider.Name, message);
-    }
-
-    /// <summary>X-Gateway-* headers instruct the gateway, not the provider. Found on Kestrel's header
-    /// collection (a struct enumerator, no allocation) and only then removed from the outgoing request.</summary>
-    private static void RemoveGatewayHeaders(IHeaderDictionary incoming, HttpRequestHeaders outgoing)
-    {
-        foreach (var header in incoming)
-        {
-            if (header.Key.StartsWith(GatewayHeaders.GatewayPrefix, StringComparison.OrdinalIgnoreCase))
-            {
-                outgoing.Remove(header.Key);
-            }
-        }
     }
 }
 

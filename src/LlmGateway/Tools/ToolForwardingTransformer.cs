@@ -29,19 +29,8 @@ internal sealed class ToolForwardingTransformer : HttpTransformer
         proxyRequest.RequestUri = call.Destination;
 
         var headers = proxyRequest.Headers;
-        headers.Authorization = null;
-        headers.Remove(GatewayHeaders.ApiKey);
-        headers.Remove(GatewayHeaders.XApiKey);
-        headers.Remove(GatewayHeaders.RunId);
-        headers.Remove(GatewayHeaders.RequestId);
+        Identity.CallerHeaders.Strip(httpContext.Request.Headers, headers);
         headers.Remove(ToolConstants.IdempotencyKeyHeader);
-        foreach (var header in httpContext.Request.Headers)
-        {
-            if (header.Key.StartsWith(GatewayHeaders.GatewayPrefix, StringComparison.OrdinalIgnoreCase))
-            {
-                headers.Remove(header.Key);
-            }
-        }
 
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
         if (call.IdempotencyKey is { } key)

@@ -14,13 +14,16 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
     public async Task Forwarding_SwapsCallerKeyForProviderKey_AndKeepsOtherHeadersAndBody()
     {
         var body = Http.Chat(content: "credential check");
-        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, headers: [("X-Custom-Trace", "keep-me"), ("X-Run-Id", "run-42")]));
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, headers:
+            [("X-Custom-Trace", "keep-me"), ("X-Run-Id", "run-42"), ("api-key", TestConfigs.Key), ("x-api-key", TestConfigs.Key), ("X-Gateway-No-Downgrade", "true")]));
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var seen = fixture.Mock.Log.Snapshot().Last(r => r.Body.Contains("credential check"));
         Assert.Equal("Bearer " + TestConfigs.ProviderKey, seen.Headers["Authorization"]);
         Assert.DoesNotContain(seen.Headers.Values, v => v.Contains(TestConfigs.Key, StringComparison.Ordinal));
         Assert.Equal("keep-me", seen.Headers["X-Custom-Trace"]);
+        Assert.DoesNotContain(seen.Headers.Keys, k => k.StartsWith("X-Gateway-", StringComparison.OrdinalIgnoreCase));
+        Assert.False(seen.Headers.ContainsKey("api-key") || seen.Headers.ContainsKey("x-api-key") || seen.Headers.ContainsKey("X-Run-Id"));
         Assert.Equal(response.Headers.GetValues("X-Request-Id").Single(), seen.Headers["X-Request-Id"]);
         Assert.Equal(body, seen.Body);
         Assert.Equal("/v1/chat/completions", seen.Path);
