@@ -117,7 +117,6 @@ internal sealed class LlmProxyHandler
             // Streamed generations always carry usage from upstream so they can be charged exactly; when the
             // caller did not ask for it, the relay removes it again.
             call.InjectedIncludeUsage = request.Stream && request.IncludeUsage != true && endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions;
-            _resilience.RetryBudget.RecordRequest();
 
             var allowDowngrade = !string.Equals(context.Request.Headers["X-Gateway-No-Downgrade"], "true", StringComparison.OrdinalIgnoreCase);
             if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree) is { } refusal)
@@ -153,6 +152,9 @@ internal sealed class LlmProxyHandler
     private async Task ServeAsync(HttpContext context, GatewayConfig config, LlmCall call, ReadOnlyMemory<byte> originalBody)
     {
         context.Features.Set(call);
+
+        // The retry budget is a share of calls that go upstream: refusals and cache hits do not earn retries.
+        _resilience.RetryBudget.RecordRequest();
         var options = config.Options.Resilience;
         var fallbacks = call.ServedModel.Options.Fallbacks;
         var outcome = AttemptOutcome.Delivered;
