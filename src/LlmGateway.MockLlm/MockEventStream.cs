@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http.Features;
 namespace LlmGateway.MockLlm;
 
 // Writes server-sent events one at a time, flushing each, and plays the stream faults: X-Mock-Chunk-Delay-Ms,
-// X-Mock-Split-Events and X-Mock-Fail-After-Chunks.
+// X-Mock-Split-Events and X-Mock-Fail-After-Chunks (with X-Mock-Stream-Error: an in-stream error event instead of a cut).
 internal sealed class MockEventStream : IDisposable
 {
     private const int SplitPauseMs = 5;
@@ -118,6 +118,15 @@ internal sealed class MockEventStream : IDisposable
     // lets the events already written reach the client first.
     private async Task AbortAsync()
     {
+        if (_faults.StreamError)
+        {
+            // OpenAI's way of failing mid-stream: an error object as the last data event, no [DONE], then a normal end.
+            _buffer.Clear();
+            _buffer.Write("data: {\"error\":{\"message\":\"mock stream error\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\n"u8);
+            await SendBufferAsync();
+            return;
+        }
+
         await Task.Delay(AbortGraceMs, _context.RequestAborted);
         _context.Abort();
     }

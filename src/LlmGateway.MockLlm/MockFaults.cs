@@ -29,6 +29,9 @@ internal sealed class MockFaults
 
     public bool SplitEvents { get; private init; }
 
+    /// <summary>With FailAfterChunks: end with an in-stream error event instead of cutting the connection.</summary>
+    public bool StreamError { get; private init; }
+
     public string? Garbage { get; private init; }
 
     public static MockFaults Parse(IHeaderDictionary headers, MockRequestLog log)
@@ -49,6 +52,7 @@ internal sealed class MockFaults
             ChunkDelayMs = Math.Max(ParseInt(headers, MockLlmConstants.ChunkDelayMs) ?? 0, 0),
             FailAfterChunks = failing ? ParseInt(headers, MockLlmConstants.FailAfterChunks) : null,
             SplitEvents = ParseBool(headers, MockLlmConstants.SplitEvents),
+            StreamError = ParseBool(headers, MockLlmConstants.StreamError),
             Garbage = failing ? NullIfEmpty(headers[MockLlmConstants.Garbage])?.ToLowerInvariant() : null,
         };
     }

@@ -30,6 +30,7 @@ internal static class MockLlmConstants
     public const string Hang = "X-Mock-Hang";
     public const string ChunkDelayMs = "X-Mock-Chunk-Delay-Ms";
     public const string FailAfterChunks = "X-Mock-Fail-After-Chunks";
+    public const string StreamError = "X-Mock-Stream-Error";
     public const string SplitEvents = "X-Mock-Split-Events";
     public const string Garbage = "X-Mock-Garbage";
 }

@@ -151,6 +151,15 @@ internal sealed class SseRelay
             return;
         }
 
+        if (failure is null && state.UpstreamError)
+        {
+            // The caller already has the provider's own error event; a second one from the gateway would only confuse it.
+            call.Outcome = CallOutcome.StreamBroken;
+            call.FailureDetail = "the provider reported an error inside the stream";
+            ForwardingLog.StreamBroken(_logger, call.RequestId, call.ServedModel.Provider.Name, call.FailureDetail);
+            return;
+        }
+
         if (failure is null && !state.Finished)
         {
             failure = "The provider closed the stream before it finished.";
@@ -305,8 +314,8 @@ internal sealed class SseRelay
 
         if (info.IsError)
         {
-            // The provider reported its own failure inside the stream: pass it on; the stream is over.
-            state.Finished = false;
+            // The provider reported its own failure inside the stream: it is passed on as the stream's last word.
+            state.UpstreamError = true;
         }
 
         if (call.InjectedIncludeUsage)
@@ -409,5 +418,6 @@ internal sealed class SseRelay
         public long TextBytes;
         public bool Finished;
         public bool Garbage;
+        public bool UpstreamError;
     }
 }

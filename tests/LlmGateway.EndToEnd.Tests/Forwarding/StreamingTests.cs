@@ -107,6 +107,21 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
+    public async Task Stream_ProviderErrorEvent_IsPassedOnAsTheOnlyError_NotDone_AndCharged()
+    {
+        var body = Http.Chat(content: "this stream reports its own failure", stream: true);
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, headers: [("X-Mock-Fail-After-Chunks", "2"), ("X-Mock-Stream-Error", "true")]));
+        var events = Http.DataEvents(await response.Content.ReadAsStringAsync());
+
+        Assert.DoesNotContain("[DONE]", events);
+        Assert.Single(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+        Assert.Contains("mock stream error", events[^1]);
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
+        Assert.Equal("StreamBroken", record.Field("Outcome"));
+        Assert.True(decimal.Parse(record.Field("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+    }
+
+    [Fact]
     public async Task Stream_MalformedUpstreamEvents_GetContractError_AndGatewayStaysUp()
     {
         using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(stream: true), headers: ("X-Mock-Garbage", "sse")));
