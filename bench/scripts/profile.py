@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Profiles one gateway variant under saturation (started by bench/profile.sh; see bench/README.md).
+
+Starts the nginx upstream, Redis when the variant needs it and the gateway (or bare YARP) on 127.0.0.1, drives it
+with wrk for a bounded time, and reports:
+  - CPU µs per request of the target (and of Redis), as the harness measures it;
+  - with --perf, `perf record` of the target during the load (the .NET JIT writes /tmp/perf-PID.map so managed
+    frames resolve), summarised as the top symbols by self and by inclusive time;
+  - with Redis, INFO commandstats over the load: which commands (also those called from Lua) took Redis's time.
+Everything it starts it stops.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def redis_cmd(port, *args):
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload.encode())
+        data = b""
+        s.settimeout(1)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data.startswith(b"$") and data.endswith(b"\r\n") and len(data) > 4:
+                    header, _, rest = data.partition(b"\r\n")
+                    if len(rest) >= int(header[1:]) + 2:
+                        break
+                if data.startswith(b"+"):
+                    break
+        except socket.timeout:
+            pass
+    return data.decode(errors="replace")
+
+
+def commandstats(port):
+    stats = {}
+    for m in re.finditer(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", redis_cmd(port, "INFO", "commandstats")):
+        stats[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return stats
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", default="policies", choices=["yarp", "gateway", "policies", "redis", "cache"])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--artifacts", required=True)
+    parser.add_argument("--perf", action="store_true")
+    args = parser.parse_args()
+    if args.seconds > 60:
+        sys.exit("--seconds is capped at 60: every load run is bounded")
+
+    procs = []
+    try:
+        upstream_port = h.free_port()
+        procs.append(h.start_upstream(upstream_port))
+        port = h.free_port()
+        redis_port = None
+        if args.variant == "yarp":
+            target = h.start_yarp(args.artifacts, port, upstream_port)
+        else:
+            redis = None
+            if args.variant == "redis":
+                redis_port = h.free_port()
+                procs.append(h.start_redis(redis_port))
+                redis = f"127.0.0.1:{redis_port}"
+            config = h.gateway_config(upstream_port, policies=args.variant not in ("gateway", "cache"), redis=redis,
+                                      cache=args.variant == "cache")
+            if args.perf:
+                # Managed frames resolve through /tmp/perf-PID.map, which W^X double mapping would hide.
+                os.environ.update(DOTNET_PerfMapEnabled="1", DOTNET_EnableWriteXorExecute="0")
+            target = h.start_gateway(f"profile-{args.variant}", args.artifacts, port, config)
+        procs.append(target)
+        body = os.path.join(h.WORK, "chat-request.json")
+        shutil.copy(os.path.join(h.PAYLOADS, "chat-request.json"), body)
+        headers = [("Authorization", f"Bearer {h.GATEWAY_KEY}"), ("Content-Type", "application/json"), ("X-Run-Id", h.RUN_ID)]
+        h.log(f"warm-up {args.variant}")
+        h.wrk(port, "/v1/chat/completions", body, headers, 6)
+
+        before = commandstats(redis_port) if redis_port else {}
+        perf = None
+        perf_data = os.path.join(h.WORK, f"perf-{args.variant}.data")
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(target.pid), "-o", perf_data,
+                                     "--", "sleep", str(args.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with h.CpuMeter(target, procs, next((p for p in procs if p.name == "redis"), None)) as m:
+            r = h.wrk(port, "/v1/chat/completions", body, headers, args.seconds)
+        if perf:
+            perf.wait(timeout=args.seconds + 60)
+        after = commandstats(redis_port) if redis_port else {}
+
+        n = r["requests"]
+        print(f"\n{args.variant}: {r['rps']:.0f} req/s saturated, {r['errors']} errors, "
+              f"CPU {m.per_request_us(n):.1f} µs/req" +
+              (f", Redis {m.per_request_us(n, 'extra'):.1f} µs/req" if redis_port else ""))
+        if redis_port:
+            print("\nRedis commandstats during the load (per gateway request):")
+            print("| command | calls/req | µs/req | µs/call |\n| --- | ---: | ---: | ---: |")
+            rows = []
+            for name, (calls, usec) in after.items():
+                c0, u0 = before.get(name, (0, 0))
+                if calls - c0 > 0:
+                    rows.append((usec - u0, calls - c0, name))
+            for usec, calls, name in sorted(rows, reverse=True):
+                print(f"| {name} | {calls / n:.2f} | {usec / n:.2f} | {usec / calls:.2f} |")
+        if perf:
+            for title, extra in (("self", ["--no-children"]), ("inclusive", ["--children"])):
+                out = subprocess.run(["perf", "report", "-i", perf_data, "--stdio", "--no-demangle", "-g", "none",
+                                      "--percent-limit", "0.7", *extra], capture_output=True, text=True).stdout
+                lines = [line for line in out.splitlines() if line.strip() and not line.startswith("#")]
+                print(f"\nperf, top symbols by {title} time:")
+                print("\n".join(lines[:60]))
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+if __name__ == "__main__":
+    main()
