@@ -113,7 +113,7 @@ public enum AdmissionLimit
 }
 
 /// <summary>One OpenAI rate-limit header triple; <see cref="Limit"/> 0 means no limit applies (send no headers).</summary>
-/// <param name="ResetAfter">Time until the oldest use in the sliding window leaves it and capacity comes back.</param>
+/// <param name="ResetAfter">Time until the oldest second's calls leave the window and capacity comes back.</param>
 public readonly record struct RateLimitSnapshot(long Limit, long Remaining, TimeSpan ResetAfter);
 
 /// <summary>Fraction (0..1+, the largest over USD, tokens and calls) of each budget already spent or reserved; 0 when unlimited.</summary>

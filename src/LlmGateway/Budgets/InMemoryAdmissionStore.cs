@@ -4,7 +4,8 @@ namespace LlmGateway.Budgets;
 
 /// <summary>
 /// The single-process admission store (the default). Same semantics as <see cref="RedisAdmissionStore"/>,
-/// decision for decision: the order of checks, the sliding windows and the rounding are the same.
+/// decision for decision: the order of checks, the per-second rate windows, expiry rounded up to the second
+/// and the rounding of amounts are the same.
 /// </summary>
 /// <remarks>
 /// One lock guards everything. An admission touches a user, a team, a run and a key at once, and the work
@@ -14,7 +15,6 @@ namespace LlmGateway.Budgets;
 /// </remarks>
 internal sealed class InMemoryAdmissionStore : IAdmissionStore
 {
-    private const long WindowMs = AdmissionConstants.RateWindowMs;
 
     /// <summary>Read-only stand-in for a run that does not exist yet.</summary>
     private static readonly BudgetCounter EmptyBudget = new(BudgetPeriod.Total, 0, BudgetPeriods.TotalKey, 0);
@@ -29,7 +29,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
     private readonly Dictionary<string, UserState> _users = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PeriodBudgets> _teams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, RunState> _runs = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, SlidingWindowLog> _keyLogs = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, RateWindow> _keyWindows = new(StringComparer.Ordinal);
     private readonly SortedSet<MemoryReservation> _held = new(MemoryReservation.ByExpiry);
     private long _sequence;
     private long _nextSweepMs;
@@ -93,15 +93,8 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
                 run.LastActivityMs = now;
             }
 
-            if (held.UserEntry is { } userEntry)
-            {
-                held.User.Log!.Correct(userEntry, tokens);
-            }
-
-            if (held.KeyEntry is { } keyEntry)
-            {
-                held.KeyLog!.Correct(keyEntry, tokens);
-            }
+            held.UserWindow?.Correct(held.AdmissionSecond, held.ReservedTokens, tokens);
+            held.KeyWindow?.Correct(held.AdmissionSecond, held.ReservedTokens, tokens);
         }
 
         return default;
@@ -130,15 +123,8 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
                 run.LastActivityMs = now;
             }
 
-            if (held.UserEntry is { } userEntry)
-            {
-                held.User.Log!.Remove(userEntry);
-            }
-
-            if (held.KeyEntry is { } keyEntry)
-            {
-                held.KeyLog!.Remove(keyEntry);
-            }
+            held.UserWindow?.Remove(held.AdmissionSecond, held.ReservedTokens);
+            held.KeyWindow?.Remove(held.AdmissionSecond, held.ReservedTokens);
         }
 
         return default;
@@ -268,7 +254,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
     private static TimeSpan? RetryAt(long atMs, long nowMs) => atMs >= 0 ? TimeSpan.FromMilliseconds(atMs - nowMs) : null;
 
-    private static RateLimitSnapshot Tighter(RateLimitSnapshot best, long limit, long remaining, SlidingWindowLog log, long now)
+    private static RateLimitSnapshot Tighter(RateLimitSnapshot best, long limit, long remaining, RateWindow window, long now)
     {
         if (limit <= 0)
         {
@@ -281,8 +267,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
             return best;
         }
 
-        var oldest = log.NthOldestMs(1);
-        return new RateLimitSnapshot(limit, remaining, TimeSpan.FromMilliseconds(oldest >= 0 ? oldest + WindowMs - now : 0));
+        return new RateLimitSnapshot(limit, remaining, TimeSpan.FromMilliseconds(window.ResetMs(now)));
     }
 
     private static AdmissionResult Reject(
@@ -307,6 +292,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         var usd = UsdAmount.ToNanosCeiling(request.ReserveUsd);
         var tokens = Math.Max(0, request.ReserveTokens);
         var ttlMs = Math.Max(1, ToMs(request.ReservationTtl));
+        var nowSecond = AdmissionConstants.Second(now);
         var hash = string.IsNullOrEmpty(request.RequestHash) ? null : request.RequestHash;
 
         var user = GetOrAddUser(request.User);
@@ -318,11 +304,11 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         var run = request.RunId is { } runId ? FindRun(runId, now) : null;
 
         var userRates = request.UserRateLimits;
-        var userLog = userRates.IsUnlimited ? null : user.Log ??= new SlidingWindowLog();
+        var userLog = userRates.IsUnlimited ? null : user.Window ??= new RateWindow();
         var keyRates = request.KeyRateLimits;
-        var keyLog = request.KeyId is null || keyRates.IsUnlimited ? null : GetOrAddKeyLog(request.KeyId);
-        userLog?.Purge(now - WindowMs);
-        keyLog?.Purge(now - WindowMs);
+        var keyLog = request.KeyId is null || keyRates.IsUnlimited ? null : GetOrAddKeyWindow(request.KeyId);
+        userLog?.Purge(nowSecond);
+        keyLog?.Purge(nowSecond);
 
         var fractions = new BudgetFractions(
             userBudget.Fraction(userLimits),
@@ -403,9 +389,11 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
         // Everything fits: hold the worst case everywhere.
         var sequence = ++_sequence;
-        var reservation = new MemoryReservation(this, ReservationIds.Format(_idPrefix, sequence), usd, tokens, now + ttlMs, sequence)
+        var expiresAtMs = AdmissionConstants.ExpirySecond(now + ttlMs) * AdmissionConstants.SecondMs;
+        var reservation = new MemoryReservation(this, ReservationIds.Format(_idPrefix, sequence), usd, tokens, expiresAtMs, sequence)
         {
             User = user,
+            AdmissionSecond = nowSecond,
             UserBudget = userBudget,
             TeamBudget = teamBudget,
             RequestHash = hash,
@@ -441,13 +429,14 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
         if (userLog is not null)
         {
-            reservation.UserEntry = userLog.Add(now, tokens);
+            userLog.Add(nowSecond, tokens);
+            reservation.UserWindow = userLog;
         }
 
         if (keyLog is not null)
         {
-            reservation.KeyLog = keyLog;
-            reservation.KeyEntry = keyLog.Add(now, tokens);
+            keyLog.Add(nowSecond, tokens);
+            reservation.KeyWindow = keyLog;
         }
 
         _held.Add(reservation);
@@ -465,13 +454,14 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
     }
 
     /// <summary>True when the call does not fit; <paramref name="retryAtMs"/> is when it will (-1: never, it is larger than the limit).</summary>
-    private static bool CheckRate(SlidingWindowLog log, RateLimits limits, long tokens, long now, out AdmissionLimit limit, out long retryAtMs)
+    private static bool CheckRate(RateWindow log, RateLimits limits, long tokens, long now, out AdmissionLimit limit, out long retryAtMs)
     {
+        var nowSecond = AdmissionConstants.Second(now);
         var rpm = limits.RequestsPerMinute;
         if (rpm > 0 && log.Requests + 1 > rpm)
         {
             limit = AdmissionLimit.RequestsPerMinute;
-            retryAtMs = log.NthOldestMs((int)(log.Requests - rpm + 1)) + WindowMs;
+            retryAtMs = log.FreeingMs(log.Requests + 1 - rpm, tokens: false, nowSecond);
             return true;
         }
 
@@ -479,8 +469,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         if (tpm > 0 && tokens > 0 && log.Tokens + tokens > tpm)
         {
             limit = AdmissionLimit.TokensPerMinute;
-            var at = tokens > tpm ? -1 : log.TimeFreeingMs(log.Tokens + tokens - tpm);
-            retryAtMs = at >= 0 ? at + WindowMs : -1;
+            retryAtMs = tokens > tpm ? -1 : log.FreeingMs(log.Tokens + tokens - tpm, tokens: true, nowSecond);
             return true;
         }
 
@@ -490,7 +479,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
     }
 
     private static (RateLimitSnapshot Requests, RateLimitSnapshot Tokens) Snapshot(
-        SlidingWindowLog? userLog, RateLimits userRates, SlidingWindowLog? keyLog, RateLimits keyRates, long now)
+        RateWindow? userLog, RateLimits userRates, RateWindow? keyLog, RateLimits keyRates, long now)
     {
         RateLimitSnapshot requests = default, tokens = default;
         if (userLog is not null)
@@ -570,16 +559,16 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
         RemoveAll(_runs, stale);
         stale?.Clear();
-        foreach (var (id, log) in _keyLogs)
+        foreach (var (id, window) in _keyWindows)
         {
-            log.Purge(now - WindowMs);
-            if (log.Requests == 0 && now - log.LastAddMs >= WindowMs)
+            window.Purge(AdmissionConstants.Second(now));
+            if (window.Oldest is null)
             {
                 (stale ??= []).Add(id);
             }
         }
 
-        RemoveAll(_keyLogs, stale);
+        RemoveAll(_keyWindows, stale);
         foreach (var state in _users.Values)
         {
             state.Budgets.Sweep(now, _retentionMs);
@@ -643,15 +632,15 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         return budgets;
     }
 
-    private SlidingWindowLog GetOrAddKeyLog(string keyId)
+    private RateWindow GetOrAddKeyWindow(string keyId)
     {
-        if (!_keyLogs.TryGetValue(keyId, out var log))
+        if (!_keyWindows.TryGetValue(keyId, out var window))
         {
-            log = new SlidingWindowLog();
-            _keyLogs[keyId] = log;
+            window = new RateWindow();
+            _keyWindows[keyId] = window;
         }
 
-        return log;
+        return window;
     }
 
     /// <summary>Budget limits in the store's units.</summary>
@@ -831,7 +820,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
         public int InFlight { get; set; }
 
-        public SlidingWindowLog? Log { get; set; }
+        public RateWindow? Window { get; set; }
     }
 
     private sealed class RunState
@@ -898,10 +887,11 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
 
         public string? RequestHash { get; init; }
 
-        public WindowEntry? UserEntry { get; set; }
+        /// <summary>The second of the rate windows that counts the call.</summary>
+        public long AdmissionSecond { get; init; }
 
-        public SlidingWindowLog? KeyLog { get; set; }
+        public RateWindow? UserWindow { get; set; }
 
-        public WindowEntry? KeyEntry { get; set; }
+        public RateWindow? KeyWindow { get; set; }
     }
 }

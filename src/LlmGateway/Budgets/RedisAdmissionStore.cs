@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using System.Net.Sockets;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
@@ -19,15 +18,10 @@ namespace LlmGateway.Budgets;
 /// </remarks>
 internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 {
-    private const long WindowMs = AdmissionConstants.RateWindowMs;
-    private const int KeyCount = 12;
+    private const int KeyCount = 9;
 
     /// <summary>Run keys' Redis lifetime is pushed forward at most this often (caller time); it always exceeds the idle expiry.</summary>
     private const long RunKeyRefreshMs = 60_000;
-
-    /// <summary>Rate-limit keys' lifetime is pushed forward at most this often; they live two windows.</summary>
-    private const long RateKeyRefreshMs = 10_000;
-    private const long RateKeyLifeMs = 2 * WindowMs;
 
     private readonly RedisConnection _redis;
     private readonly bool _ownsConnection;
@@ -76,6 +70,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         var usd = UsdAmount.ToNanosCeiling(request.ReserveUsd);
         var tokens = Math.Max(0, request.ReserveTokens);
         var ttlMs = Math.Max(1, (long)request.ReservationTtl.TotalMilliseconds);
+        var expirySecond = AdmissionConstants.ExpirySecond(now + ttlMs);
         var hash = request.RequestHash ?? string.Empty;
         var id = ReservationIds.Format(_idPrefix, Interlocked.Increment(ref _sequence));
 
@@ -96,17 +91,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         keys[5] = teamPeriod?.Reservations ?? _unused;
         var runId = request.RunId;
         keys[6] = runId is null ? _unused : _prefix + "run:" + runId;
-        keys[7] = runId is null ? _unused : _prefix + "runr:" + runId;
-        keys[8] = hasUserRate ? user.RateLog : _unused;
-        keys[9] = hasUserRate ? user.RateTokens : _unused;
-        keys[10] = key?.RateLog ?? _unused;
-        keys[11] = key?.RateTokens ?? _unused;
+        keys[7] = runId is null ? _unused : _prefix + "runx:" + runId;
+        keys[8] = key?.RateWindow ?? _unused;
         var runLifeMs = Math.Max(_idleMs, ttlMs) + RunKeyRefreshMs;
 
         var deadlineMs = Math.Max(0, (long)request.RunDeadline.TotalMilliseconds);
         RedisValue[] args =
         [
-            now, id, now + ttlMs, ttlMs, usd, tokens,
+            now, expirySecond, usd, tokens,
             Flag(teamPeriod is not null), Flag(runId is not null), Flag(hasUserRate), Flag(key is not null),
             UsdAmount.ToNanosFloor(request.UserBudget.Usd), Math.Max(0, request.UserBudget.Tokens), Math.Max(0, request.UserBudget.Calls), userPeriod.EndMs,
             UsdAmount.ToNanosFloor(request.TeamBudget.Usd), Math.Max(0, request.TeamBudget.Tokens), Math.Max(0, request.TeamBudget.Calls), teamPeriod?.EndMs ?? 0,
@@ -114,8 +106,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             deadlineMs, Math.Max(0, request.RunMaxRepeats), hash, Math.Max(0, request.RunMaxInFlight), Math.Max(0, request.UserMaxInFlight),
             Math.Max(0, userRates.RequestsPerMinute), Math.Max(0, userRates.TokensPerMinute),
             Math.Max(0, keyRates.RequestsPerMinute), Math.Max(0, keyRates.TokensPerMinute),
-            WindowMs, _retentionMs, _idleMs, _inFlightRetryMs, request.User,
-            runLifeMs, RunKeyRefreshMs, RateKeyLifeMs, RateKeyRefreshMs,
+            _retentionMs, _idleMs, _inFlightRetryMs, request.User,
+            runLifeMs, RunKeyRefreshMs,
         ];
 
         var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args, cancellationToken).ConfigureAwait(false))!;
@@ -128,9 +120,10 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
         if ((long)reply[0] == 1)
         {
-            var reservation = new RedisReservation(this, id, usd, tokens, now + ttlMs, keys)
+            var reservation = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
             {
-                Member = string.Create(CultureInfo.InvariantCulture, $"{id}|{usd}|{tokens}"),
+                ExpirySecond = expirySecond,
+                AdmissionSecond = AdmissionConstants.Second(now),
                 RequestHash = hash,
                 HasTeam = teamPeriod is not null,
                 HasRun = runId is not null,
@@ -139,7 +132,6 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
                 UserPeriodEndMs = userPeriod.EndMs,
                 TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
                 RunLifeMs = runLifeMs,
-                AdmittedAtMs = now,
             };
             return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
         }
@@ -164,39 +156,11 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             fractions);
     }
 
-    public async ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default)
-    {
-        var held = Own(reservation);
-        if (!held.TryComplete())
-        {
-            return;
-        }
+    public ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default) =>
+        FinishAsync(reservation, settle: true, UsdAmount.ToNanosCeiling(actualUsd), Math.Max(0, actualTokens), cancellationToken);
 
-        RedisValue[] args =
-        [
-            NowMs(), held.Id, held.Member, held.UsdNanos, held.ReservedTokens,
-            UsdAmount.ToNanosCeiling(actualUsd), Math.Max(0, actualTokens),
-            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
-            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.AdmittedAtMs,
-        ];
-        await EvaluateAsync(RedisAdmissionScripts.Settle, held.Keys, args, cancellationToken).ConfigureAwait(false);
-    }
-
-    public async ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default)
-    {
-        var held = Own(reservation);
-        if (!held.TryComplete())
-        {
-            return;
-        }
-
-        RedisValue[] args =
-        [
-            NowMs(), held.Id, held.Member, held.UsdNanos, held.ReservedTokens, held.RequestHash,
-            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
-        ];
-        await EvaluateAsync(RedisAdmissionScripts.Release, held.Keys, args, cancellationToken).ConfigureAwait(false);
-    }
+    public ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default) =>
+        FinishAsync(reservation, settle: false, 0, 0, cancellationToken);
 
     public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, true, cancellationToken);
 
@@ -219,7 +183,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runr:" + runId];
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
         RedisValue[] args = [NowMs(), _idleMs];
         var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false))!;
         if (reply.Length == 0)
@@ -296,6 +260,24 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     private static RedisValue Flag(bool value) => value ? "1" : "0";
 
+    /// <summary>Settle or release: one script for both, as they touch the same fields.</summary>
+    private async ValueTask FinishAsync(Reservation reservation, bool settle, long actualUsd, long actualTokens, CancellationToken cancellationToken)
+    {
+        var held = Own(reservation);
+        if (!held.TryComplete())
+        {
+            return;
+        }
+
+        RedisValue[] args =
+        [
+            NowMs(), settle ? "s" : "r", held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
+            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
+            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.RequestHash,
+        ];
+        await EvaluateAsync(RedisAdmissionScripts.Finish, held.Keys, args, cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
     private SubjectKeys Subject(ConcurrentDictionary<string, SubjectKeys> cache, string tag, string name) =>
         cache.TryGetValue(name, out var keys) ? keys : cache.GetOrAdd(name, new SubjectKeys(_prefix, tag, name));
@@ -303,7 +285,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runr:" + runId];
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
         RedisValue[] args = [NowMs(), _idleMs, Flag(halt), _idleMs + RunKeyRefreshMs];
         await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
     }
@@ -359,17 +341,17 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private sealed class SubjectKeys(string prefix, string tag, string name)
     {
         private readonly string _budgetStem = prefix + "b:" + tag + ":";
-        private readonly string _reservationsStem = prefix + "r:" + tag + ":";
+        private readonly string _reservationsStem = prefix + "bx:" + tag + ":";
         private readonly string _name = name;
         private PeriodKeys? _period;
 
         public RedisKey Control { get; } = prefix + "u:" + name;
 
-        public RedisKey InFlight { get; } = prefix + "uif:" + name;
+        /// <summary>The seconds at which the user's held reservations expire (in-flight slots).</summary>
+        public RedisKey InFlight { get; } = prefix + "ux:" + name;
 
-        public RedisKey RateLog { get; } = prefix + "rl:" + tag + ":" + name;
-
-        public RedisKey RateTokens { get; } = prefix + "rlt:" + tag + ":" + name;
+        /// <summary>A gateway key's rate window (a user's lives in <see cref="Control"/>).</summary>
+        public RedisKey RateWindow { get; } = prefix + "rl:" + tag + ":" + name;
 
         public RedisKey BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
 
@@ -402,7 +384,11 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
         public RedisKey[] Keys { get; } = keys;
 
-        public required string Member { get; init; }
+        /// <summary>The second whose held amounts include this reservation's (see the scripts' data layout).</summary>
+        public long ExpirySecond { get; init; }
+
+        /// <summary>The second of the rate windows that counts the call.</summary>
+        public long AdmissionSecond { get; init; }
 
         public required string RequestHash { get; init; }
 
@@ -419,8 +405,5 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         public long TeamPeriodEndMs { get; init; }
 
         public long RunLifeMs { get; init; }
-
-        /// <summary>The rate-limit windows hold the call at this instant.</summary>
-        public long AdmittedAtMs { get; init; }
     }
 }

@@ -13,6 +13,9 @@ public abstract class AdmissionStoreContractTests : IDisposable
 {
     protected static readonly TimeSpan Ttl = TimeSpan.FromMinutes(5);
 
+    /// <summary>How long a call admitted at a whole second counts in a rate window: to its second's end plus 60 s.</summary>
+    protected static readonly TimeSpan OneWindow = TimeSpan.FromSeconds(61);
+
     private readonly List<IAdmissionStore> _stores = [];
     private IAdmissionStore? _store;
 
@@ -148,13 +151,14 @@ public abstract class AdmissionStoreContractTests : IDisposable
         var request = Request(tokens: 1000) with { UserRateLimits = new RateLimits(0, 10_000) };
 
         var first = await Store.ReserveAsync(request);
-        Assert.Equal(new RateLimitSnapshot(10_000, 9000, TimeSpan.FromMinutes(1)), first.Tokens);
+        // A call counts until the end of its second plus 60 s: admitted at a whole second, for 61 s.
+        Assert.Equal(new RateLimitSnapshot(10_000, 9000, OneWindow), first.Tokens);
         await Store.SettleAsync(first.Reservation!, 0.001m, 300);
         Time.Advance(TimeSpan.FromSeconds(1));
         var second = await Store.ReserveAsync(request);
 
         Assert.Equal(10_000 - 300 - 1000, second.Tokens.Remaining);
-        Assert.Equal(TimeSpan.FromSeconds(59), second.Tokens.ResetAfter);
+        Assert.Equal(TimeSpan.FromSeconds(60), second.Tokens.ResetAfter);
     }
 
     [StoreFact]
@@ -174,7 +178,7 @@ public abstract class AdmissionStoreContractTests : IDisposable
         Assert.Equal([48_000, 47_500, 47_000], remaining);
         var next = await Store.ReserveAsync(request with { ReserveTokens = 0 });
         Assert.Equal(48_500, next.Tokens.Remaining);
-        Assert.Equal(new RateLimitSnapshot(100, 96, TimeSpan.FromMinutes(1)), next.Requests);
+        Assert.Equal(new RateLimitSnapshot(100, 96, OneWindow), next.Requests);
     }
 
     [StoreFact]
@@ -206,7 +210,7 @@ public abstract class AdmissionStoreContractTests : IDisposable
         // The same call fits again: budget, run calls (1), repeats (1), RPM (1), TPM and in-flight (1) all came back.
         var again = await Store.ReserveAsync(request);
         Assert.True(again.IsAdmitted, again.ErrorCode);
-        Assert.Equal(new RateLimitSnapshot(1, 0, TimeSpan.FromMinutes(1)), again.Requests);
+        Assert.Equal(new RateLimitSnapshot(1, 0, OneWindow), again.Requests);
         Assert.Equal(0, again.Tokens.Remaining);
     }
 
@@ -267,13 +271,68 @@ public abstract class AdmissionStoreContractTests : IDisposable
         Assert.Equal(AdmissionScope.User, result.FailedScope);
         Assert.Equal(AdmissionLimit.RequestsPerMinute, result.FailedLimit);
         Assert.Equal(5m, result.LimitValue);
-        Assert.Equal(TimeSpan.FromSeconds(10), result.RetryAfter); // the call at 0 s leaves the window at 60 s
-        Assert.Equal(new RateLimitSnapshot(5, 0, TimeSpan.FromSeconds(10)), result.Requests);
-        Time.Advance(TimeSpan.FromSeconds(10) - TimeSpan.FromMilliseconds(1));
+        Assert.Equal(TimeSpan.FromSeconds(11), result.RetryAfter); // the call at 0 s counts until 0 s's end + 60 s = 61 s
+        Assert.Equal(new RateLimitSnapshot(5, 0, TimeSpan.FromSeconds(11)), result.Requests);
+        Time.Advance(TimeSpan.FromSeconds(11) - TimeSpan.FromMilliseconds(1));
         Assert.False((await Store.ReserveAsync(request)).IsAdmitted);
         Time.Advance(TimeSpan.FromMilliseconds(1));
         Assert.True((await Store.ReserveAsync(request)).IsAdmitted);
         Assert.False((await Store.ReserveAsync(request)).IsAdmitted);
+    }
+
+    [StoreFact]
+    public async Task RequestsPerMinute_CallMidSecond_CountsUntilItsSecondEndsPlus60s()
+    {
+        var request = Request() with { UserRateLimits = new RateLimits(1, 0) };
+        Time.Advance(TimeSpan.FromMilliseconds(400));
+        await AdmitAsync(request); // at 0.4 s: counts until 61 s
+
+        Time.Advance(TimeSpan.FromSeconds(60)); // 60.4 s: an exact log would have let it go at 60.4 s
+        var result = await Store.ReserveAsync(request);
+
+        Assert.Equal(AdmissionLimit.RequestsPerMinute, result.FailedLimit);
+        Assert.Equal(TimeSpan.FromMilliseconds(600), result.RetryAfter);
+        Time.Advance(TimeSpan.FromMilliseconds(600));
+        Assert.True((await Store.ReserveAsync(request)).IsAdmitted);
+    }
+
+    [StoreFact]
+    public async Task RequestsPerMinute_NeverMoreThanTheLimitInAny60Seconds()
+    {
+        // Bursts and pauses at random instants over five minutes, with releases: whatever the pattern, no 60 s span
+        // holds more admitted calls than the limit, and a freed slot is usable again.
+        const int Limit = 7;
+        var request = Request() with { UserRateLimits = new RateLimits(Limit, 0) };
+        var random = new Random(1234);
+        var start = Time.GetUtcNow();
+        var admitted = new List<DateTimeOffset>();
+        while (Time.GetUtcNow() - start < TimeSpan.FromMinutes(5))
+        {
+            Time.Advance(TimeSpan.FromMilliseconds(random.Next(0, 4) == 0 ? random.Next(5_000, 40_000) : random.Next(0, 1_500)));
+            var result = await Store.ReserveAsync(request);
+            if (!result.IsAdmitted)
+            {
+                Assert.Equal(AdmissionLimit.RequestsPerMinute, result.FailedLimit);
+                Assert.InRange(result.RetryAfter!.Value, TimeSpan.FromMilliseconds(1), TimeSpan.FromSeconds(61));
+                continue;
+            }
+
+            if (random.Next(0, 5) == 0)
+            {
+                await Store.ReleaseAsync(result.Reservation!); // never happened: not counted
+                continue;
+            }
+
+            await Store.SettleAsync(result.Reservation!, 0.001m, 10);
+            admitted.Add(Time.GetUtcNow());
+        }
+
+        Assert.True(admitted.Count > 3 * Limit, $"only {admitted.Count} calls admitted: the test did not exercise the window");
+        foreach (var at in admitted)
+        {
+            var inWindow = admitted.Count(t => t > at - TimeSpan.FromSeconds(60) && t <= at);
+            Assert.True(inWindow <= Limit, $"{inWindow} calls in the 60 s up to {at:HH:mm:ss.fff}");
+        }
     }
 
     [StoreFact]
@@ -291,8 +350,8 @@ public abstract class AdmissionStoreContractTests : IDisposable
         var result = await Store.ReserveAsync(request);
 
         Assert.Equal(AdmissionRejection.RateLimitExceeded, result.Rejection);
-        Assert.Equal(TimeSpan.FromSeconds(58), result.RetryAfter);
-        Time.Advance(TimeSpan.FromSeconds(58));
+        Assert.Equal(TimeSpan.FromSeconds(59), result.RetryAfter); // 59 s's end + 60 s = 2 min
+        Time.Advance(TimeSpan.FromSeconds(59));
         for (var i = 0; i < 10; i++)
         {
             await AdmitAsync(request);
@@ -315,9 +374,11 @@ public abstract class AdmissionStoreContractTests : IDisposable
         Assert.Equal(AdmissionRejection.RateLimitExceeded, result.Rejection);
         Assert.Equal(AdmissionLimit.TokensPerMinute, result.FailedLimit);
         Assert.Equal(1000m, result.LimitValue);
-        Assert.Equal(TimeSpan.FromSeconds(40), result.RetryAfter); // the 600 tokens at 0 s free enough at 60 s
-        Assert.Equal(new RateLimitSnapshot(1000, 100, TimeSpan.FromSeconds(40)), result.Tokens);
-        Time.Advance(TimeSpan.FromSeconds(40));
+        Assert.Equal(TimeSpan.FromSeconds(41), result.RetryAfter); // the 600 tokens at 0 s free enough at 61 s
+        Assert.Equal(new RateLimitSnapshot(1000, 100, TimeSpan.FromSeconds(41)), result.Tokens);
+        Time.Advance(TimeSpan.FromSeconds(41) - TimeSpan.FromMilliseconds(1));
+        Assert.False((await Store.ReserveAsync(request with { ReserveTokens = 300 })).IsAdmitted);
+        Time.Advance(TimeSpan.FromMilliseconds(1));
         Assert.True((await Store.ReserveAsync(request with { ReserveTokens = 300 })).IsAdmitted);
     }
 
@@ -336,7 +397,7 @@ public abstract class AdmissionStoreContractTests : IDisposable
         var request = Request() with { KeyId = "key-a", KeyRateLimits = new RateLimits(2, 0), UserRateLimits = new RateLimits(10, 0) };
         await AdmitAsync(request);
         var second = await AdmitResultAsync(request);
-        Assert.Equal(new RateLimitSnapshot(2, 0, TimeSpan.FromMinutes(1)), second.Requests); // the key's limit is the tighter one
+        Assert.Equal(new RateLimitSnapshot(2, 0, OneWindow), second.Requests); // the key's limit is the tighter one
 
         var result = await Store.ReserveAsync(request);
 

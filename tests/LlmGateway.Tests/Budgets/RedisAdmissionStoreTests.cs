@@ -109,8 +109,62 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
         Assert.Equal(2, (await UserStateAsync()).InFlight);
     }
 
+    [RedisFact]
+    public async Task StateStaysBoundedWhateverTheTraffic()
+    {
+        // Five calls every 100 ms for three minutes with a 30 s reservation TTL, a third of them never settled: Redis
+        // holds at most 61 seconds of rate counters and one held-reservation bucket per second of TTL, not a
+        // member per call (9,000 calls here).
+        var request = Request(usd: 0.001m) with
+        {
+            UserRateLimits = new RateLimits(1_000_000, 1_000_000_000),
+            Team = "team-a",
+            TeamBudget = new BudgetLimits(1000m, 0, 0),
+            RunId = "run-1",
+            ReservationTtl = TimeSpan.FromSeconds(30),
+        };
+        var calls = 0;
+        var unsettled = new List<Reservation>();
+        for (var step = 0; step < 1800; step++)
+        {
+            for (var i = 0; i < 5; i++, calls++)
+            {
+                var reservation = await AdmitAsync(request);
+                if (calls % 3 != 0)
+                {
+                    await Store.SettleAsync(reservation, 0.0005m, 50);
+                }
+                else
+                {
+                    unsettled.Add(reservation);
+                }
+            }
+
+            Time.Advance(TimeSpan.FromMilliseconds(100));
+        }
+
+        Assert.InRange(Length("HLEN", "u:alice"), 1, (2 * 61) + 30 + 10); // rate seconds, in-flight seconds, counters
+        Assert.InRange(Length("ZCARD", "ux:alice"), 1, 31);
+        Assert.InRange(Length("HLEN", "run:run-1"), 1, (3 * 31) + 20);
+        Assert.InRange(Length("ZCARD", "runx:run-1"), 1, 31);
+
+        // The lost reservations still held are exactly those whose (whole-second) expiry has not come.
+        var held = unsettled.Count(r => r.ExpiresAt > Time.GetUtcNow());
+        Assert.InRange(held, 400, 600);
+        Assert.Equal(held, (await UserStateAsync()).InFlight);
+        Assert.Equal(held, (await Store.GetRunStateAsync("run-1"))!.InFlight);
+    }
+
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider) =>
         new RedisAdmissionStore(redis.ConnectionString, options, timeProvider);
+
+    private long Length(string command, string key)
+    {
+        var reply = redis.TryCommand($"{command} {Options.KeyPrefix}{key}");
+        Assert.NotNull(reply);
+        Assert.StartsWith(":", reply);
+        return long.Parse(reply[1..], System.Globalization.CultureInfo.InvariantCulture);
+    }
 
     private static async Task<bool> TryReserveAsync(IAdmissionStore store)
     {
