@@ -17,8 +17,19 @@ internal static class AdmissionConstants
     /// <summary>The second an instant falls in (Unix seconds).</summary>
     public static long Second(long ms) => Math.DivRem(ms, SecondMs) is var (q, r) && r < 0 ? q - 1 : q;
 
-    /// <summary>A reservation expiring at <paramref name="ms"/> is held until the start of this second (rounded up: never shorter).</summary>
-    public static long ExpirySecond(long ms) => -Second(-ms);
+    /// <summary>Reservations expire on multiples of this many seconds: a store tracks one group per step of TTL.</summary>
+    public const long ExpiryStepSeconds = 10;
+
+    /// <summary>
+    /// A reservation expiring at <paramref name="ms"/> is held until the start of this second, rounded up to a
+    /// multiple of <see cref="ExpiryStepSeconds"/> (never shorter; a lost reservation's TTL is minutes).
+    /// </summary>
+    public static long ExpirySecond(long ms)
+    {
+        var second = -Second(-ms);
+        var step = ((second % ExpiryStepSeconds) + ExpiryStepSeconds) % ExpiryStepSeconds;
+        return step == 0 ? second : second + ExpiryStepSeconds - step;
+    }
 
     /// <summary>When the calls of second <paramref name="second"/> leave a rate window: the end of that second plus 60 s.</summary>
     public static long LeavesWindowMs(long second) => ((second + 1) * SecondMs) + RateWindowMs;

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using LlmGateway.Configuration;
@@ -96,19 +97,20 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         var runLifeMs = Math.Max(_idleMs, ttlMs) + RunKeyRefreshMs;
 
         var deadlineMs = Math.Max(0, (long)request.RunDeadline.TotalMilliseconds);
-        RedisValue[] args =
+        // The numbers travel packed (see RedisAdmissionScripts.Reserve for the order): one argument, no parsing in Lua.
+        ReadOnlySpan<double> numbers =
         [
             now, expirySecond, usd, tokens,
             Flag(teamPeriod is not null), Flag(runId is not null), Flag(hasUserRate), Flag(key is not null),
             UsdAmount.ToNanosFloor(request.UserBudget.Usd), Math.Max(0, request.UserBudget.Tokens), Math.Max(0, request.UserBudget.Calls), userPeriod.EndMs,
             UsdAmount.ToNanosFloor(request.TeamBudget.Usd), Math.Max(0, request.TeamBudget.Tokens), Math.Max(0, request.TeamBudget.Calls), teamPeriod?.EndMs ?? 0,
             UsdAmount.ToNanosFloor(request.RunBudget.Usd), Math.Max(0, request.RunBudget.Tokens), Math.Max(0, request.RunBudget.Calls),
-            deadlineMs, Math.Max(0, request.RunMaxRepeats), hash, Math.Max(0, request.RunMaxInFlight), Math.Max(0, request.UserMaxInFlight),
+            deadlineMs, Math.Max(0, request.RunMaxRepeats), Math.Max(0, request.RunMaxInFlight), Math.Max(0, request.UserMaxInFlight),
             Math.Max(0, userRates.RequestsPerMinute), Math.Max(0, userRates.TokensPerMinute),
             Math.Max(0, keyRates.RequestsPerMinute), Math.Max(0, keyRates.TokensPerMinute),
-            _retentionMs, _idleMs, _inFlightRetryMs, request.User,
-            runLifeMs, RunKeyRefreshMs,
+            _retentionMs, _idleMs, _inFlightRetryMs, runLifeMs, RunKeyRefreshMs,
         ];
+        RedisValue[] args = [Pack(numbers), hash, request.User];
 
         var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args, cancellationToken).ConfigureAwait(false))!;
         var requests = new RateLimitSnapshot((long)reply[6], (long)reply[7], TimeSpan.FromMilliseconds((long)reply[8]));
@@ -258,7 +260,22 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
     }
 
-    private static RedisValue Flag(bool value) => value ? "1" : "0";
+    private static double Flag(bool value) => value ? 1 : 0;
+
+    /// <summary>
+    /// Numbers for a script as little-endian doubles, which Redis's Lua <c>struct.unpack</c> reads without parsing text
+    /// (integers below 2^53 — milliseconds, nano-dollars, tokens — are exact).
+    /// </summary>
+    private static byte[] Pack(ReadOnlySpan<double> numbers)
+    {
+        var bytes = new byte[numbers.Length * sizeof(double)];
+        for (var i = 0; i < numbers.Length; i++)
+        {
+            BinaryPrimitives.WriteDoubleLittleEndian(bytes.AsSpan(i * sizeof(double)), numbers[i]);
+        }
+
+        return bytes;
+    }
 
     /// <summary>Settle or release: one script for both, as they touch the same fields.</summary>
     private async ValueTask FinishAsync(Reservation reservation, bool settle, long actualUsd, long actualTokens, CancellationToken cancellationToken)
@@ -269,12 +286,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             return;
         }
 
-        RedisValue[] args =
+        ReadOnlySpan<double> numbers =
         [
-            NowMs(), settle ? "s" : "r", held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
+            NowMs(), settle ? 1 : 0, held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
             Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
-            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.RequestHash,
+            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs,
         ];
+        RedisValue[] args = [Pack(numbers), held.RequestHash];
         await EvaluateAsync(RedisAdmissionScripts.Finish, held.Keys, args, cancellationToken).ConfigureAwait(false);
     }
 
