@@ -16,7 +16,9 @@ internal enum AggregationKind
 
 /// <summary>
 /// The series of one instrument, keyed by tag set. Looking up an existing series sorts the tags on the stack
-/// and probes the dictionary with them directly, so recording allocates nothing.
+/// and probes the dictionary with them directly, so recording allocates nothing. The series recorded last is
+/// tried first: most measurements of an instrument repeat the tags of the one before (the same route, upstream,
+/// caller), and comparing with it skips hashing every tag value.
 /// </summary>
 internal sealed class InstrumentState
 {
@@ -29,6 +31,9 @@ internal sealed class InstrumentState
     private readonly PrometheusMetric _metric;
     private int _seriesCount;
     private volatile int _generation;
+
+    // Only for instruments that are not observable: Collect never removes their series, so the last one stays live.
+    private MetricSeries? _last;
 
     public InstrumentState(
         Instrument instrument,
@@ -106,9 +111,23 @@ internal sealed class InstrumentState
         tags.CopyTo(sorted);
         TagSet.Sort(sorted);
         var key = new SortedTags(sorted);
-        if (!_lookup.TryGetValue(key, out var series))
+        var last = IsObservable ? null : Volatile.Read(ref _last);
+        MetricSeries? series;
+        if (last is not null && TagSetComparer.Instance.Equals(key, last.Labels))
         {
-            series = AddSeries(key);
+            series = last;
+        }
+        else
+        {
+            if (!_lookup.TryGetValue(key, out series))
+            {
+                series = AddSeries(key);
+            }
+
+            if (series is not null && !IsObservable)
+            {
+                Volatile.Write(ref _last, series);
+            }
         }
 
         if (rented is not null)
@@ -142,7 +161,9 @@ internal sealed class InstrumentState
             _ => new HistogramSeries(_bounds),
         };
 
-        if (_lookup.TryAdd(key, created))
+        var labels = TagSet.FromSorted(key.Tags);
+        created.Labels = labels;
+        if (_series.TryAdd(labels, created))
         {
             return created;
         }
