@@ -229,7 +229,7 @@ internal sealed class LlmProxyHandler
         using var attempt = new UpstreamAttemptTimer(timeout, cancellationToken);
         context.Features.Set(attempt);
         var provider = call.ServedModel.Provider;
-        var result = await _forwarder.SendAsync(context, provider.ChatCompletions.GetLeftPart(UriPartial.Authority), _client.Invoker, RequestConfig, _transformer, attempt.Token);
+        var result = await _forwarder.SendAsync(context, provider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
 
         if (call.RetryableStatus != 0)
         {
@@ -320,9 +320,13 @@ internal sealed class LlmProxyHandler
             _metrics.RecordCost(user, call.Caller.Team ?? "", served.Name, call.CostUsd);
         }
 
-        ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
-            call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
-            upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
+        // The record's arguments (the outcome's name among them) are only worth building when it is written.
+        if (_logger.IsEnabled(LogLevel.Information))
+        {
+            ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
+                call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
+                upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
+        }
     }
 
     /// <param name="model">The configured model the request named, or null when it named none the config knows.</param>

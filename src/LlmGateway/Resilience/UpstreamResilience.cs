@@ -44,7 +44,7 @@ internal sealed partial class UpstreamResilience
         ResilienceOptions options, LlmCall call, Func<TState, CancellationToken, ValueTask<AttemptOutcome>> attempt, TState state, CancellationToken cancellationToken)
     {
         var model = call.ServedModel;
-        var upstream = model.Provider.Name + "/" + model.Name;
+        var upstream = model.Upstream;
         var pipeline = PipelineFor(upstream, options);
         var bulkhead = BulkheadFor(model.Provider);
 
