@@ -37,7 +37,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         proxyRequest.RequestUri = provider.UriFor(call.Endpoint);
 
         var headers = proxyRequest.Headers;
-        Identity.CallerHeaders.Strip(httpContext.Request.Headers, headers);
+        Identity.CallerHeaders.Strip(headers);
 
         // The gateway reads usage out of the body, so it asks for it uncompressed.
         headers.Remove("Accept-Encoding");
