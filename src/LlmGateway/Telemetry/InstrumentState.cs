@@ -16,9 +16,9 @@ internal enum AggregationKind
 
 /// <summary>
 /// The series of one instrument, keyed by tag set. Looking up an existing series sorts the tags on the stack
-/// and probes the dictionary with them directly, so recording allocates nothing. The series recorded last is
-/// tried first: most measurements of an instrument repeat the tags of the one before (the same route, upstream,
-/// caller), and comparing with it skips hashing every tag value.
+/// and probes the dictionary with them directly, so recording allocates nothing. The two series recorded last
+/// are tried first: most measurements of an instrument repeat the tags of a recent one (the same route, upstream,
+/// caller; a connection's idle and active states take turns), and comparing with them skips hashing every tag value.
 /// </summary>
 internal sealed class InstrumentState
 {
@@ -32,8 +32,9 @@ internal sealed class InstrumentState
     private int _seriesCount;
     private volatile int _generation;
 
-    // Only for instruments that are not observable: Collect never removes their series, so the last one stays live.
+    // Only for instruments that are not observable: Collect never removes their series, so recent ones stay live.
     private MetricSeries? _last;
+    private MetricSeries? _previous;
 
     public InstrumentState(
         Instrument instrument,
@@ -111,21 +112,25 @@ internal sealed class InstrumentState
         tags.CopyTo(sorted);
         TagSet.Sort(sorted);
         var key = new SortedTags(sorted);
-        var last = IsObservable ? null : Volatile.Read(ref _last);
         MetricSeries? series;
-        if (last is not null && TagSetComparer.Instance.Equals(key, last.Labels))
+        if (IsObservable)
+        {
+            series = Find(key);
+        }
+        else if (Volatile.Read(ref _last) is { } last && TagSetComparer.Instance.Equals(key, last.Labels))
         {
             series = last;
         }
+        else if (Volatile.Read(ref _previous) is { } previous && TagSetComparer.Instance.Equals(key, previous.Labels))
+        {
+            series = previous;
+        }
         else
         {
-            if (!_lookup.TryGetValue(key, out series))
+            series = Find(key);
+            if (series is not null)
             {
-                series = AddSeries(key);
-            }
-
-            if (series is not null && !IsObservable)
-            {
+                Volatile.Write(ref _previous, Volatile.Read(ref _last));
                 Volatile.Write(ref _last, series);
             }
         }
@@ -142,6 +147,8 @@ internal sealed class InstrumentState
 
         return series;
     }
+
+    private MetricSeries? Find(SortedTags key) => _lookup.TryGetValue(key, out var series) ? series : AddSeries(key);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private MetricSeries? AddSeries(SortedTags key)

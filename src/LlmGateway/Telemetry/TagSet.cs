@@ -190,11 +190,13 @@ internal sealed class TagSetComparer : IEqualityComparer<TagSet>, IAlternateEqua
             return false;
         }
 
-        Span<char> buffer = stackalloc char[FormatBufferLength];
+        var names = other.Names;
+        var values = other.Values;
         for (var i = 0; i < tags.Length; i++)
         {
-            if (!string.Equals(tags[i].Key, other.Names[i], StringComparison.Ordinal)
-                || !TagSet.FormatValue(tags[i].Value, buffer).SequenceEqual(other.Values[i]))
+            // Most values are strings, often the very instance the series stores: compared without formatting.
+            if (!string.Equals(tags[i].Key, names[i], StringComparison.Ordinal)
+                || !(tags[i].Value is string text ? string.Equals(text, values[i], StringComparison.Ordinal) : FormattedEquals(tags[i].Value, values[i])))
             {
                 return false;
             }
@@ -208,13 +210,24 @@ internal sealed class TagSetComparer : IEqualityComparer<TagSet>, IAlternateEqua
     {
         var tags = alternate.Tags;
         var hash = new HashCode();
-        Span<char> buffer = stackalloc char[FormatBufferLength];
         for (var i = 0; i < tags.Length; i++)
         {
-            hash.Add(string.GetHashCode(TagSet.FormatValue(tags[i].Value, buffer)));
+            hash.Add(tags[i].Value is string text ? string.GetHashCode(text.AsSpan()) : FormattedHash(tags[i].Value));
         }
 
         return hash.ToHashCode();
+    }
+
+    private static bool FormattedEquals(object? value, string stored)
+    {
+        Span<char> buffer = stackalloc char[FormatBufferLength];
+        return TagSet.FormatValue(value, buffer).SequenceEqual(stored);
+    }
+
+    private static int FormattedHash(object? value)
+    {
+        Span<char> buffer = stackalloc char[FormatBufferLength];
+        return string.GetHashCode(TagSet.FormatValue(value, buffer));
     }
 
     public TagSet Create(SortedTags alternate) => TagSet.FromSorted(alternate.Tags);
