@@ -180,7 +180,7 @@ internal sealed class LlmProxyHandler
             }
 
             var body = BodyFor(call, originalBody);
-            outcome = await _resilience.ExecuteAsync(options, call, static (s, ct) => s.Handler.AttemptAsync(s.Context, s.Call, s.Body, ct), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
+            outcome = await _resilience.ExecuteAsync(options, call, static (s, _) => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
             if (outcome.Kind == AttemptKind.Delivered || context.RequestAborted.IsCancellationRequested)
             {
                 break;
@@ -214,7 +214,8 @@ internal sealed class LlmProxyHandler
     }
 
     /// <summary>One upstream attempt through YARP; classifies what happened for the retry policy.</summary>
-    private async ValueTask<AttemptOutcome> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    /// <remarks>Needs no cancellation token of its own: YARP ends the attempt when the caller goes away.</remarks>
+    private async ValueTask<AttemptOutcome> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body)
     {
         call.ResetAttempt();
         call.Attempts++;
@@ -226,7 +227,7 @@ internal sealed class LlmProxyHandler
         context.Features.Set<IForwarderErrorFeature>(null);
 
         var timeout = _config.Current.Options.Resilience.AttemptTimeout;
-        using var attempt = new UpstreamAttemptTimer(timeout, cancellationToken);
+        using var attempt = new UpstreamAttemptTimer(timeout);
         context.Features.Set(attempt);
         var provider = call.ServedModel.Provider;
         var result = await _forwarder.SendAsync(context, provider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
