@@ -89,6 +89,7 @@ internal sealed class ProviderRoute
         Completions = new Uri(baseUrl + "/completions");
         Embeddings = new Uri(baseUrl + "/embeddings");
         Responses = new Uri(baseUrl + "/responses");
+        DestinationPrefix = ChatCompletions.GetLeftPart(UriPartial.Authority);
     }
 
     public string Name { get; }
@@ -109,6 +110,9 @@ internal sealed class ProviderRoute
     public Uri Embeddings { get; }
 
     public Uri Responses { get; }
+
+    /// <summary>Scheme, host and port: YARP's destination prefix, built once rather than per attempt.</summary>
+    public string DestinationPrefix { get; }
 
     public Uri UriFor(LlmEndpoint endpoint) => endpoint switch
     {
@@ -137,6 +141,9 @@ internal sealed class ModelRoute
     public string Name { get; }
 
     public string UpstreamModel { get; }
+
+    /// <summary>"provider/model": the key of this upstream's retry and circuit policy, built once rather than per call.</summary>
+    public string Upstream => field ??= Provider.Name + "/" + Name;
 
     public ModelOptions Options { get; }
 

@@ -1,3 +1,5 @@
+using System.Collections.Frozen;
+
 namespace LlmGateway.Forwarding;
 
 /// <summary>Header names the gateway reads and writes.</summary>
@@ -21,4 +23,8 @@ internal static class GatewayHeaders
         "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
         "openai-organization", "openai-project", "set-cookie", "x-request-id",
     ];
+
+    /// <summary><see cref="ProviderResponseHeadersToDrop"/> for lookups: header names compare case-insensitively.</summary>
+    public static readonly FrozenSet<string> ProviderResponseHeadersToDropSet =
+        ProviderResponseHeadersToDrop.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
 }

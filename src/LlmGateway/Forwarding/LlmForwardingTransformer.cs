@@ -37,7 +37,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         proxyRequest.RequestUri = provider.UriFor(call.Endpoint);
 
         var headers = proxyRequest.Headers;
-        Identity.CallerHeaders.Strip(httpContext.Request.Headers, headers);
+        Identity.CallerHeaders.Strip(headers);
 
         // The gateway reads usage out of the body, so it asks for it uncompressed.
         headers.Remove("Accept-Encoding");
@@ -119,14 +119,26 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         var call = httpContext.Features.GetRequiredFeature<LlmCall>();
         var headers = httpContext.Response.Headers;
-        if (proxyResponse.Headers.TryGetValues(GatewayHeaders.RequestId, out var upstreamIds))
-        {
-            headers[GatewayHeaders.UpstreamRequestId] = upstreamIds.FirstOrDefault();
-        }
 
-        foreach (var name in GatewayHeaders.ProviderResponseHeadersToDrop)
+        // Only the provider's headers can need dropping (the gateway's own X-Request-Id is written again below): one
+        // pass over the handful it sent (a struct enumerator) instead of ten removals from Kestrel's collection.
+        foreach (var header in proxyResponse.Headers.NonValidated)
         {
-            headers.Remove(name);
+            if (!GatewayHeaders.ProviderResponseHeadersToDropSet.Contains(header.Key))
+            {
+                continue;
+            }
+
+            if (string.Equals(header.Key, GatewayHeaders.RequestId, StringComparison.OrdinalIgnoreCase))
+            {
+                foreach (var upstreamId in header.Value)
+                {
+                    headers[GatewayHeaders.UpstreamRequestId] = upstreamId;
+                    break;
+                }
+            }
+
+            headers.Remove(header.Key);
         }
 
         WriteGatewayHeaders(headers, call);

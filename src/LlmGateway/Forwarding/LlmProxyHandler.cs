@@ -8,6 +8,7 @@ using LlmGateway.Identity;
 using LlmGateway.Resilience;
 using LlmGateway.Telemetry;
 using Microsoft.AspNetCore.Http;
+using Polly;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -180,7 +181,7 @@ internal sealed class LlmProxyHandler
             }
 
             var body = BodyFor(call, originalBody);
-            outcome = await _resilience.ExecuteAsync(options, call, static (s, ct) => s.Handler.AttemptAsync(s.Context, s.Call, s.Body, ct), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
+            outcome = await _resilience.ExecuteAsync(options, call, static s => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
             if (outcome.Kind == AttemptKind.Delivered || context.RequestAborted.IsCancellationRequested)
             {
                 break;
@@ -214,7 +215,11 @@ internal sealed class LlmProxyHandler
     }
 
     /// <summary>One upstream attempt through YARP; classifies what happened for the retry policy.</summary>
-    private async ValueTask<AttemptOutcome> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    /// <remarks>
+    /// Answers Polly's <see cref="Outcome{TResult}"/> itself, so the pipeline awaits it directly rather than through
+    /// one more async wrapper. Needs no cancellation token of its own: YARP ends the attempt when the caller goes away.
+    /// </remarks>
+    private async ValueTask<Outcome<AttemptOutcome>> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body)
     {
         call.ResetAttempt();
         call.Attempts++;
@@ -226,11 +231,14 @@ internal sealed class LlmProxyHandler
         context.Features.Set<IForwarderErrorFeature>(null);
 
         var timeout = _config.Current.Options.Resilience.AttemptTimeout;
-        using var attempt = new UpstreamAttemptTimer(timeout, cancellationToken);
+        using var attempt = new UpstreamAttemptTimer(timeout);
         context.Features.Set(attempt);
-        var provider = call.ServedModel.Provider;
-        var result = await _forwarder.SendAsync(context, provider.ChatCompletions.GetLeftPart(UriPartial.Authority), _client.Invoker, RequestConfig, _transformer, attempt.Token);
+        var result = await _forwarder.SendAsync(context, call.ServedModel.Provider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
+        return Outcome.FromResult(Classify(context, call, result, attempt));
+    }
 
+    private AttemptOutcome Classify(HttpContext context, LlmCall call, ForwarderError result, UpstreamAttemptTimer attempt)
+    {
         if (call.RetryableStatus != 0)
         {
             return new AttemptOutcome(AttemptKind.Retryable, call.RetryableStatus, call.UpstreamRetryAfter, call.RetryableStatus.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -256,7 +264,7 @@ internal sealed class LlmProxyHandler
 
         var exception = context.GetForwarderErrorFeature()?.Exception;
         call.FailureDetail = $"{result}: {exception?.GetType().Name}";
-        ForwardingLog.UpstreamFailed(_logger, call.RequestId, provider.Name, 0);
+        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, 0);
         return new AttemptOutcome(AttemptKind.Retryable, StatusCodes.Status502BadGateway, null, "connection");
     }
 
@@ -320,9 +328,13 @@ internal sealed class LlmProxyHandler
             _metrics.RecordCost(user, call.Caller.Team ?? "", served.Name, call.CostUsd);
         }
 
-        ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
-            call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
-            upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
+        // The record's arguments (the outcome's name among them) are only worth building when it is written.
+        if (_logger.IsEnabled(LogLevel.Information))
+        {
+            ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
+                call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
+                upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
+        }
     }
 
     /// <param name="model">The configured model the request named, or null when it named none the config knows.</param>

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+
 namespace LlmGateway.Forwarding;
 
 /// <summary>
@@ -5,13 +7,32 @@ namespace LlmGateway.Forwarding;
 /// cut a long, healthy stream after it, so the gateway gives YARP a generous one and enforces the attempt
 /// timeout here; once headers are in, the stream idle timeout of <see cref="SseRelay"/> takes over.
 /// </summary>
+/// <remarks>
+/// The token fires on the timeout only: YARP links the caller's RequestAborted to it itself, so a source linked to
+/// it as well would only cost a registration per attempt. Sources of attempts that ended before their timeout are
+/// reset and reused, each keeping its timer, so an attempt allocates no source, timer or registration.
+/// </remarks>
 internal sealed class UpstreamAttemptTimer : IDisposable
 {
-    private readonly CancellationTokenSource _source;
+    private const int MaxPooled = 1024;
+    private static readonly ConcurrentQueue<CancellationTokenSource> Pool = new();
+    private static int s_pooled;
 
-    public UpstreamAttemptTimer(TimeSpan timeout, CancellationToken requestAborted)
+    private readonly CancellationTokenSource _source;
+    private bool _disposed;
+
+    public UpstreamAttemptTimer(TimeSpan timeout)
     {
-        _source = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        if (Pool.TryDequeue(out var pooled))
+        {
+            Interlocked.Decrement(ref s_pooled);
+            _source = pooled;
+        }
+        else
+        {
+            _source = new CancellationTokenSource();
+        }
+
         _source.CancelAfter(timeout);
     }
 
@@ -22,12 +43,9 @@ internal sealed class UpstreamAttemptTimer : IDisposable
 
     public void HeadersReceived()
     {
-        try
+        if (!_disposed)
         {
             _source.CancelAfter(Timeout.InfiniteTimeSpan);
-        }
-        catch (ObjectDisposedException)
-        {
         }
     }
 
@@ -37,5 +55,27 @@ internal sealed class UpstreamAttemptTimer : IDisposable
         return TimedOut;
     }
 
-    public void Dispose() => _source.Dispose();
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+
+        // TryReset stops the timer and drops what is still registered; a source whose timeout fired is not reusable.
+        if (_source.TryReset())
+        {
+            if (Interlocked.Increment(ref s_pooled) <= MaxPooled)
+            {
+                Pool.Enqueue(_source);
+                return;
+            }
+
+            Interlocked.Decrement(ref s_pooled);
+        }
+
+        _source.Dispose();
+    }
 }

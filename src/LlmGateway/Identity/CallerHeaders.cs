@@ -1,6 +1,5 @@
 using System.Net.Http.Headers;
 using LlmGateway.Forwarding;
-using Microsoft.AspNetCore.Http;
 
 namespace LlmGateway.Identity;
 
@@ -10,7 +9,7 @@ namespace LlmGateway.Identity;
 /// </summary>
 internal static class CallerHeaders
 {
-    public static void Strip(IHeaderDictionary incoming, HttpRequestHeaders outgoing)
+    public static void Strip(HttpRequestHeaders outgoing)
     {
         outgoing.Authorization = null;
         outgoing.Remove(GatewayHeaders.ApiKey);
@@ -18,12 +17,23 @@ internal static class CallerHeaders
         outgoing.Remove(GatewayHeaders.RunId);
         outgoing.Remove(GatewayHeaders.RequestId);
 
-        // Found on Kestrel's header collection (a struct enumerator, no allocation), then removed outgoing.
-        foreach (var header in incoming)
+        // Looked for among the outgoing headers, which YARP copied from the caller's: their non-validated view has a
+        // struct enumerator, while enumerating the IHeaderDictionary allocates one per request. Removed afterwards,
+        // as a collection cannot change under its enumerator; callers rarely send any.
+        List<string>? found = null;
+        foreach (var header in outgoing.NonValidated)
         {
             if (header.Key.StartsWith(GatewayHeaders.GatewayPrefix, StringComparison.OrdinalIgnoreCase))
             {
-                outgoing.Remove(header.Key);
+                (found ??= []).Add(header.Key);
+            }
+        }
+
+        if (found is not null)
+        {
+            foreach (var name in found)
+            {
+                outgoing.Remove(name);
             }
         }
     }

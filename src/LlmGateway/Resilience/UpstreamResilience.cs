@@ -40,11 +40,12 @@ internal sealed partial class UpstreamResilience
     public RetryBudget RetryBudget { get; }
 
     /// <summary>Runs <paramref name="attempt"/> against the call's current model until it delivers or the policy gives up.</summary>
+    /// <remarks>Without a bulkhead the pipeline awaits the attempt itself: no wrapper state machine per attempt.</remarks>
     public async ValueTask<AttemptOutcome> ExecuteAsync<TState>(
-        ResilienceOptions options, LlmCall call, Func<TState, CancellationToken, ValueTask<AttemptOutcome>> attempt, TState state, CancellationToken cancellationToken)
+        ResilienceOptions options, LlmCall call, Func<TState, ValueTask<Outcome<AttemptOutcome>>> attempt, TState state, CancellationToken cancellationToken)
     {
         var model = call.ServedModel;
-        var upstream = model.Provider.Name + "/" + model.Name;
+        var upstream = model.Upstream;
         var pipeline = PipelineFor(upstream, options);
         var bulkhead = BulkheadFor(model.Provider);
 
@@ -53,25 +54,27 @@ internal sealed partial class UpstreamResilience
         context.Properties.Set(OptionsKey, options);
         try
         {
-            var outcome = await pipeline.ExecuteOutcomeAsync(
-                static async (ctx, s) =>
-                {
-                    if (s.Bulkhead is { } b && !await b.TryEnterAsync(s.Options.AttemptTimeout, ctx.CancellationToken))
+            var outcome = bulkhead is null
+                ? await pipeline.ExecuteOutcomeAsync(static (_, s) => s.Attempt(s.State), context, (Attempt: attempt, State: state))
+                : await pipeline.ExecuteOutcomeAsync(
+                    static async (ctx, s) =>
                     {
-                        return Outcome.FromResult(new AttemptOutcome(AttemptKind.BulkheadFull, 503, null, "bulkhead"));
-                    }
+                        if (!await s.Bulkhead.TryEnterAsync(s.Options.AttemptTimeout, ctx.CancellationToken))
+                        {
+                            return Outcome.FromResult(new AttemptOutcome(AttemptKind.BulkheadFull, 503, null, "bulkhead"));
+                        }
 
-                    try
-                    {
-                        return Outcome.FromResult(await s.Attempt(s.State, ctx.CancellationToken));
-                    }
-                    finally
-                    {
-                        s.Bulkhead?.Exit();
-                    }
-                },
-                context,
-                (Attempt: attempt, State: state, Bulkhead: bulkhead, Options: options));
+                        try
+                        {
+                            return await s.Attempt(s.State);
+                        }
+                        finally
+                        {
+                            s.Bulkhead.Exit();
+                        }
+                    },
+                    context,
+                    (Attempt: attempt, State: state, Bulkhead: bulkhead, Options: options));
 
             if (outcome.Exception is BrokenCircuitException broken)
             {

@@ -16,7 +16,9 @@ internal enum AggregationKind
 
 /// <summary>
 /// The series of one instrument, keyed by tag set. Looking up an existing series sorts the tags on the stack
-/// and probes the dictionary with them directly, so recording allocates nothing.
+/// and probes the dictionary with them directly, so recording allocates nothing. The two series recorded last
+/// are tried first: most measurements of an instrument repeat the tags of a recent one (the same route, upstream,
+/// caller; a connection's idle and active states take turns), and comparing with them skips hashing every tag value.
 /// </summary>
 internal sealed class InstrumentState
 {
@@ -29,6 +31,10 @@ internal sealed class InstrumentState
     private readonly PrometheusMetric _metric;
     private int _seriesCount;
     private volatile int _generation;
+
+    // Only for instruments that are not observable: Collect never removes their series, so recent ones stay live.
+    private MetricSeries? _last;
+    private MetricSeries? _previous;
 
     public InstrumentState(
         Instrument instrument,
@@ -106,9 +112,27 @@ internal sealed class InstrumentState
         tags.CopyTo(sorted);
         TagSet.Sort(sorted);
         var key = new SortedTags(sorted);
-        if (!_lookup.TryGetValue(key, out var series))
+        MetricSeries? series;
+        if (IsObservable)
         {
-            series = AddSeries(key);
+            series = Find(key);
+        }
+        else if (Volatile.Read(ref _last) is { } last && TagSetComparer.Instance.Equals(key, last.Labels))
+        {
+            series = last;
+        }
+        else if (Volatile.Read(ref _previous) is { } previous && TagSetComparer.Instance.Equals(key, previous.Labels))
+        {
+            series = previous;
+        }
+        else
+        {
+            series = Find(key);
+            if (series is not null)
+            {
+                Volatile.Write(ref _previous, Volatile.Read(ref _last));
+                Volatile.Write(ref _last, series);
+            }
         }
 
         if (rented is not null)
@@ -123,6 +147,8 @@ internal sealed class InstrumentState
 
         return series;
     }
+
+    private MetricSeries? Find(SortedTags key) => _lookup.TryGetValue(key, out var series) ? series : AddSeries(key);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private MetricSeries? AddSeries(SortedTags key)
@@ -142,7 +168,9 @@ internal sealed class InstrumentState
             _ => new HistogramSeries(_bounds),
         };
 
-        if (_lookup.TryAdd(key, created))
+        var labels = TagSet.FromSorted(key.Tags);
+        created.Labels = labels;
+        if (_series.TryAdd(labels, created))
         {
             return created;
         }

@@ -8,6 +8,9 @@ internal abstract class MetricSeries
     /// <summary>For observable instruments: the scrape that last reported this series.</summary>
     public int ObservedGeneration;
 
+    /// <summary>The tag set this series is keyed by; set once, before the series is published.</summary>
+    public TagSet Labels = TagSet.Empty;
+
     public abstract void Record(long value);
 
     public abstract void Record(double value);

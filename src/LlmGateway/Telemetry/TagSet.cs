@@ -15,10 +15,11 @@ internal sealed class TagSet
     {
         Names = names;
         Values = values;
+        // Values only: the series of one instrument share their tag names, so hashing the names would not tell
+        // them apart, only cost time on every measurement. Equality still compares the names.
         var hash = new HashCode();
-        for (var i = 0; i < names.Length; i++)
+        for (var i = 0; i < values.Length; i++)
         {
-            hash.Add(string.GetHashCode(names[i].AsSpan()));
             hash.Add(string.GetHashCode(values[i].AsSpan()));
         }
 
@@ -139,6 +140,10 @@ internal sealed class TagSet
                 return s;
             case bool b:
                 return b ? "true" : "false";
+
+            // Status codes and ports, on every HTTP measurement: formatted without the interface dispatch below.
+            case int i when i.TryFormat(buffer, out var digits, default, CultureInfo.InvariantCulture):
+                return buffer[..digits];
             case ISpanFormattable f when f.TryFormat(buffer, out var written, default, CultureInfo.InvariantCulture):
                 return buffer[..written];
             default:
@@ -185,11 +190,13 @@ internal sealed class TagSetComparer : IEqualityComparer<TagSet>, IAlternateEqua
             return false;
         }
 
-        Span<char> buffer = stackalloc char[FormatBufferLength];
+        var names = other.Names;
+        var values = other.Values;
         for (var i = 0; i < tags.Length; i++)
         {
-            if (!string.Equals(tags[i].Key, other.Names[i], StringComparison.Ordinal)
-                || !TagSet.FormatValue(tags[i].Value, buffer).SequenceEqual(other.Values[i]))
+            // Most values are strings, often the very instance the series stores: compared without formatting.
+            if (!string.Equals(tags[i].Key, names[i], StringComparison.Ordinal)
+                || !(tags[i].Value is string text ? string.Equals(text, values[i], StringComparison.Ordinal) : FormattedEquals(tags[i].Value, values[i])))
             {
                 return false;
             }
@@ -198,19 +205,29 @@ internal sealed class TagSetComparer : IEqualityComparer<TagSet>, IAlternateEqua
         return true;
     }
 
-    // Must agree with TagSet.Hash: both hash the same name and value chars.
+    // Must agree with TagSet.Hash: both hash the same value chars (names are left out there too).
     public int GetHashCode(SortedTags alternate)
     {
         var tags = alternate.Tags;
         var hash = new HashCode();
-        Span<char> buffer = stackalloc char[FormatBufferLength];
         for (var i = 0; i < tags.Length; i++)
         {
-            hash.Add(string.GetHashCode(tags[i].Key.AsSpan()));
-            hash.Add(string.GetHashCode(TagSet.FormatValue(tags[i].Value, buffer)));
+            hash.Add(tags[i].Value is string text ? string.GetHashCode(text.AsSpan()) : FormattedHash(tags[i].Value));
         }
 
         return hash.ToHashCode();
+    }
+
+    private static bool FormattedEquals(object? value, string stored)
+    {
+        Span<char> buffer = stackalloc char[FormatBufferLength];
+        return TagSet.FormatValue(value, buffer).SequenceEqual(stored);
+    }
+
+    private static int FormattedHash(object? value)
+    {
+        Span<char> buffer = stackalloc char[FormatBufferLength];
+        return string.GetHashCode(TagSet.FormatValue(value, buffer));
     }
 
     public TagSet Create(SortedTags alternate) => TagSet.FromSorted(alternate.Tags);

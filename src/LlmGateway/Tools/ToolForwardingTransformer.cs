@@ -29,7 +29,7 @@ internal sealed class ToolForwardingTransformer : HttpTransformer
         proxyRequest.RequestUri = call.Destination;
 
         var headers = proxyRequest.Headers;
-        Identity.CallerHeaders.Strip(httpContext.Request.Headers, headers);
+        Identity.CallerHeaders.Strip(headers);
         headers.Remove(ToolConstants.IdempotencyKeyHeader);
 
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
