@@ -25,6 +25,15 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<GatewayConfigProvider>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
         services.AddHostedService<LlmGateway.Telemetry.OtlpMetricsExport>();
+        services.AddOptions<PrometheusMetricsOptions>().Configure<GatewayConfigProvider>(static (meters, config) =>
+        {
+            if (!config.Current.Options.Metrics.FrameworkMeters)
+            {
+                // Per-request framework histograms: the gateway's own metrics cover them (Gateway:Metrics:FrameworkMeters).
+                meters.MeterNames.Remove(PrometheusMetricsOptions.HostingMeter);
+                meters.MeterNames.Remove(PrometheusMetricsOptions.HttpClientMeter);
+            }
+        });
         services.TryAddSingleton<UpstreamHttpClient>();
 
         // One multiplexer for every Redis-backed store; created only when a store needs it (Gateway:Redis set).

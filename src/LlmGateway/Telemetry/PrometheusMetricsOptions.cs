@@ -6,13 +6,19 @@ public sealed class PrometheusMetricsOptions
     /// <summary>Meters whose name starts with one of these (ordinal) are exposed.</summary>
     public IList<string> MeterPrefixes { get; } = ["LlmGateway"];
 
+    /// <summary>ASP.NET Core's per-request meter (http_server_*).</summary>
+    public const string HostingMeter = "Microsoft.AspNetCore.Hosting";
+
+    /// <summary>HttpClient's per-request meter (http_client_*).</summary>
+    public const string HttpClientMeter = "System.Net.Http";
+
     /// <summary>Meters whose name equals one of these (ordinal) are exposed.</summary>
     public IList<string> MeterNames { get; } =
     [
-        "Microsoft.AspNetCore.Hosting",
+        HostingMeter,
         "Microsoft.AspNetCore.Server.Kestrel",
         "System.Runtime",
-        "System.Net.Http",
+        HttpClientMeter,
     ];
 
     /// <summary>

@@ -52,6 +52,31 @@ public sealed partial class MetricsEndpointTests : GatewayTestBase
         PromtoolCheck(scrape);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Metrics_FrameworkPerRequestMeters_OnlyWhenAskedFor(bool frameworkMeters)
+    {
+        var config = TestConfigs.Default(Mock.BaseUrl).Replace(
+            "\"Limits\":", $"\"Metrics\": {{ \"FrameworkMeters\": {(frameworkMeters ? "true" : "false")} }}, \"Limits\":", StringComparison.Ordinal);
+        await using var gateway = await GatewayServer.StartAsync(config);
+        (await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()))).Dispose();
+
+        // Kestrel's connection meters and the runtime's are always there; the per-request ones only on request.
+        var scrape = await gateway.Client.GetStringAsync("/metrics");
+        for (var i = 0; i < 50 && !scrape.Contains("llm_gateway_upstream_duration_seconds_bucket{", StringComparison.Ordinal); i++)
+        {
+            await Task.Delay(100);
+            scrape = await gateway.Client.GetStringAsync("/metrics");
+        }
+
+        Assert.Contains("# TYPE kestrel_active_connections gauge\n", scrape);
+        Assert.Contains("dotnet_gc_", scrape);
+        Assert.Equal(frameworkMeters, scrape.Contains("# TYPE http_server_request_duration_seconds histogram\n", StringComparison.Ordinal));
+        Assert.Equal(frameworkMeters, scrape.Contains("# TYPE http_client_request_duration_seconds histogram\n", StringComparison.Ordinal));
+        PromtoolCheck(scrape);
+    }
+
     [Fact]
     public async Task Metrics_UnknownKeysAndRunIds_CreateNoSeries()
     {
