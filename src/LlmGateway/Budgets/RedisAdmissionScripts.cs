@@ -30,11 +30,14 @@ namespace LlmGateway.Budgets;
 /// call. When the earliest has passed, the expired seconds' amounts are given back (their gateway died or lost
 /// them). A settle or release takes its amounts out of its second while that second is still held: a second is
 /// given back whole, so "still there" means "not yet expired" for every reservation in it.</item>
-/// <item>Rate windows (the user hash, and <c>rl:k:{key}</c> whose <c>u</c> has the same layout): a call counts from
+/// <item>Rate windows (the user hash, and <c>kw:k:{key}</c> whose <c>u</c> has the same layout): a call counts from
 /// its admission to the end of its second plus 60 s, so never more than the limit in any 60 s, with 61 seconds of
 /// counters per subject whatever the rate (a log of every call was 1M sorted-set members per user at 18k req/s).
 /// Seconds that have left are subtracted and deleted by the next call (at most once per second).</item>
 /// </list>
+/// Upgrading from the sorted-set layout of earlier builds: no key name of this layout holds another type under the
+/// old one (the key windows moved from <c>rl:k:</c> to <c>kw:k:</c> for that), so old and new keys never collide;
+/// counters of the current periods and runs start afresh, and the old keys expire by their own TTLs.
 /// "None" is -1 in packed fields. Redis runs Lua single-threaded, so every redis.call, every number parsed or
 /// formatted and every table a script builds is throughput taken from all replicas.
 /// Time is the caller's clock (ARGV), not Redis TIME: tests move it, and replicas must run NTP-synced clocks
@@ -128,7 +131,7 @@ internal static class RedisAdmissionScripts
 
         """;
 
-    // KEYS: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 rl:k
+    // KEYS: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 kw:k
     // ARGV: 1 the numbers below packed as 32 little-endian doubles, 2 request hash, 3 user.
     //       now, expiry second, usd, tokens, hasTeam, hasRun, hasUserRate, hasKeyRate (1/0), user limits (usd tokens
     //       calls), user period end, team limits, team period end, run limits, deadline, max repeats, run max in

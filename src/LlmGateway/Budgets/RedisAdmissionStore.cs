@@ -369,7 +369,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         public RedisKey InFlight { get; } = prefix + "ux:" + name;
 
         /// <summary>A gateway key's rate window (a user's lives in <see cref="Control"/>).</summary>
-        public RedisKey RateWindow { get; } = prefix + "rl:" + tag + ":" + name;
+        public RedisKey RateWindow { get; } = prefix + "kw:" + tag + ":" + name;
 
         public RedisKey BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
 

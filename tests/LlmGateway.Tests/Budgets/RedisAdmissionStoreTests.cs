@@ -155,6 +155,35 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
         Assert.Equal(held, (await Store.GetRunStateAsync("run-1"))!.InFlight);
     }
 
+    [RedisFact]
+    public async Task KeysOfTheEarlierSortedSetLayout_DoNotBreakAdmissions()
+    {
+        // A gateway upgraded onto a Redis that still holds the previous layout's keys (sorted sets and hashes with
+        // other fields, expiring by their TTLs): no key is read as a type it is not, and calls are admitted.
+        foreach (var command in new[]
+        {
+            "ZADD {0}rl:k:key-a 1 old", "ZADD {0}rl:u:alice 1 old", "HSET {0}rlt:u:alice _t 5", "ZADD {0}uif:alice 1 old",
+            "ZADD {0}runr:run-1 1 old", "HSET {0}run:run-1 la 1 lr 1 start 1 su 7", "HSET {0}u:alice h2 x",
+        })
+        {
+            Assert.NotNull(redis.TryCommand(string.Format(System.Globalization.CultureInfo.InvariantCulture, command, Options.KeyPrefix)));
+        }
+
+        var request = Request() with
+        {
+            KeyId = "key-a",
+            KeyRateLimits = new RateLimits(10, 1000),
+            UserRateLimits = new RateLimits(10, 1000),
+            RunId = "run-1",
+            RunBudget = new BudgetLimits(1m, 0, 0),
+        };
+        var result = await Store.ReserveAsync(request);
+
+        Assert.True(result.IsAdmitted, result.ErrorCode);
+        await Store.SettleAsync(result.Reservation!, 0.01m, 10);
+        Assert.Equal(1, (await Store.GetRunStateAsync("run-1"))!.Calls);
+    }
+
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider) =>
         new RedisAdmissionStore(redis.ConnectionString, options, timeProvider);
 
