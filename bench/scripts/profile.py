@@ -87,8 +87,9 @@ def main():
         body = os.path.join(h.WORK, "chat-request.json")
         shutil.copy(os.path.join(h.PAYLOADS, "chat-request.json"), body)
         headers = [("Authorization", f"Bearer {h.GATEWAY_KEY}"), ("Content-Type", "application/json"), ("X-Run-Id", h.RUN_ID)]
-        h.log(f"warm-up {args.variant}")
-        h.wrk(port, "/v1/chat/completions", body, headers, 6)
+        h.log(f"warm-up {args.variant}: saturated until its JIT is done")
+        warm = h.Target(args.variant, port, headers, ("/v1/chat/completions", body), None, [target], target)
+        h.log(f"warmed for {h.warm_until_jitted(warm, 45)} s")
 
         before = commandstats(redis_port) if redis_port else {}
         perf = None
