@@ -21,6 +21,9 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 {
     private const int KeyCount = 9;
 
+    /// <summary>At most this many settlements in one script (9 keys each).</summary>
+    private const int MaxFinishBatch = 64;
+
     /// <summary>Run keys' Redis lifetime is pushed forward at most this often (caller time); it always exceeds the idle expiry.</summary>
     private const long RunKeyRefreshMs = 60_000;
 
@@ -37,6 +40,9 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private readonly ConcurrentDictionary<string, SubjectKeys> _users = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _teams = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _keys = new(StringComparer.Ordinal);
+    private readonly Lock _finishLock = new();
+    private readonly List<PendingFinish> _pendingFinishes = [];
+    private bool _finishing;
     private long _sequence;
 
     /// <summary>A store with a connection of its own (tests, tools).</summary>
@@ -277,7 +283,12 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         return bytes;
     }
 
-    /// <summary>Settle or release: one script for both, as they touch the same fields.</summary>
+    /// <summary>
+    /// Settle or release: one script for both, as they touch the same fields. Sent at once when no settlement is in
+    /// flight; otherwise queued and sent with the others that queue meanwhile, in one script, as soon as the one in
+    /// flight answers (group commit: no added wait at low load, one EVALSHA for many calls under load). The caller
+    /// still waits for its own settlement, so a read after it sees it.
+    /// </summary>
     private async ValueTask FinishAsync(Reservation reservation, bool settle, long actualUsd, long actualTokens, CancellationToken cancellationToken)
     {
         var held = Own(reservation);
@@ -292,8 +303,78 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
             held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs,
         ];
-        RedisValue[] args = [Pack(numbers), held.RequestHash];
-        await EvaluateAsync(RedisAdmissionScripts.Finish, held.Keys, args, cancellationToken).ConfigureAwait(false);
+        var item = new PendingFinish(held.Keys, Pack(numbers), held.RequestHash);
+        List<PendingFinish>? batch = null;
+        lock (_finishLock)
+        {
+            _pendingFinishes.Add(item);
+            if (!_finishing)
+            {
+                _finishing = true;
+                batch = TakeFinishBatch();
+            }
+        }
+
+        if (batch is not null)
+        {
+            _ = SendFinishesAsync(batch);
+        }
+
+        await BoundAsync(item.Done.Task, RedisAdmissionScripts.Finish.Name, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Up to <see cref="MaxFinishBatch"/> queued settlements, oldest first. Call under the lock.</summary>
+    private List<PendingFinish> TakeFinishBatch()
+    {
+        var count = Math.Min(_pendingFinishes.Count, MaxFinishBatch);
+        var batch = _pendingFinishes.GetRange(0, count);
+        _pendingFinishes.RemoveRange(0, count);
+        return batch;
+    }
+
+    /// <summary>Sends batches until the queue is empty; each item learns its batch's outcome.</summary>
+    private async Task SendFinishesAsync(List<PendingFinish> batch)
+    {
+        while (true)
+        {
+            try
+            {
+                var keys = new RedisKey[batch.Count * KeyCount];
+                var args = new RedisValue[batch.Count * 2];
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    batch[i].Keys.CopyTo(keys, i * KeyCount);
+                    args[2 * i] = batch[i].Numbers;
+                    args[(2 * i) + 1] = batch[i].RequestHash;
+                }
+
+                // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+                await _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
+                foreach (var item in batch)
+                {
+                    item.Done.TrySetResult(true);
+                }
+            }
+            catch (Exception exception)
+            {
+                foreach (var item in batch)
+                {
+                    item.Done.TrySetException(exception);
+                    RedisConnection.Observe(item.Done.Task);
+                }
+            }
+
+            lock (_finishLock)
+            {
+                if (_pendingFinishes.Count == 0)
+                {
+                    _finishing = false;
+                    return;
+                }
+
+                batch = TakeFinishBatch();
+            }
+        }
     }
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
@@ -390,6 +471,19 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             Volatile.Write(ref _period, created);
             return created;
         }
+    }
+
+    /// <summary>A settlement or release waiting for its batch.</summary>
+    private sealed class PendingFinish(RedisKey[] keys, byte[] numbers, string requestHash)
+    {
+        public RedisKey[] Keys { get; } = keys;
+
+        public byte[] Numbers { get; } = numbers;
+
+        public string RequestHash { get; } = requestHash;
+
+        /// <summary>Completed by the sender outside its lock; continuations run inline (a settle queued from one only queues).</summary>
+        public TaskCompletionSource<bool> Done { get; } = new();
     }
 
     private sealed record PeriodKeys(BudgetPeriod Period, long Id, RedisKey Budget, RedisKey Reservations, long EndMs);

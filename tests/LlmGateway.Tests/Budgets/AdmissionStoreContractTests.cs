@@ -123,6 +123,55 @@ public abstract class AdmissionStoreContractTests : IDisposable
     }
 
     [StoreFact]
+    public async Task Settle_ManyAtOnce_EveryOneCharged()
+    {
+        // 300 calls of two users and two runs settled and released concurrently (the Redis store sends settlements
+        // that queue while one is in flight together, in one script): each is applied exactly once.
+        var requests = Enumerable.Range(0, 300).Select(i => Request(usd: 0.01m, tokens: 100) with
+        {
+            User = i % 2 == 0 ? "alice" : "bob",
+            RunId = $"run-{i % 2}",
+            UserRateLimits = new RateLimits(10_000, 10_000_000),
+            RequestHash = $"h{i}",
+            RunMaxRepeats = 5,
+        }).ToList();
+        var reservations = await Task.WhenAll(requests.Select(async r => (await Store.ReserveAsync(r)).Reservation!));
+
+        await Task.WhenAll(reservations.Select(async (reservation, i) =>
+        {
+            await Task.Yield();
+            if (i % 3 == 0)
+            {
+                await Store.ReleaseAsync(reservation);
+            }
+            else
+            {
+                await Store.SettleAsync(reservation, 0.004m, 40);
+            }
+        }));
+
+        foreach (var (user, run, parity) in new[] { ("alice", "run-0", 0), ("bob", "run-1", 1) })
+        {
+            var settled = Enumerable.Range(0, 300).Count(i => i % 2 == parity && i % 3 != 0);
+            var state = await UserStateAsync(user);
+            Assert.Equal(settled, state.Calls);
+            Assert.Equal(0.004m * settled, state.SpentUsd);
+            Assert.Equal(0m, state.ReservedUsd);
+            Assert.Equal(0, state.InFlight);
+            var runState = (await Store.GetRunStateAsync(run))!;
+            Assert.Equal(settled, runState.Calls);
+            Assert.Equal(40 * settled, runState.SpentTokens);
+            Assert.Equal(0, runState.InFlight);
+        }
+
+        // The window holds exactly the settled calls, with their actual tokens.
+        var next = await Store.ReserveAsync(requests[0] with { ReserveTokens = 0, RequestHash = "fresh" });
+        var aliceSettled = Enumerable.Range(0, 300).Count(i => i % 2 == 0 && i % 3 != 0);
+        Assert.Equal(10_000 - aliceSettled - 1, next.Requests.Remaining);
+        Assert.Equal(10_000_000 - (40 * aliceSettled), next.Tokens.Remaining);
+    }
+
+    [StoreFact]
     public async Task Settle_ReplacesReservationByActualCost()
     {
         var request = Request(usd: 0.50m, tokens: 5000) with { UserBudget = new BudgetLimits(1m, 100_000, 0), RunId = "run-1" };
