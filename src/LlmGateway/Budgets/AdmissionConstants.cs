@@ -14,8 +14,8 @@ internal static class AdmissionConstants
     /// <summary>Fractions cross the Redis boundary as parts per million; both stores round the same way.</summary>
     public const double FractionScale = 1_000_000;
 
-    /// <summary>The second an instant falls in (Unix seconds).</summary>
-    public static long Second(long ms) => Math.DivRem(ms, SecondMs) is var (q, r) && r < 0 ? q - 1 : q;
+    /// <summary>The second an instant falls in (Unix seconds; instants are never before 1970).</summary>
+    public static long Second(long ms) => ms / SecondMs;
 
     /// <summary>Reservations expire on multiples of this many seconds: a store tracks one group per step of TTL.</summary>
     public const long ExpiryStepSeconds = 10;
@@ -26,9 +26,8 @@ internal static class AdmissionConstants
     /// </summary>
     public static long ExpirySecond(long ms)
     {
-        var second = -Second(-ms);
-        var step = ((second % ExpiryStepSeconds) + ExpiryStepSeconds) % ExpiryStepSeconds;
-        return step == 0 ? second : second + ExpiryStepSeconds - step;
+        var second = (ms + SecondMs - 1) / SecondMs;
+        return (second + ExpiryStepSeconds - 1) / ExpiryStepSeconds * ExpiryStepSeconds;
     }
 
     /// <summary>When the calls of second <paramref name="second"/> leave a rate window: the end of that second plus 60 s.</summary>

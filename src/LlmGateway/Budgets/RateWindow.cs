@@ -146,7 +146,7 @@ internal sealed class RateWindow
     /// <summary>Time until the oldest second's calls leave the window (the x-ratelimit-reset value).</summary>
     public long ResetMs(long nowMs) => Oldest is { } oldest ? AdmissionConstants.LeavesWindowMs(oldest) - nowMs : 0;
 
-    private static int Slot(long second) => (int)(((second % Slots) + Slots) % Slots);
+    private static int Slot(long second) => (int)(second % Slots);
 
     private bool Holds(long second, out int slot)
     {

@@ -225,8 +225,7 @@ internal static class RedisAdmissionScripts
           userXo = nx
           userDirty = true
         end
-        us = window(KEYS[1], un, uk, uo)
-        if hasUserRate == 0 then us = nil end
+        if hasUserRate == 1 then us = window(KEYS[1], un, uk, uo) end
         local kv
         if hasKeyRate == 1 then
           kv = redis.call('HMGET', KEYS[9], 'u', 'w' .. nowSec)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LlmGateway.Budgets;
+using LlmGateway.Configuration;
 using LlmGateway.Tests.Shared;
 
 namespace LlmGateway.Tests.Budgets;
@@ -54,6 +55,12 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
         {
             // The first call also connects: with a 100 ms budget it may take a few tries on a loaded machine.
             await WaitUntilAsync(() => TryReserveAsync(store));
+            var held = new List<Reservation>();
+            for (var i = 0; i < 8; i++)
+            {
+                held.Add((await store.ReserveAsync(Request())).Reservation!);
+            }
+
             redis.Stop();
             try
             {
@@ -63,6 +70,14 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
                     await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await store.ReserveAsync(Request()));
                     Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"took {clock.Elapsed}");
                 }
+
+                // Settlements queue behind one another (one batch in flight at a time): each still fails in bounded time.
+                await Task.WhenAll(held.Select(async reservation =>
+                {
+                    var clock = Stopwatch.StartNew();
+                    await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await store.SettleAsync(reservation, 0.01m, 10));
+                    Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"settle took {clock.Elapsed}");
+                }));
 
                 var pingClock = Stopwatch.StartNew();
                 Assert.False(await store.PingAsync());
@@ -76,6 +91,12 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
             // A restarted Redis has lost its script cache: NOSCRIPT is answered by loading the script again.
             await WaitUntilAsync(() => TryReserveAsync(store));
             Assert.True(await store.PingAsync());
+
+            // ... and settlements flow again: the batches that failed while it was down hold nothing back.
+            var after = (await store.ReserveAsync(Request(usd: 0.05m))).Reservation!;
+            await store.SettleAsync(after, 0.05m, 10);
+            var user = await store.GetUserStateAsync("alice", BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow()));
+            Assert.True(user.SpentUsd >= 0.05m, $"spent {user.SpentUsd}");
         }
         finally
         {
