@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-def h2load_n(port, body, headers, n):
-    cmd = ["h2load", "--h1", "-n", str(n), "-c", "4", "-m", "1", "-d", body, "-H", "content-type: application/json"]
+def h2load_n(port, body, headers, n, connections=4):
+    cmd = ["h2load", "--h1", "-n", str(n), "-c", str(connections), "-m", "1", "-d", body, "-H", "content-type: application/json"]
     for name, value in headers:
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(f"http://127.0.0.1:{port}/v1/chat/completions")
@@ -36,6 +36,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=4, help="concurrent clients; 1 = every script carries one call (no batching)")
     parser.add_argument("--redis-arg", action="append", default=[], help="extra redis-server arguments, e.g. --redis-arg=--hash-max-listpack-entries --redis-arg=0")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "h2load"):
@@ -71,11 +72,11 @@ def main():
         body = os.path.join(h.WORK, "chat-request.json")
         shutil.copy(os.path.join(h.PAYLOADS, "chat-request.json"), body)
         headers = [("Authorization", f"Bearer {h.GATEWAY_KEY}"), ("X-Run-Id", h.RUN_ID)]
-        h2load_n(port, body, headers, 300)  # warm-up: scripts loaded, keys created
+        h2load_n(port, body, headers, 300, args.connections)  # warm-up: scripts loaded, keys created
 
         vg_pid = redis.pid
         subprocess.run(["callgrind_control", "-z", str(vg_pid)], capture_output=True, timeout=60)
-        done, ok, errors = h2load_n(port, body, headers, args.requests)
+        done, ok, errors = h2load_n(port, body, headers, args.requests, args.connections)
         subprocess.run(["callgrind_control", "-d", "measured", str(vg_pid)], capture_output=True, timeout=60)
         time.sleep(1)
         dumps = [f for f in glob.glob(os.path.join(out_dir, "callgrind.out.*")) if "measured" in open(f, errors="replace").read(4096)]

@@ -52,6 +52,83 @@ internal static class RedisAdmissionScripts
         local NONE = -1
         local spack, sunpack = struct.pack, struct.unpack
         local function add(f, name, value) f[#f + 1] = name; f[#f + 1] = value end
+        -- The hashes a script touches, read and written through this cache: a field is read from Redis once per
+        -- script, and each hash is written once, at the end (flush). A batch of admissions on the same scopes then
+        -- costs one HMGET and one HSET per scope instead of one per call: each redis.call costs Redis far more than
+        -- the Lua around it. Sorted sets are not cached (written rarely: once per new 10-s expiry step). A script of one
+        -- call goes straight to Redis: the cache's own tables cost more than they save when nothing is shared.
+        local batching = false
+        local cache, touched = {}, {}
+        local function entry(h)
+          local c = cache[h]
+          if not c then
+            c = { v = {}, d = {} }
+            cache[h] = c
+            touched[#touched + 1] = h
+          end
+          return c
+        end
+        -- HMGET: false for an absent field, as redis.call returns.
+        local function hmget(h, ...)
+          if not batching then return redis.call('HMGET', h, ...) end
+          local c = entry(h)
+          local fields = { ... }
+          local miss
+          if not c.gone then
+            for i = 1, #fields do
+              if c.v[fields[i]] == nil then
+                miss = miss or {}
+                miss[#miss + 1] = fields[i]
+              end
+            end
+          end
+          if miss then
+            local r = redis.call('HMGET', h, unpack(miss))
+            for i = 1, #miss do c.v[miss[i]] = r[i] end
+          end
+          local out = {}
+          for i = 1, #fields do out[i] = c.v[fields[i]] or false end
+          return out
+        end
+        local function hset(h, ...)
+          if not batching then return redis.call('HSET', h, ...) end
+          local c = entry(h)
+          local a = { ... }
+          for i = 1, #a, 2 do c.v[a[i]] = a[i + 1]; c.d[a[i]] = true end
+        end
+        local function hdel(h, ...)
+          if not batching then return redis.call('HDEL', h, ...) end
+          local c = entry(h)
+          local a = { ... }
+          for i = 1, #a do c.v[a[i]] = false; c.d[a[i]] = true end
+        end
+        -- PEXPIRE, applied after the key's writes (a key written here may not exist in Redis before the flush).
+        local function pexpire(k, ms)
+          if not batching then return redis.call('PEXPIRE', k, ms) end
+          entry(k).ttl = ms
+        end
+        local function del(...)
+          redis.call('DEL', ...)
+          if not batching then return end
+          for _, k in ipairs({ ... }) do
+            local c = entry(k)
+            c.v = {}; c.d = {}; c.ttl = nil; c.gone = true
+          end
+        end
+        local function flush()
+          for _, h in ipairs(touched) do
+            local c = cache[h]
+            local set, gone = {}, {}
+            for f in pairs(c.d) do
+              local value = c.v[f]
+              if value then set[#set + 1] = f; set[#set + 1] = value else gone[#gone + 1] = f end
+            end
+            if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
+            if #set > 0 then redis.call('HSET', h, unpack(set)) end
+            if c.ttl then redis.call('PEXPIRE', h, c.ttl) end
+          end
+          cache, touched = {}, {}
+        end
         -- Gives back the reservations of hash h that expired (their seconds, listed in zset z, have passed).
         -- Returns the USD, tokens and calls they held (amounts: packed x fields; else plain call counts) and the
         -- next pending second (NONE if none).
@@ -61,7 +138,7 @@ internal static class RedisAdmissionScripts
           if #es > 0 then
             local f = {}
             for i = 1, #es do f[i] = 'x' .. es[i] end
-            local v = redis.call('HMGET', h, unpack(f))
+            local v = hmget(h, unpack(f))
             for i = 1, #es do
               if v[i] then
                 if amounts then
@@ -72,15 +149,15 @@ internal static class RedisAdmissionScripts
                 end
               end
             end
-            redis.call('HDEL', h, unpack(f))
+            hdel(h, unpack(f))
             redis.call('ZREM', z, unpack(es))
           end
           local nx = redis.call('ZRANGE', z, 0, 0)
           return u, t, c, tonumber(nx[1]) or NONE
         end
-        -- A budget scope: hash h whose reservations here expire at second e; extra fields follow from v[3].
-        local function budget(h, z, e, ...)
-          local v = redis.call('HMGET', h, 's', 'x' .. e, ...)
+        -- A budget scope: hash h whose reservations here expire at field xe's second; extra fields follow from v[3].
+        local function budget(h, z, xe, ...)
+          local v = hmget(h, 's', xe, ...)
           local b = { h = h, z = z, v = v, exists = v[1] and true or false }
           if v[1] then
             b.su, b.st, b.sc, b.ru, b.rt, b.rc, b.xo, b.xm = sunpack('<dddddddd', v[1])
@@ -107,7 +184,7 @@ internal static class RedisAdmissionScripts
           if o ~= NONE and o <= nowSec - 61 then
             local f = {}
             for b = o, o + 60 do f[#f + 1] = 'w' .. b end
-            local v = redis.call('HMGET', h, unpack(f))
+            local v = hmget(h, unpack(f))
             local gone, oldest = {}, NONE
             for i = 1, 61 do
               if v[i] then
@@ -121,7 +198,7 @@ internal static class RedisAdmissionScripts
                 end
               end
             end
-            if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
+            if #gone > 0 then hdel(h, unpack(gone)) end
             s.o = oldest
             if oldest == NONE then s.n = 0; s.k = 0 end
             s.dirty = true
@@ -131,23 +208,28 @@ internal static class RedisAdmissionScripts
 
         """;
 
-    // KEYS: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 kw:k
-    // ARGV: 1 the numbers below packed as 32 little-endian doubles, 2 request hash, 3 user.
+    // Admits a batch of calls, in order, as if each were its own script: the store sends the admissions that queued
+    // while the previous batch was in flight together, and the hash cache (Prelude) makes calls on the same scopes
+    // share their reads and writes.
+    // KEYS: 9 per call: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 kw:k
+    // ARGV: 5 per call: 1 the numbers below packed as 32 little-endian doubles, 2 request hash, 3 user, 4 the expiry
+    //       second's field name ('x' .. second), 5 the admission second's ('w' .. second): formatting a number in Lua
+    //       costs Redis ~0.5 µs, the caller next to nothing.
     //       now, expiry second, usd, tokens, hasTeam, hasRun, hasUserRate, hasKeyRate (1/0), user limits (usd tokens
     //       calls), user period end, team limits, team period end, run limits, deadline, max repeats, run max in
     //       flight, user max in flight, user rpm, user tpm, key rpm, key tpm, retention, run idle, in-flight retry,
     //       run key life, run key refresh
-    // Returns: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none),
+    // Returns 15 numbers per call: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none),
     //          requests limit/remaining/reset, tokens limit/remaining/reset, user/team/run fraction (ppm).
     public static readonly RedisScript Reserve = new("reserve", Prelude + """
-        -- Every number arrives packed in ARGV[1]: one argument and no string parsing (each costs more than a field read).
+        local numbers = '<' .. string.rep('d', 32)
+        local function reserveOne(KEYS, blob, hash, user, xe, wn)
+        -- Every number arrives packed: one argument and no string parsing (each costs more than a field read).
         local nowMs, ei, usd, tok, hasTeam, hasRun, hasUserRate, hasKeyRate, uLu, uLt, uLc, uEnd, tLu, tLt, tLc, tEnd,
               rLu, rLt, rLc, deadline, maxRepeats, runMaxInFlight, userMaxInFlight, userRpm, userTpm, keyRpm, keyTpm,
-              retention, idle, inFlightRetry, runLife, refreshEvery = sunpack('<' .. string.rep('d', 32), ARGV[1])
+              retention, idle, inFlightRetry, runLife, refreshEvery = sunpack(numbers, blob)
         setNow(nowMs)
         local e = ei
-        local hash = ARGV[2]
-        local user = ARGV[3]
 
         local function fraction(b, lu, lt, lc)
           local f = 0
@@ -168,7 +250,7 @@ internal static class RedisAdmissionScripts
           if s.o == NONE then return -1 end
           local f = {}
           for b = s.o, nowSec do f[#f + 1] = 'w' .. b end
-          local v = redis.call('HMGET', s.h, unpack(f))
+          local v = hmget(s.h, unpack(f))
           local freed = 0
           for i = 1, #f do
             if v[i] then
@@ -216,7 +298,7 @@ internal static class RedisAdmissionScripts
         end
 
         -- Read every scope once.
-        local uv = redis.call('HMGET', KEYS[1], 'h', 'u', 'x' .. e, 'w' .. nowSec)
+        local uv = hmget(KEYS[1], 'h', 'u', xe, wn)
         local inFlight, userXo, userXm, un, uk, uo = subject(uv[2])
         local userDirty = false
         if userXo ~= NONE and userXo <= nowSec then
@@ -228,27 +310,27 @@ internal static class RedisAdmissionScripts
         if hasUserRate == 1 then us = window(KEYS[1], un, uk, uo) end
         local kv
         if hasKeyRate == 1 then
-          kv = redis.call('HMGET', KEYS[9], 'u', 'w' .. nowSec)
+          kv = hmget(KEYS[9], 'u', wn)
           local _, _, _, kn, kk, ko = subject(kv[1])
           ks = window(KEYS[9], kn, kk, ko)
         end
-        local ub = budget(KEYS[3], KEYS[4], e, 'l')
+        local ub = budget(KEYS[3], KEYS[4], xe, 'l')
         local fu, ft, fr = fraction(ub, uLu, uLt, uLc), 0, 0
         local tb
         if hasTeam == 1 then
-          tb = budget(KEYS[5], KEYS[6], e, 'l')
+          tb = budget(KEYS[5], KEYS[6], xe, 'l')
           ft = fraction(tb, tLu, tLt, tLc)
         end
         local run
         if hasRun == 1 then
           -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline), 6 user, 7 repeats of this request
-          run = budget(KEYS[7], KEYS[8], e, 'l', 'h', 'r', 'user', 'q:' .. hash)
+          run = budget(KEYS[7], KEYS[8], xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
           if run.v[5] then
             run.start, run.la, run.refreshed, run.dl = sunpack('<dddd', run.v[5])
             if now - run.la >= idle then
               -- Idle for too long: the run is forgotten and starts afresh.
-              redis.call('DEL', KEYS[7], KEYS[8])
-              run = budget(KEYS[7], KEYS[8], e, 'l', 'h', 'r', 'user', 'q:' .. hash)
+              del(KEYS[7], KEYS[8])
+              run = budget(KEYS[7], KEYS[8], xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
             end
           end
           if not run.v[5] then run.start, run.la, run.refreshed, run.dl = -1, -1, -1, 0 end
@@ -266,11 +348,11 @@ internal static class RedisAdmissionScripts
         local function reject(rejection, scope, limit, value, retry, rq, tk)
           if userDirty or (us and us.dirty) then
             local w = us or { n = un, k = uk, o = uo }
-            redis.call('HSET', KEYS[1], 'u', spack('<dddddd', inFlight, userXo, userXm, w.n, w.k, w.o))
+            hset(KEYS[1], 'u', spack('<dddddd', inFlight, userXo, userXm, w.n, w.k, w.o))
           end
-          if ks and ks.dirty then redis.call('HSET', KEYS[9], 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o)) end
+          if ks and ks.dirty then hset(KEYS[9], 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o)) end
           for _, b in ipairs({ ub, tb or false, run or false }) do
-            if b and b.dirty then redis.call('HSET', b.h, 's', state(b)) end
+            if b and b.dirty then hset(b.h, 's', state(b)) end
           end
           return result(0, rejection, scope, limit, value, retry, rq, tk)
         end
@@ -329,14 +411,14 @@ internal static class RedisAdmissionScripts
           local eu, et, ec = 0, 0, 0
           if b.v[2] then eu, et, ec = sunpack('<ddd', b.v[2]) end
           add(f, 's', state(b))
-          add(f, 'x' .. e, spack('<ddd', eu + usd, et + tok, ec + 1))
+          add(f, xe, spack('<ddd', eu + usd, et + tok, ec + 1))
           if b.v[3] ~= limits then add(f, 'l', limits) end
-          redis.call('HSET', b.h, unpack(f))
+          hset(b.h, unpack(f))
           if list then
             redis.call('ZADD', b.z, e, e)
-            if life > 0 then redis.call('PEXPIRE', b.z, life) end
+            if life > 0 then pexpire(b.z, life) end
           end
-          if life > 0 and not b.exists then redis.call('PEXPIRE', b.h, life) end
+          if life > 0 and not b.exists then pexpire(b.h, life) end
         end
         local function periodFields(b, pe)
           if b.exists then return {} end
@@ -352,8 +434,8 @@ internal static class RedisAdmissionScripts
           if hash ~= '' then add(f, 'q:' .. hash, run.repeats + 1) end
           hold(run, spack('<ddd', rLu, rLt, rLc), f, runLife)
           if refresh then
-            redis.call('PEXPIRE', KEYS[7], runLife)
-            redis.call('PEXPIRE', KEYS[8], runLife)
+            pexpire(KEYS[7], runLife)
+            pexpire(KEYS[8], runLife)
           end
         end
         local list = not uv[3] and userXm ~= ei
@@ -362,7 +444,7 @@ internal static class RedisAdmissionScripts
           userXm = ei
           redis.call('ZADD', KEYS[2], e, e)
         end
-        local f = { 'x' .. e, (tonumber(uv[3]) or 0) + 1 }
+        local f = { xe, (tonumber(uv[3]) or 0) + 1 }
         -- A user's hash holds up to 61 rate-window fields: a value over 64 bytes makes Redis keep it as a hash
         -- table (constant-time field lookups) rather than a list it scans for every field of every HMGET and HSET.
         if not uv[2] then add(f, 'enc', string.rep('-', 65)) end
@@ -372,32 +454,44 @@ internal static class RedisAdmissionScripts
           if s.o == NONE then s.o = nowSec end
           local c, t = 0, 0
           if second then c, t = sunpack('<dd', second) end
-          add(f, 'w' .. nowSec, spack('<dd', c + 1, t + tok))
+          add(f, wn, spack('<dd', c + 1, t + tok))
         end
         local w = us or { n = un, k = uk, o = uo }
         if us then take(us, f, uv[4]) end
         add(f, 'u', spack('<dddddd', inFlight + 1, userXo, userXm, w.n, w.k, w.o))
-        redis.call('HSET', KEYS[1], unpack(f))
+        hset(KEYS[1], unpack(f))
         if ks then
           local kf = {}
           if not kv[1] then add(kf, 'enc', string.rep('-', 65)) end
           take(ks, kf, kv[2])
           add(kf, 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o))
-          redis.call('HSET', KEYS[9], unpack(kf))
+          hset(KEYS[9], unpack(kf))
         end
         local rq, tk = snapshot()
         return result(1, 0, 0, 0, 0, -1, rq, tk)
+        end
+
+        local out = {}
+        batching = #ARGV > 5
+        for i = 1, #ARGV / 5 do
+          local ko, ao = (i - 1) * 9, (i - 1) * 5
+          local r = reserveOne({ KEYS[ko + 1], KEYS[ko + 2], KEYS[ko + 3], KEYS[ko + 4], KEYS[ko + 5], KEYS[ko + 6], KEYS[ko + 7],
+                                 KEYS[ko + 8], KEYS[ko + 9] }, ARGV[ao + 1], ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5])
+          for j = 1, 15 do out[#out + 1] = r[j] end
+        end
+        flush()
+        return out
         """);
 
     // Settle (mode 1: the call happened, charge what it cost) or release (0: it never happened, undo it) a batch of
     // reservations: one script for several calls, as the store sends the settlements that queued while the previous
     // batch was in flight together (EVALSHA's own cost, ~45k Redis instructions, is then paid once per batch).
-    // KEYS: 9 per item, as Reserve's. ARGV: 2 per item: 1 the numbers below packed as 17 little-endian doubles,
-    //       2 request hash. Numbers: now, mode, expiry second, admission second, reserved usd, reserved tokens, actual
+    // KEYS: 9 per item, as Reserve's. ARGV: 4 per item: 1 the numbers below packed as 17 little-endian doubles,
+    //       2 request hash, 3 the expiry second's field name, 4 the admission second's (as Reserve's). Numbers: now, mode, expiry second, admission second, reserved usd, reserved tokens, actual
     //       usd, actual tokens, hasTeam, hasRun, hasUserRate, hasKeyRate, user period end, team period end, retention,
     //       run key life, run key refresh
     public static readonly RedisScript Finish = new("finish", Prelude + """
-        local function finishOne(ko, blob, hashArg)
+        local function finishOne(ko, blob, hashArg, xe, wa)
           local nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
                 refreshEvery = sunpack('<' .. string.rep('d', 17), blob)
           setNow(nowMs)
@@ -413,26 +507,26 @@ internal static class RedisAdmissionScripts
               local eu, et, ec = sunpack('<ddd', v[2])
               if ec <= 1 then
                 -- The second's last held call: its field goes (the hash stays small), its listing stays until it expires.
-                redis.call('HDEL', h, 'x' .. e)
+                hdel(h, xe)
               else
-                add(f, 'x' .. e, spack('<ddd', eu - ru, et - rt, ec - 1))
+                add(f, xe, spack('<ddd', eu - ru, et - rt, ec - 1))
               end
             end
             if settle or v[2] then add(f, 's', spack('<dddddddd', su, st, sc, r1, r2, r3, xo, xm)) end
-            if #f > 0 then redis.call('HSET', h, unpack(f)) end
+            if #f > 0 then hset(h, unpack(f)) end
           end
           local function period(h, pe)
-            local v = redis.call('HMGET', h, 's', 'x' .. e)
+            local v = hmget(h, 's', xe)
             finish(h, v, {})
             if settle and not v[1] and pe > 0 and pe - now + retention > 0 then
-              redis.call('PEXPIRE', h, pe - now + retention)
+              pexpire(h, pe - now + retention)
             end
           end
           period(KEYS[ko + 3], uEnd)
           if hasTeam == 1 then period(KEYS[ko + 5], tEnd) end
           if hasRun == 1 then
             local q = 'q:' .. hash
-            local v = redis.call('HMGET', KEYS[ko + 7], 's', 'x' .. e, 'r', q)
+            local v = hmget(KEYS[ko + 7], 's', xe, 'r', q)
             if v[3] then
               local start, _, refreshed, dl = sunpack('<dddd', v[3])
               local refresh = settle and now - refreshed >= refreshEvery
@@ -443,8 +537,8 @@ internal static class RedisAdmissionScripts
               end
               finish(KEYS[ko + 7], v, f)
               if refresh then
-                redis.call('PEXPIRE', KEYS[ko + 7], runLife)
-                redis.call('PEXPIRE', KEYS[ko + 8], runLife)
+                pexpire(KEYS[ko + 7], runLife)
+                pexpire(KEYS[ko + 8], runLife)
               end
             end
           end
@@ -455,42 +549,44 @@ internal static class RedisAdmissionScripts
             if o == NONE or o > ai or not second then return n, k end
             local c, t = sunpack('<dd', second)
             if settle then
-              add(f, 'w' .. a, spack('<dd', c, t + at - rt))
+              add(f, wa, spack('<dd', c, t + at - rt))
               return n, k + at - rt
             end
             if c <= 1 then
               -- The second's last live call: no zero-valued field is left behind.
-              redis.call('HDEL', h, 'w' .. a)
+              hdel(h, wa)
             else
-              add(f, 'w' .. a, spack('<dd', c - 1, t - rt))
+              add(f, wa, spack('<dd', c - 1, t - rt))
             end
             return n - 1, k - rt
           end
-          local uv = redis.call('HMGET', KEYS[ko + 1], 'u', 'x' .. e, 'w' .. a)
+          local uv = hmget(KEYS[ko + 1], 'u', xe, wa)
           if uv[1] then
             local inFlight, xo, xm, n, k, o = subject(uv[1])
             local f = {}
             if uv[2] then
               inFlight = inFlight - 1
-              if tonumber(uv[2]) <= 1 then redis.call('HDEL', KEYS[ko + 1], 'x' .. e) else add(f, 'x' .. e, tonumber(uv[2]) - 1) end
+              if tonumber(uv[2]) <= 1 then hdel(KEYS[ko + 1], xe) else add(f, xe, tonumber(uv[2]) - 1) end
             end
             if hasUserRate == 1 then n, k = rate(KEYS[ko + 1], f, n, k, o, uv[3]) end
             add(f, 'u', spack('<dddddd', inFlight, xo, xm, n, k, o))
-            redis.call('HSET', KEYS[ko + 1], unpack(f))
+            hset(KEYS[ko + 1], unpack(f))
           end
           if hasKeyRate == 1 then
-            local kv = redis.call('HMGET', KEYS[ko + 9], 'u', 'w' .. a)
+            local kv = hmget(KEYS[ko + 9], 'u', wa)
             if kv[1] then
               local _, _, _, n, k, o = subject(kv[1])
               local f = {}
               n, k = rate(KEYS[ko + 9], f, n, k, o, kv[2])
               add(f, 'u', spack('<dddddd', 0, NONE, NONE, n, k, o))
-              redis.call('HSET', KEYS[ko + 9], unpack(f))
+              hset(KEYS[ko + 9], unpack(f))
             end
           end
         end
-        for i = 1, #ARGV / 2 do finishOne((i - 1) * 9, ARGV[2 * i - 1], ARGV[2 * i]) end
-        return #ARGV / 2
+        batching = #ARGV > 4
+        for i = 1, #ARGV / 4 do finishOne((i - 1) * 9, ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]) end
+        flush()
+        return #ARGV / 4
         """);
 
     // KEYS: 1 run, 2 runx. ARGV: 1 now, 2 run idle, 3 '1' halt / '0' resume, 4 run key life
@@ -519,12 +615,13 @@ internal static class RedisAdmissionScripts
     public static readonly RedisScript RunState = new("run-state", Prelude + """
         setNow(tonumber(ARGV[1]))
         -- v: 3 r, 4 h, 5 limits, 6 user
-        local b = budget(KEYS[1], KEYS[2], '0', 'r', 'h', 'l', 'user')
+        local b = budget(KEYS[1], KEYS[2], 'x0', 'r', 'h', 'l', 'user')
         local v = b.v
-        if not v[3] then return {} end
+        if not v[3] then flush() return {} end
         local start, la, _, dl = sunpack('<dddd', v[3])
-        if now - la >= tonumber(ARGV[2]) then return {} end
-        if b.dirty then redis.call('HSET', KEYS[1], 's', state(b)) end
+        if now - la >= tonumber(ARGV[2]) then flush() return {} end
+        if b.dirty then hset(KEYS[1], 's', state(b)) end
+        flush()
         local lu, lt, lc = 0, 0, 0
         if v[5] then lu, lt, lc = sunpack('<ddd', v[5]) end
         local halted = 0
@@ -537,17 +634,18 @@ internal static class RedisAdmissionScripts
     public static readonly RedisScript UserState = new("user-state", Prelude + """
         setNow(tonumber(ARGV[1]))
         -- v: 3 limits, 4 pe
-        local b = budget(KEYS[3], KEYS[4], '0', 'l', 'pe')
-        if b.dirty then redis.call('HSET', KEYS[3], 's', state(b)) end
+        local b = budget(KEYS[3], KEYS[4], 'x0', 'l', 'pe')
+        if b.dirty then hset(KEYS[3], 's', state(b)) end
         local lu, lt, lc = 0, 0, 0
         if b.v[3] then lu, lt, lc = sunpack('<ddd', b.v[3]) end
-        local uv = redis.call('HMGET', KEYS[1], 'h', 'u')
+        local uv = hmget(KEYS[1], 'h', 'u')
         local inFlight, xo, xm, n, k, o = subject(uv[2])
         if xo ~= NONE and xo <= nowSec then
           local _, _, c, nx = expire(KEYS[1], KEYS[2], false)
           inFlight = inFlight - c
-          redis.call('HSET', KEYS[1], 'u', spack('<dddddd', inFlight, nx, xm, n, k, o))
+          hset(KEYS[1], 'u', spack('<dddddd', inFlight, nx, xm, n, k, o))
         end
+        flush()
         local halted = 0
         if uv[1] then halted = 1 end
         return { b.su, b.st, b.sc, b.ru, b.rt, lu, lt, lc, tonumber(b.v[4]) or 0, inFlight, halted }
