@@ -158,12 +158,12 @@ internal static class RedisAdmissionScripts
         -- A budget scope: hash h whose reservations here expire at field xe's second; extra fields follow from v[3].
         local function budget(h, z, xe, ...)
           local v = hmget(h, 's', xe, ...)
-          local b = { h = h, z = z, v = v, exists = v[1] and true or false }
-          if v[1] then
-            b.su, b.st, b.sc, b.ru, b.rt, b.rc, b.xo, b.xm = sunpack('<dddddddd', v[1])
-          else
-            b.su, b.st, b.sc, b.ru, b.rt, b.rc, b.xo, b.xm = 0, 0, 0, 0, 0, 0, NONE, NONE
-          end
+          local su, st, sc, ru, rt, rc, xo, xm = 0, 0, 0, 0, 0, 0, NONE, NONE
+          if v[1] then su, st, sc, ru, rt, rc, xo, xm = sunpack('<dddddddd', v[1]) end
+          -- Every field the scripts set is in the constructor: a Lua table that grows past its size is rebuilt.
+          local b = { h = h, z = z, v = v, exists = v[1] and true or false, su = su, st = st, sc = sc, ru = ru, rt = rt,
+                      rc = rc, xo = xo, xm = xm, dirty = false, start = -1, la = -1, refreshed = -1, dl = 0,
+                      halted = false, repeats = 0, absent = false }
           if b.xo ~= NONE and b.xo <= nowSec then
             local u, t, c, nx = expire(h, z, true)
             b.ru = b.ru - u; b.rt = b.rt - t; b.rc = b.rc - c
@@ -180,7 +180,7 @@ internal static class RedisAdmissionScripts
         end
         -- A rate window (calls n, tokens k, oldest second o) of hash h; seconds that have left it are subtracted and deleted.
         local function window(h, n, k, o)
-          local s = { h = h, n = n, k = k, o = o }
+          local s = { h = h, n = n, k = k, o = o, dirty = false }
           if o ~= NONE and o <= nowSec - 61 then
             local f = {}
             for b = o, o + 60 do f[#f + 1] = 'w' .. b end
