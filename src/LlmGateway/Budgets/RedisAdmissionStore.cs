@@ -415,57 +415,78 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// </summary>
     private async Task SendReservesAsync(List<PendingReserve> batch)
     {
-        while (true)
+        RedisResult[]? reply = null;
+        Exception? failure = null;
+        if (batch.Count > 0)
         {
-            if (batch.Count > 0)
+            try
             {
-                try
+                var keys = new RedisKey[batch.Count * KeyCount];
+                var args = new RedisValue[batch.Count * 5];
+                for (var i = 0; i < batch.Count; i++)
                 {
-                    var keys = new RedisKey[batch.Count * KeyCount];
-                    var args = new RedisValue[batch.Count * 5];
-                    for (var i = 0; i < batch.Count; i++)
-                    {
-                        var item = batch[i];
-                        item.Keys.CopyTo(keys, i * KeyCount);
-                        args[5 * i] = item.Numbers;
-                        args[(5 * i) + 1] = item.RequestHash;
-                        args[(5 * i) + 2] = item.User;
-                        args[(5 * i) + 3] = item.ExpiryField;
-                        args[(5 * i) + 4] = item.WindowField;
-                        item.Offset = i * ReserveReplyLength;
-                    }
-
-                    Interlocked.Increment(ref _reserveScripts);
-                    var reply = (RedisResult[])(await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false))!;
-                    if (reply.Length != batch.Count * ReserveReplyLength)
-                    {
-                        throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
-                    }
-
-                    foreach (var item in batch)
-                    {
-                        item.Done.TrySetResult(reply);
-                    }
+                    var item = batch[i];
+                    item.Keys.CopyTo(keys, i * KeyCount);
+                    args[5 * i] = item.Numbers;
+                    args[(5 * i) + 1] = item.RequestHash;
+                    args[(5 * i) + 2] = item.User;
+                    args[(5 * i) + 3] = item.ExpiryField;
+                    args[(5 * i) + 4] = item.WindowField;
+                    item.Offset = i * ReserveReplyLength;
                 }
-                catch (Exception exception)
+
+                Interlocked.Increment(ref _reserveScripts);
+
+                // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+                reply = (RedisResult[])(await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false))!;
+                if (reply.Length != batch.Count * ReserveReplyLength)
                 {
-                    foreach (var item in batch)
-                    {
-                        item.Done.TrySetException(exception);
-                        RedisConnection.Observe(item.Done.Task);
-                    }
+                    throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
                 }
             }
-
-            lock (_reserveLock)
+            catch (Exception exception)
             {
-                if (_pendingReserves.Count == 0)
-                {
-                    _reserving = false;
-                    return;
-                }
+                failure = exception;
+            }
+        }
 
-                batch = TakeReserveBatch();
+        // The next batch goes out before this one's callers go on with their requests.
+        List<PendingReserve>? next = null;
+        lock (_reserveLock)
+        {
+            if (_pendingReserves.Count == 0)
+            {
+                _reserving = false;
+            }
+            else
+            {
+                next = TakeReserveBatch();
+            }
+        }
+
+        if (next is not null)
+        {
+            _ = SendReservesAsync(next);
+        }
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var item = batch[i];
+            if (failure is not null)
+            {
+                item.Done.TrySetException(failure);
+                RedisConnection.Observe(item.Done.Task);
+            }
+            else if (i < batch.Count - 1)
+            {
+                // Each caller goes on with its request on a thread of its own; the last one on this thread (a call
+                // alone in its batch, as at low load, costs no hop between threads).
+                item.Reply = reply;
+                ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false);
+            }
+            else
+            {
+                item.Done.TrySetResult(reply!);
             }
         }
     }
@@ -639,8 +660,9 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         public TaskCompletionSource<bool> Done { get; } = new();
     }
 
-    /// <summary>An admission waiting for its batch.</summary>
+    /// <summary>An admission waiting for its batch; as a work item, it hands its batch's reply to its caller.</summary>
     private sealed class PendingReserve(RedisKey[] keys, byte[] numbers, string requestHash, string user, string expiryField, string windowField)
+        : IThreadPoolWorkItem
     {
         public string ExpiryField { get; } = expiryField;
 
@@ -660,11 +682,12 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         /// <summary>Its caller gave up (timeout, cancellation): not sent if it has not been yet.</summary>
         public volatile bool Abandoned;
 
-        /// <summary>
-        /// The batch's reply. Continuations run on the thread pool: each is the rest of a request, and the sender goes
-        /// on to the next batch at once.
-        /// </summary>
-        public TaskCompletionSource<RedisResult[]> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>The batch's reply, completed by the sender (inline for the batch's last call, else from the thread pool).</summary>
+        public TaskCompletionSource<RedisResult[]> Done { get; } = new();
+
+        public RedisResult[]? Reply { get; set; }
+
+        public void Execute() => Done.TrySetResult(Reply!);
     }
 
     private sealed record FieldNameCache(long Second, string Name);
