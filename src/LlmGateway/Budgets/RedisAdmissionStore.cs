@@ -38,7 +38,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _timeout;
     private readonly string _prefix;
-    private readonly RedisKey _unused;
+    private readonly string _unused;
     private readonly long _idleMs;
     private readonly long _retentionMs;
     private readonly long _inFlightRetryMs;
@@ -104,7 +104,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         var key = request.KeyId is { } keyId && !keyRates.IsUnlimited ? Subject(_keys, "k", keyId) : null;
         var hasUserRate = !userRates.IsUnlimited;
 
-        var keys = new RedisKey[KeyCount];
+        var keys = new string[KeyCount];
         keys[0] = user.Control;
         keys[1] = user.InFlight;
         keys[2] = userPeriod.Budget;
@@ -150,7 +150,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             _ = SendReservesAsync(batch);
         }
 
-        RedisResult[] replies;
+        RespReply[] replies;
         try
         {
             replies = await BoundAsync(item.Done.Task, RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false);
@@ -163,14 +163,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
 
         var reply = replies.AsSpan(item.Offset, ReserveReplyLength);
-        var requests = new RateLimitSnapshot((long)reply[6], (long)reply[7], TimeSpan.FromMilliseconds((long)reply[8]));
-        var tokenSnapshot = new RateLimitSnapshot((long)reply[9], (long)reply[10], TimeSpan.FromMilliseconds((long)reply[11]));
+        var requests = new RateLimitSnapshot(reply[6].AsInt64(), reply[7].AsInt64(), TimeSpan.FromMilliseconds(reply[8].AsInt64()));
+        var tokenSnapshot = new RateLimitSnapshot(reply[9].AsInt64(), reply[10].AsInt64(), TimeSpan.FromMilliseconds(reply[11].AsInt64()));
         var fractions = new BudgetFractions(
-            (long)reply[12] / AdmissionConstants.FractionScale,
-            (long)reply[13] / AdmissionConstants.FractionScale,
-            (long)reply[14] / AdmissionConstants.FractionScale);
+            reply[12].AsInt64() / AdmissionConstants.FractionScale,
+            reply[13].AsInt64() / AdmissionConstants.FractionScale,
+            reply[14].AsInt64() / AdmissionConstants.FractionScale);
 
-        if ((long)reply[0] == 1)
+        if (reply[0].AsInt64() == 1)
         {
             var reservation = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
             {
@@ -190,13 +190,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
         }
 
-        var limit = (AdmissionLimit)(long)reply[3];
-        var value = (long)reply[4];
-        var retry = (long)reply[5];
+        var limit = (AdmissionLimit)reply[3].AsInt64();
+        var value = reply[4].AsInt64();
+        var retry = reply[5].AsInt64();
         return new AdmissionResult(
             null,
-            (AdmissionRejection)(long)reply[1],
-            (AdmissionScope)(long)reply[2],
+            (AdmissionRejection)reply[1].AsInt64(),
+            (AdmissionScope)reply[2].AsInt64(),
             limit,
             limit switch
             {
@@ -295,7 +295,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     {
         try
         {
-            await RunAsync(db => db.PingAsync(), "ping", cancellationToken).ConfigureAwait(false);
+            // The connection admissions use: what this store's health means.
+            await BoundAsync(PingCoreAsync(), "ping", cancellationToken).ConfigureAwait(false);
             return true;
         }
         catch (AdmissionStoreUnavailableException)
@@ -415,14 +416,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// </summary>
     private async Task SendReservesAsync(List<PendingReserve> batch)
     {
-        RedisResult[]? reply = null;
+        RespReply[]? reply = null;
         Exception? failure = null;
         if (batch.Count > 0)
         {
             try
             {
-                var keys = new RedisKey[batch.Count * KeyCount];
-                var args = new RedisValue[batch.Count * 5];
+                var keys = new string[batch.Count * KeyCount];
+                var args = new object[batch.Count * 5];
                 for (var i = 0; i < batch.Count; i++)
                 {
                     var item = batch[i];
@@ -438,10 +439,10 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
                 Interlocked.Increment(ref _reserveScripts);
 
                 // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-                reply = (RedisResult[])(await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false))!;
-                if (reply.Length != batch.Count * ReserveReplyLength)
+                reply = (await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false)).Items;
+                if (reply is null || reply.Length != batch.Count * ReserveReplyLength)
                 {
-                    throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
+                    throw new InvalidOperationException($"The reserve script answered {reply?.Length ?? 0} numbers for {batch.Count} admissions.");
                 }
             }
             catch (Exception exception)
@@ -507,8 +508,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         {
             try
             {
-                var keys = new RedisKey[batch.Count * KeyCount];
-                var args = new RedisValue[batch.Count * 4];
+                var keys = new string[batch.Count * KeyCount];
+                var args = new object[batch.Count * 4];
                 for (var i = 0; i < batch.Count; i++)
                 {
                     batch[i].Keys.CopyTo(keys, i * KeyCount);
@@ -519,7 +520,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
                 }
 
                 // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-                await _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
+                await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
                 foreach (var item in batch)
                 {
                     item.Done.TrySetResult(true);
@@ -570,6 +571,12 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         return held;
     }
 
+    private async Task<bool> PingCoreAsync()
+    {
+        await _redis.PingScriptsAsync().ConfigureAwait(false);
+        return true;
+    }
+
     private long NowMs() => _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
 
     private ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken) =>
@@ -614,17 +621,17 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         private readonly string _name = name;
         private PeriodKeys? _period;
 
-        public RedisKey Control { get; } = prefix + "u:" + name;
+        public string Control { get; } = prefix + "u:" + name;
 
         /// <summary>The seconds at which the user's held reservations expire (in-flight slots).</summary>
-        public RedisKey InFlight { get; } = prefix + "ux:" + name;
+        public string InFlight { get; } = prefix + "ux:" + name;
 
         /// <summary>A gateway key's rate window (a user's lives in <see cref="Control"/>).</summary>
-        public RedisKey RateWindow { get; } = prefix + "kw:" + tag + ":" + name;
+        public string RateWindow { get; } = prefix + "kw:" + tag + ":" + name;
 
-        public RedisKey BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
+        public string BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
 
-        public RedisKey ReservationsKey(string periodKey) => _reservationsStem + periodKey + ":" + _name;
+        public string ReservationsKey(string periodKey) => _reservationsStem + periodKey + ":" + _name;
 
         public PeriodKeys GetPeriod(BudgetPeriod period, long nowMs)
         {
@@ -644,13 +651,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     /// <summary>A settlement or release waiting for its batch.</summary>
-    private sealed class PendingFinish(RedisKey[] keys, byte[] numbers, string requestHash, string expiryField, string windowField)
+    private sealed class PendingFinish(string[] keys, byte[] numbers, string requestHash, string expiryField, string windowField)
     {
         public string ExpiryField { get; } = expiryField;
 
         public string WindowField { get; } = windowField;
 
-        public RedisKey[] Keys { get; } = keys;
+        public string[] Keys { get; } = keys;
 
         public byte[] Numbers { get; } = numbers;
 
@@ -661,14 +668,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     /// <summary>An admission waiting for its batch; as a work item, it hands its batch's reply to its caller.</summary>
-    private sealed class PendingReserve(RedisKey[] keys, byte[] numbers, string requestHash, string user, string expiryField, string windowField)
+    private sealed class PendingReserve(string[] keys, byte[] numbers, string requestHash, string user, string expiryField, string windowField)
         : IThreadPoolWorkItem
     {
         public string ExpiryField { get; } = expiryField;
 
         public string WindowField { get; } = windowField;
 
-        public RedisKey[] Keys { get; } = keys;
+        public string[] Keys { get; } = keys;
 
         public byte[] Numbers { get; } = numbers;
 
@@ -683,24 +690,24 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         public volatile bool Abandoned;
 
         /// <summary>The batch's reply, completed by the sender (inline for the batch's last call, else from the thread pool).</summary>
-        public TaskCompletionSource<RedisResult[]> Done { get; } = new();
+        public TaskCompletionSource<RespReply[]> Done { get; } = new();
 
-        public RedisResult[]? Reply { get; set; }
+        public RespReply[]? Reply { get; set; }
 
         public void Execute() => Done.TrySetResult(Reply!);
     }
 
     private sealed record FieldNameCache(long Second, string Name);
 
-    private sealed record PeriodKeys(BudgetPeriod Period, long Id, RedisKey Budget, RedisKey Reservations, long EndMs);
+    private sealed record PeriodKeys(BudgetPeriod Period, long Id, string Budget, string Reservations, long EndMs);
 
-    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, RedisKey[] keys)
+    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, string[] keys)
         : Reservation(id, usdNanos, tokens, expiresAtMs)
     {
         public RedisAdmissionStore Store { get; } = store;
 
         /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
-        public RedisKey[] Keys { get; } = keys;
+        public string[] Keys { get; } = keys;
 
         /// <summary>The second whose held amounts include this reservation's (see the scripts' data layout).</summary>
         public long ExpirySecond { get; init; }
