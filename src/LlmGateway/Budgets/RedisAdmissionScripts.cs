@@ -589,6 +589,12 @@ internal static class RedisAdmissionScripts
         return #ARGV / 4
         """);
 
+    // KEYS: 1 u. A user's halt: every admission of theirs is refused until it is lifted.
+    public static readonly RedisScript HaltUser = new("halt-user", "redis.call('HSET', KEYS[1], 'h', 1) return 1");
+
+    // KEYS: 1 u.
+    public static readonly RedisScript ResumeUser = new("resume-user", "redis.call('HDEL', KEYS[1], 'h') return 1");
+
     // KEYS: 1 run, 2 runx. ARGV: 1 now, 2 run idle, 3 '1' halt / '0' resume, 4 run key life
     public static readonly RedisScript HaltRun = new("halt-run", """
         local now = tonumber(ARGV[1])

@@ -3,7 +3,6 @@ using System.Collections.Concurrent;
 using System.Net.Sockets;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
-using StackExchange.Redis;
 
 namespace LlmGateway.Budgets;
 
@@ -224,45 +223,45 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(user);
         var key = Subject(_users, "u", user).Control;
-        await RunAsync(db => db.HashSetAsync(key, "h", 1), "halt-user", cancellationToken).ConfigureAwait(false);
+        await EvaluateAsync(RedisAdmissionScripts.HaltUser, [key], [], cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask ResumeUserAsync(string user, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(user);
         var key = Subject(_users, "u", user).Control;
-        await RunAsync(db => db.HashDeleteAsync(key, "h"), "resume-user", cancellationToken).ConfigureAwait(false);
+        await EvaluateAsync(RedisAdmissionScripts.ResumeUser, [key], [], cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        RedisValue[] args = [NowMs(), _idleMs];
-        var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false))!;
+        string[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        object[] args = [Number(NowMs()), Number(_idleMs)];
+        var reply = (await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false)).Items ?? [];
         if (reply.Length == 0)
         {
             return null;
         }
 
-        var start = (long)reply[5];
-        var deadline = (long)reply[6];
-        var user = (string?)reply[13];
+        var start = reply[5].AsInt64();
+        var deadline = reply[6].AsInt64();
+        var user = reply[13].Text;
         return new RunBudgetState
         {
             RunId = runId,
             User = string.IsNullOrEmpty(user) ? null : user,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
+            SpentUsd = UsdAmount.ToUsd(reply[0].AsInt64()),
+            SpentTokens = reply[1].AsInt64(),
+            Calls = reply[2].AsInt64(),
+            ReservedUsd = UsdAmount.ToUsd(reply[3].AsInt64()),
+            ReservedTokens = reply[4].AsInt64(),
             StartedAt = start >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start) : null,
             Deadline = start >= 0 && deadline > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start + deadline) : null,
-            Halted = (long)reply[7] == 1,
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[8]), (long)reply[9], (long)reply[10]),
-            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds((long)reply[11]),
-            InFlight = (int)(long)reply[12],
+            Halted = reply[7].AsInt64() == 1,
+            Limits = new BudgetLimits(UsdAmount.ToUsd(reply[8].AsInt64()), reply[9].AsInt64(), reply[10].AsInt64()),
+            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds(reply[11].AsInt64()),
+            InFlight = (int)reply[12].AsInt64(),
         };
     }
 
@@ -271,23 +270,23 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         ArgumentException.ThrowIfNullOrEmpty(user);
         ArgumentException.ThrowIfNullOrEmpty(periodKey);
         var subject = Subject(_users, "u", user);
-        RedisKey[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
-        RedisValue[] args = [NowMs()];
-        var reply = (RedisResult[])(await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false))!;
-        var end = (long)reply[8];
+        string[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
+        object[] args = [Number(NowMs())];
+        var reply = (await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false)).Items ?? [];
+        var end = reply[8].AsInt64();
         return new UserBudgetState
         {
             User = user,
             PeriodKey = periodKey,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[5]), (long)reply[6], (long)reply[7]),
+            SpentUsd = UsdAmount.ToUsd(reply[0].AsInt64()),
+            SpentTokens = reply[1].AsInt64(),
+            Calls = reply[2].AsInt64(),
+            ReservedUsd = UsdAmount.ToUsd(reply[3].AsInt64()),
+            ReservedTokens = reply[4].AsInt64(),
+            Limits = new BudgetLimits(UsdAmount.ToUsd(reply[5].AsInt64()), reply[6].AsInt64(), reply[7].AsInt64()),
             PeriodEnd = end > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(end) : null,
-            InFlight = (int)(long)reply[9],
-            Halted = (long)reply[10] == 1,
+            InFlight = (int)reply[9].AsInt64(),
+            Halted = reply[10].AsInt64() == 1,
         };
     }
 
@@ -555,8 +554,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        RedisValue[] args = [NowMs(), _idleMs, Flag(halt), _idleMs + RunKeyRefreshMs];
+        string[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        object[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
         await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
     }
 
@@ -579,17 +578,10 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     private long NowMs() => _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
 
-    private ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken) =>
-        BoundAsync(_redis.EvaluateAsync(script, keys, args), script.Name, cancellationToken);
+    private ValueTask<RespReply> EvaluateAsync(RedisScript script, string[] keys, object[] args, CancellationToken cancellationToken) =>
+        BoundAsync(_redis.EvaluateScriptAsync(script, keys, args), script.Name, cancellationToken);
 
-    private ValueTask<T> RunAsync<T>(Func<IDatabase, Task<T>> operation, string name, CancellationToken cancellationToken) =>
-        BoundAsync(RunCoreAsync(operation), name, cancellationToken);
-
-    private async Task<T> RunCoreAsync<T>(Func<IDatabase, Task<T>> operation)
-    {
-        var database = await _redis.DatabaseAsync().ConfigureAwait(false);
-        return await operation(database).ConfigureAwait(false);
-    }
+    private static string Number(long value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
     /// Waits for a Redis call at most the operation timeout (real time). The multiplexer has its own timeouts, but a

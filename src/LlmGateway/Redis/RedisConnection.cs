@@ -16,7 +16,8 @@ internal sealed class RedisConnection : IDisposable
     private Task<ConnectionMultiplexer>? _connection;
     private bool _disposed;
 
-    public RedisConnection(string configuration, TimeSpan connectTimeout)
+    /// <param name="scriptClient">False keeps the request-path scripts on the multiplexer too (tests of that path).</param>
+    public RedisConnection(string configuration, TimeSpan connectTimeout, bool scriptClient = true)
     {
         ArgumentException.ThrowIfNullOrEmpty(configuration);
         _configuration = ConfigurationOptions.Parse(configuration);
@@ -29,7 +30,7 @@ internal sealed class RedisConnection : IDisposable
 
         // A call whose reply has not come after this long means Redis is hung or the link is dead (callers gave up
         // long before: store calls are bounded by their own, shorter, operation timeouts).
-        _scripts = RedisScriptClient.TryCreate(_configuration, connectTimeout, TimeSpan.FromMilliseconds(Math.Max(500, connectTimeout.TotalMilliseconds)));
+        _scripts = !scriptClient ? null : RedisScriptClient.TryCreate(_configuration, connectTimeout, TimeSpan.FromMilliseconds(Math.Max(500, connectTimeout.TotalMilliseconds)));
     }
 
     /// <summary>Whether the hot-path scripts run on the lean pipelined client (plain single-endpoint configurations).</summary>

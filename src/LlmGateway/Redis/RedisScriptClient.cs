@@ -137,7 +137,9 @@ internal sealed class RedisScriptClient : IDisposable
                     }
                 }
 
-                socket.SendTimeout = (int)Math.Max(1, _staleAfter.TotalMilliseconds);
+                // Sends never block a thread: a send buffer full means Redis stopped reading, and the connection is
+                // given up at once (every call on it reports Redis unavailable) rather than parking callers on it.
+                socket.Blocking = false;
                 var connection = new Connection(socket);
                 connection.Start();
                 if (_password is not null)
@@ -151,6 +153,12 @@ internal sealed class RedisScriptClient : IDisposable
                 }
 
                 _connection = connection;
+                if (_disposed)
+                {
+                    connection.Fail(new ObjectDisposedException(nameof(RedisScriptClient)));
+                    throw new ObjectDisposedException(nameof(RedisScriptClient));
+                }
+
                 return connection;
             }
             catch
@@ -335,7 +343,7 @@ internal sealed class RedisScriptClient : IDisposable
                 _waiters.Enqueue(waiter);
                 try
                 {
-                    // Loopback and LAN sends do not block unless Redis stopped reading; then SendTimeout ends them.
+                    // Non-blocking: a full send buffer (Redis stopped reading) throws WouldBlock and fails the connection.
                     var data = _send.WrittenSpan;
                     while (!data.IsEmpty)
                     {
