@@ -103,6 +103,12 @@ internal sealed partial class UpstreamResilience
             return existing.Pipeline;
         }
 
+        return BuildPipeline(upstream, options);
+    }
+
+    /// <remarks>Apart from <see cref="PipelineFor"/> so that the lambdas' closure over the upstream is only allocated when a pipeline is built, not on every call.</remarks>
+    private ResiliencePipeline<AttemptOutcome> BuildPipeline(string upstream, ResilienceOptions options)
+    {
         var breaker = options.CircuitBreaker;
         var builder = new ResiliencePipelineBuilder<AttemptOutcome> { TimeProvider = _time };
         if (options.MaxAttempts > 1)
@@ -238,7 +244,7 @@ internal sealed partial class UpstreamResilience
             return null;
         }
 
-        var bulkhead = _bulkheads.GetOrAdd(provider.Name, _ => new Bulkhead(options.MaxConcurrency, options.MaxQueue));
+        var bulkhead = _bulkheads.GetOrAdd(provider.Name, static (_, o) => new Bulkhead(o.MaxConcurrency, o.MaxQueue), options);
         if (bulkhead.Limit != options.MaxConcurrency || bulkhead.Queue != options.MaxQueue)
         {
             // Resized by a config reload: calls already inside keep their old slots.
