@@ -53,6 +53,18 @@ def commandstats(port):
     return stats
 
 
+def allocated_bytes(port):
+    """The gateway's GC allocated bytes so far, from its /metrics (System.Runtime meter); None for bare YARP."""
+    try:
+        _, _, body = h.http("GET", f"http://127.0.0.1:{port}/metrics", timeout=5)
+    except OSError:
+        return None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("dotnet_gc_heap_total_allocated_bytes"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", default="policies", choices=["yarp", "gateway", "policies", "redis", "cache"])
@@ -103,8 +115,10 @@ def main():
         stats = {name: subprocess.Popen(["perf", "stat", "-x", ",", "-e", "instructions", "-p", str(pid), "--",
                                          "sleep", str(args.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for name, pid in counted.items()} if shutil.which("perf") and not perf else {}
+        allocated_before = allocated_bytes(port) if args.variant != "yarp" else None
         with h.CpuMeter(target, procs, redis_proc) as m:
             r = h.wrk(port, "/v1/chat/completions", body, headers, args.seconds)
+        allocated_after = allocated_bytes(port) if allocated_before is not None else None
         instructions = {}
         for name, proc in stats.items():
             _, err = proc.communicate(timeout=args.seconds + 30)
@@ -119,7 +133,9 @@ def main():
         print(f"\n{args.variant}: {r['rps']:.0f} req/s saturated, {r['errors']} errors, "
               f"CPU {m.per_request_us(n):.1f} µs/req" +
               (f", Redis {m.per_request_us(n, 'extra'):.1f} µs/req" if redis_port else "") +
-              "".join(f"; {name} {count / n / 1000:.1f}k instructions/req" for name, count in instructions.items()))
+              "".join(f"; {name} {count / n / 1000:.1f}k instructions/req" for name, count in instructions.items()) +
+              (f"; {(allocated_after - allocated_before) / n:.0f} bytes allocated/req"
+               if allocated_before is not None and allocated_after is not None else ""))
         if redis_port:
             print("\nRedis commandstats during the load (per gateway request):")
             print("| command | calls/req | µs/req | µs/call |\n| --- | ---: | ---: | ---: |")

@@ -147,7 +147,7 @@ internal sealed class BudgetGuard
             RunDeadline = runs.Deadline ?? TimeSpan.Zero,
             RunMaxRepeats = runs.MaxRepeats,
             RunMaxInFlight = runs.MaxInFlight,
-            RequestHash = call.RunId is not null && runs.MaxRepeats > 0 ? Convert.ToBase64String(SHA256.HashData(body.Span)) : null,
+            RequestHash = call.RunId is not null && runs.MaxRepeats > 0 ? HashBody(body.Span) : null,
             ReserveUsd = free ? 0 : worstCase,
             ReserveTokens = free ? 0 : promptTokens + maxOutput,
             ReservationTtl = config.Options.Store.ReservationTtl,
@@ -184,6 +184,14 @@ internal sealed class BudgetGuard
         }
 
         return Describe(result, call);
+    }
+
+    /// <summary>The loop guard's request hash: base64 of the body's SHA-256, hashed on the stack (one string, no array).</summary>
+    private static string HashBody(ReadOnlySpan<byte> body)
+    {
+        Span<byte> hash = stackalloc byte[SHA256.HashSizeInBytes];
+        SHA256.HashData(body, hash);
+        return Convert.ToBase64String(hash);
     }
 
     /// <summary>Charges what the call cost, or gives everything back when nothing reached the caller.</summary>

@@ -390,7 +390,7 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         // Everything fits: hold the worst case everywhere.
         var sequence = ++_sequence;
         var expiresAtMs = AdmissionConstants.ExpirySecond(now + ttlMs) * AdmissionConstants.SecondMs;
-        var reservation = new MemoryReservation(this, ReservationIds.Format(_idPrefix, sequence), usd, tokens, expiresAtMs, sequence)
+        var reservation = new MemoryReservation(this, usd, tokens, expiresAtMs, sequence)
         {
             User = user,
             AdmissionSecond = nowSecond,
@@ -861,8 +861,8 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         }
     }
 
-    private sealed class MemoryReservation(InMemoryAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, long sequence)
-        : Reservation(id, usdNanos, tokens, expiresAtMs)
+    private sealed class MemoryReservation(InMemoryAdmissionStore store, long usdNanos, long tokens, long expiresAtMs, long sequence)
+        : Reservation(usdNanos, tokens, expiresAtMs)
     {
         public static readonly IComparer<MemoryReservation> ByExpiry = Comparer<MemoryReservation>.Create(static (a, b) =>
         {
@@ -873,6 +873,9 @@ internal sealed class InMemoryAdmissionStore : IAdmissionStore
         public InMemoryAdmissionStore Store { get; } = store;
 
         public long Sequence { get; } = sequence;
+
+        // Ids only appear in logs of failed settlements: formatted on demand, not on every admission.
+        private protected override string FormatId() => ReservationIds.Format(Store._idPrefix, Sequence);
 
         /// <summary>True while the worst case is held (not yet settled, released or expired).</summary>
         public bool Held { get; set; } = true;

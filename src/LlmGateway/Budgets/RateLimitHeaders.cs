@@ -6,6 +6,15 @@ namespace LlmGateway.Budgets;
 /// <summary>OpenAI's x-ratelimit-* headers, describing the caller's gateway limits (never the provider's).</summary>
 internal static class RateLimitHeaders
 {
+    // Every answer carries these headers: the values that repeat (small numbers, durations under a minute, the
+    // configured limits) are formatted once rather than allocated per call.
+    private const int CachedNumbers = 1000;
+    private static readonly string?[] Numbers = new string?[CachedNumbers];
+    private static readonly string?[] Milliseconds = new string?[CachedNumbers];
+    private static readonly string?[] Seconds = new string?[60];
+    private static FormattedLimit? s_requestsLimit;
+    private static FormattedLimit? s_tokensLimit;
+
     public static void Write(IHeaderDictionary headers, AdmissionResult? admission)
     {
         if (admission is null)
@@ -13,21 +22,35 @@ internal static class RateLimitHeaders
             return;
         }
 
-        Write(headers, admission.Requests, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests");
-        Write(headers, admission.Tokens, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
+        Write(headers, admission.Requests, ref s_requestsLimit, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests");
+        Write(headers, admission.Tokens, ref s_tokensLimit, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
     }
 
-    private static void Write(IHeaderDictionary headers, RateLimitSnapshot snapshot, string limit, string remaining, string reset)
+    private static void Write(IHeaderDictionary headers, RateLimitSnapshot snapshot, ref FormattedLimit? lastLimit, string limit, string remaining, string reset)
     {
         if (snapshot.Limit <= 0)
         {
             return;
         }
 
-        headers[limit] = snapshot.Limit.ToString(CultureInfo.InvariantCulture);
-        headers[remaining] = Math.Max(0, snapshot.Remaining).ToString(CultureInfo.InvariantCulture);
+        // The limit is a configured value: the last one formatted is almost always the one asked for.
+        var cached = Volatile.Read(ref lastLimit);
+        if (cached is null || cached.Value != snapshot.Limit)
+        {
+            cached = new FormattedLimit(snapshot.Limit, Number(snapshot.Limit));
+            Volatile.Write(ref lastLimit, cached);
+        }
+
+        headers[limit] = cached.Text;
+        headers[remaining] = Number(Math.Max(0, snapshot.Remaining));
         headers[reset] = FormatDuration(snapshot.ResetAfter);
     }
+
+    /// <summary>A number in invariant culture; those under 1,000 are formatted once.</summary>
+    internal static string Number(long value) =>
+        (ulong)value < CachedNumbers
+            ? Numbers[value] ??= value.ToString(CultureInfo.InvariantCulture)
+            : value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>OpenAI's duration format: "250ms", "1s", "6m0s".</summary>
     internal static string FormatDuration(TimeSpan value)
@@ -39,12 +62,17 @@ internal static class RateLimitHeaders
 
         if (value < TimeSpan.FromSeconds(1))
         {
-            return ((long)Math.Ceiling(value.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture) + "ms";
+            var ms = (long)Math.Ceiling(value.TotalMilliseconds);
+            return ms < CachedNumbers
+                ? Milliseconds[ms] ??= ms.ToString(CultureInfo.InvariantCulture) + "ms"
+                : ms.ToString(CultureInfo.InvariantCulture) + "ms";
         }
 
         var seconds = (long)Math.Ceiling(value.TotalSeconds);
         return seconds < 60
-            ? seconds.ToString(CultureInfo.InvariantCulture) + "s"
+            ? Seconds[seconds] ??= seconds.ToString(CultureInfo.InvariantCulture) + "s"
             : (seconds / 60).ToString(CultureInfo.InvariantCulture) + "m" + (seconds % 60).ToString(CultureInfo.InvariantCulture) + "s";
     }
+
+    private sealed record FormattedLimit(long Value, string Text);
 }

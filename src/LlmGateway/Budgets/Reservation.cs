@@ -5,17 +5,24 @@ namespace LlmGateway.Budgets;
 public abstract class Reservation
 {
     private int _completed;
+    private string? _id;
 
     private protected Reservation(string id, long usdNanos, long tokens, long expiresAtMs)
+        : this(usdNanos, tokens, expiresAtMs)
     {
-        Id = id;
+        _id = id;
+    }
+
+    /// <summary>For a store whose ids are only formatted when asked for (<see cref="FormatId"/>): most never are.</summary>
+    private protected Reservation(long usdNanos, long tokens, long expiresAtMs)
+    {
         UsdNanos = usdNanos;
         ReservedTokens = tokens;
         ExpiresAtMs = expiresAtMs;
     }
 
     /// <summary>Unique across replicas; for logs.</summary>
-    public string Id { get; }
+    public string Id => _id ??= FormatId();
 
     /// <summary>The worst-case cost held (rounded up to the store's nano-dollar unit).</summary>
     public decimal ReservedUsd => UsdAmount.ToUsd(UsdNanos);
@@ -29,6 +36,9 @@ public abstract class Reservation
     internal long UsdNanos { get; }
 
     internal long ExpiresAtMs { get; }
+
+    /// <summary>The id of a reservation made without one; formatting it twice in a race gives the same string.</summary>
+    private protected virtual string FormatId() => throw new InvalidOperationException("The reservation has no id.");
 
     /// <summary>First settle/release wins; the rest are no-ops.</summary>
     internal bool TryComplete() => Interlocked.Exchange(ref _completed, 1) == 0;

@@ -149,7 +149,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
     {
         headers[GatewayHeaders.RequestId] = call.RequestId;
         headers[GatewayHeaders.Model] = call.ServedModel.Name;
-        headers[GatewayHeaders.Attempts] = call.Attempts.ToString(CultureInfo.InvariantCulture);
+        headers[GatewayHeaders.Attempts] = Budgets.RateLimitHeaders.Number(call.Attempts);
         if (call.Downgrade is { } downgrade)
         {
             headers[GatewayHeaders.Downgrade] = downgrade;

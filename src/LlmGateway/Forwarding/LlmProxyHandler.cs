@@ -181,7 +181,10 @@ internal sealed class LlmProxyHandler
             }
 
             var body = BodyFor(call, originalBody);
-            outcome = await _resilience.ExecuteAsync(options, call, static s => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: body), context.RequestAborted);
+            using (var attempts = _resilience.Begin(options, call, context.RequestAborted))
+            {
+                outcome = attempts.Complete(await attempts.ExecuteAsync(static s => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: body)));
+            }
             if (outcome.Kind == AttemptKind.Delivered || context.RequestAborted.IsCancellationRequested)
             {
                 break;

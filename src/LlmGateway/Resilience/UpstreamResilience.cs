@@ -39,24 +39,34 @@ internal sealed partial class UpstreamResilience
 
     public RetryBudget RetryBudget { get; }
 
-    /// <summary>Runs <paramref name="attempt"/> against the call's current model until it delivers or the policy gives up.</summary>
-    /// <remarks>Without a bulkhead the pipeline awaits the attempt itself: no wrapper state machine per attempt.</remarks>
-    public async ValueTask<AttemptOutcome> ExecuteAsync<TState>(
-        ResilienceOptions options, LlmCall call, Func<TState, ValueTask<Outcome<AttemptOutcome>>> attempt, TState state, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts the attempts at the call's current model: the caller awaits <see cref="Attempts.ExecuteAsync"/>
+    /// itself, maps its outcome with <see cref="Attempts.Complete"/> and disposes the attempts.
+    /// </summary>
+    /// <remarks>
+    /// Not one async method around the pipeline: every call goes async (the attempt is real I/O), so such a wrapper
+    /// would allocate one more state machine per call. Without a bulkhead the pipeline awaits the attempt itself.
+    /// </remarks>
+    public Attempts Begin(ResilienceOptions options, LlmCall call, CancellationToken cancellationToken)
     {
         var model = call.ServedModel;
-        var upstream = model.Upstream;
-        var pipeline = PipelineFor(upstream, options);
+        var pipeline = PipelineFor(model.Upstream, options);
         var bulkhead = BulkheadFor(model.Provider);
 
         var context = ResilienceContextPool.Shared.Get(cancellationToken);
         context.Properties.Set(CallKey, call);
         context.Properties.Set(OptionsKey, options);
-        try
-        {
-            var outcome = bulkhead is null
-                ? await pipeline.ExecuteOutcomeAsync(static (_, s) => s.Attempt(s.State), context, (Attempt: attempt, State: state))
-                : await pipeline.ExecuteOutcomeAsync(
+        return new Attempts(pipeline, bulkhead, context, options);
+    }
+
+    /// <summary>One call's attempts at one model: the pipeline, the provider's bulkhead and a pooled Polly context.</summary>
+    internal readonly struct Attempts(ResiliencePipeline<AttemptOutcome> pipeline, Bulkhead? bulkhead, ResilienceContext context, ResilienceOptions options) : IDisposable
+    {
+        /// <summary>Runs <paramref name="attempt"/> until it delivers or the policy gives up.</summary>
+        public ValueTask<Outcome<AttemptOutcome>> ExecuteAsync<TState>(Func<TState, ValueTask<Outcome<AttemptOutcome>>> attempt, TState state) =>
+            bulkhead is null
+                ? pipeline.ExecuteOutcomeAsync(static (_, s) => s.Attempt(s.State), context, (Attempt: attempt, State: state))
+                : pipeline.ExecuteOutcomeAsync(
                     static async (ctx, s) =>
                     {
                         if (!await s.Bulkhead.TryEnterAsync(s.Options.AttemptTimeout, ctx.CancellationToken))
@@ -76,6 +86,9 @@ internal sealed partial class UpstreamResilience
                     context,
                     (Attempt: attempt, State: state, Bulkhead: bulkhead, Options: options));
 
+        /// <summary>The outcome of <see cref="ExecuteAsync"/>, with an open circuit as an outcome of its own.</summary>
+        public AttemptOutcome Complete(Outcome<AttemptOutcome> outcome)
+        {
             if (outcome.Exception is BrokenCircuitException broken)
             {
                 return new AttemptOutcome(AttemptKind.CircuitOpen, 503, broken.RetryAfter ?? options.CircuitBreaker.BreakDuration, "circuit_open");
@@ -89,10 +102,9 @@ internal sealed partial class UpstreamResilience
             outcome.ThrowIfException();
             return outcome.Result;
         }
-        finally
-        {
-            ResilienceContextPool.Shared.Return(context);
-        }
+
+        /// <summary>Gives the Polly context back to its pool.</summary>
+        public void Dispose() => ResilienceContextPool.Shared.Return(context);
     }
 
     private ResiliencePipeline<AttemptOutcome> PipelineFor(string upstream, ResilienceOptions options)
@@ -103,6 +115,12 @@ internal sealed partial class UpstreamResilience
             return existing.Pipeline;
         }
 
+        return BuildPipeline(upstream, options);
+    }
+
+    /// <remarks>Apart from <see cref="PipelineFor"/> so that the lambdas' closure over the upstream is only allocated when a pipeline is built, not on every call.</remarks>
+    private ResiliencePipeline<AttemptOutcome> BuildPipeline(string upstream, ResilienceOptions options)
+    {
         var breaker = options.CircuitBreaker;
         var builder = new ResiliencePipelineBuilder<AttemptOutcome> { TimeProvider = _time };
         if (options.MaxAttempts > 1)
@@ -238,7 +256,7 @@ internal sealed partial class UpstreamResilience
             return null;
         }
 
-        var bulkhead = _bulkheads.GetOrAdd(provider.Name, _ => new Bulkhead(options.MaxConcurrency, options.MaxQueue));
+        var bulkhead = _bulkheads.GetOrAdd(provider.Name, static (_, o) => new Bulkhead(o.MaxConcurrency, o.MaxQueue), options);
         if (bulkhead.Limit != options.MaxConcurrency || bulkhead.Queue != options.MaxQueue)
         {
             // Resized by a config reload: calls already inside keep their old slots.

@@ -236,7 +236,14 @@ internal sealed class GatewayMetrics
     public void SetBudget(string user, double spent, double limit)
     {
         ArgumentNullException.ThrowIfNull(user);
-        _budgets[user] = new BudgetState(spent, limit);
+
+        // Updated in place: replacing a two-double struct value would allocate a new dictionary node on every call.
+        var state = _budgets.GetOrAdd(user, static _ => new BudgetState());
+        lock (state)
+        {
+            state.Spent = spent;
+            state.Limit = limit;
+        }
     }
 
     /// <summary>Stops reporting a caller that is no longer configured.</summary>
@@ -286,9 +293,13 @@ internal sealed class GatewayMetrics
     {
         foreach (var (user, budget) in _budgets)
         {
-            yield return new Measurement<double>(
-                limit ? budget.Limit : budget.Spent,
-                new KeyValuePair<string, object?>(TelemetryTags.User, user));
+            double value;
+            lock (budget)
+            {
+                value = limit ? budget.Limit : budget.Spent;
+            }
+
+            yield return new Measurement<double>(value, new KeyValuePair<string, object?>(TelemetryTags.User, user));
         }
     }
 
@@ -303,5 +314,10 @@ internal sealed class GatewayMetrics
         return strings;
     }
 
-    private readonly record struct BudgetState(double Spent, double Limit);
+    /// <summary>One caller's budget gauge; written under its own lock so spend and limit are read as a pair.</summary>
+    private sealed class BudgetState
+    {
+        public double Spent;
+        public double Limit;
+    }
 }
