@@ -11,6 +11,7 @@ Everything it starts it stops.
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -53,6 +54,22 @@ def commandstats(port):
     return stats
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every thread of pid so far: each is a thread going to sleep or
+    being preempted, so their count per request measures hand-offs between threads (a count, not a time: the shared
+    machine does not disturb it much)."""
+    total = 0
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(status) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
 def allocated_bytes(port):
     """The gateway's GC allocated bytes so far, from its /metrics (System.Runtime meter); None for bare YARP."""
     try:
@@ -71,6 +88,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--perf", action="store_true")
+    parser.add_argument("--connections", type=int, default=h.SAT_CONNS, help="wrk connections (default: the harness's saturation setting)")
+    parser.add_argument("--delay-ms", type=int, default=0, help="pause per connection between requests: with --connections, a rough fixed rate (10 connections × 5 ms ≈ 2,000 req/s)")
     args = parser.parse_args()
     if args.seconds > 60:
         sys.exit("--seconds is capped at 60: every load run is bounded")
@@ -116,8 +135,11 @@ def main():
                                          "sleep", str(args.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for name, pid in counted.items()} if shutil.which("perf") and not perf else {}
         allocated_before = allocated_bytes(port) if args.variant != "yarp" else None
+        switches_before = context_switches(target.pid)
         with h.CpuMeter(target, procs, redis_proc) as m:
-            r = h.wrk(port, "/v1/chat/completions", body, headers, args.seconds)
+            r = h.wrk(port, "/v1/chat/completions", body, headers, args.seconds, conns=args.connections,
+                      delay_ms=args.delay_ms)
+        switches_after = context_switches(target.pid)
         allocated_after = allocated_bytes(port) if allocated_before is not None else None
         instructions = {}
         for name, proc in stats.items():
@@ -135,7 +157,8 @@ def main():
               (f", Redis {m.per_request_us(n, 'extra'):.1f} µs/req" if redis_port else "") +
               "".join(f"; {name} {count / n / 1000:.1f}k instructions/req" for name, count in instructions.items()) +
               (f"; {(allocated_after - allocated_before) / n:.0f} bytes allocated/req"
-               if allocated_before is not None and allocated_after is not None else ""))
+               if allocated_before is not None and allocated_after is not None else "") +
+              f"; {(switches_after - switches_before) / n:.2f} context switches/req")
         if redis_port:
             print("\nRedis commandstats during the load (per gateway request):")
             print("| command | calls/req | µs/req | µs/call |\n| --- | ---: | ---: | ---: |")
