@@ -26,6 +26,10 @@ public sealed class RedisMultiplexerAdmissionStoreTests(RedisServerFixture redis
     {
         var connection = new RedisConnection(redis.ConnectionString, options.ConnectTimeout, scriptClient: false);
         _connections.Add(connection);
+
+        // The multiplexer's handshake is several round trips: done here, so a loaded machine cannot make a test's
+        // first call time out on it (what these tests check is the scripts on this path, not connecting).
+        connection.ConnectAsync().WaitAsync(TimeSpan.FromSeconds(20)).GetAwaiter().GetResult();
         return new RedisAdmissionStore(connection, options, timeProvider, ownsConnection: true);
     }
 }
