@@ -113,8 +113,9 @@ public sealed class RedisScriptClientTests(RedisServerFixture redis) : IClassFix
         await client.PingAsync().WaitAsync(Timeout);
 
         // A script that keeps Redis busy for 1.5 s: everything else waits, as with a hung server.
-        var busy = Task.Run(() => redis.TryCommand(
-            "EVAL \"local s = redis.call('TIME') while true do local n = redis.call('TIME') if (n[1] - s[1]) * 1000000 + n[2] - s[2] > 1500000 then return 1 end end\" 0"));
+        var busy = Task.Factory.StartNew(() => redis.TryCommand(
+            "EVAL \"local s = redis.call('TIME') while true do local n = redis.call('TIME') if (n[1] - s[1]) * 1000000 + n[2] - s[2] > 1500000 then return 1 end end\" 0"),
+            CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default); // blocks a thread of its own, not a pool worker
         await Task.Delay(100);
         var stuck = client.EvaluateAsync(Echo, ["k"], ["x", "21"]);
         await Assert.ThrowsAsync<TimeoutException>(() => stuck.WaitAsync(TimeSpan.FromMilliseconds(200)));
