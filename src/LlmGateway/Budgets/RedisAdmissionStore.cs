@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
-using System.Net.Sockets;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
 
@@ -45,15 +44,11 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private readonly ConcurrentDictionary<string, SubjectKeys> _users = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _teams = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectKeys> _keys = new(StringComparer.Ordinal);
-    private readonly Lock _reserveLock = new();
-    private readonly List<PendingReserve> _pendingReserves = [];
-    private bool _reserving;
+    private readonly ScriptGroupCommit<PendingCall> _reserves;
+    private readonly ScriptGroupCommit<PendingCall> _finishes;
     private long _reserveScripts;
     private FieldNameCache? _expiryField;
     private FieldNameCache? _windowField;
-    private readonly Lock _finishLock = new();
-    private readonly List<PendingFinish> _pendingFinishes = [];
-    private bool _finishing;
     private long _sequence;
 
     /// <summary>A store with a connection of its own (tests, tools).</summary>
@@ -79,6 +74,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         _retentionMs = (long)options.PeriodRetention.TotalMilliseconds;
         _inFlightRetryMs = (long)options.InFlightRetryAfter.TotalMilliseconds;
         _idPrefix = ReservationIds.NewPrefix();
+        _reserves = new ScriptGroupCommit<PendingCall>(MaxReserveBatch, SendReservesAsync);
+        _finishes = new ScriptGroupCommit<PendingCall>(MaxFinishBatch, SendFinishesAsync);
     }
 
     /// <summary>Reserve scripts sent so far (each carries one or more admissions); for tests of the batching.</summary>
@@ -132,27 +129,11 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         ];
         var expiryField = FieldName(ref _expiryField, 'x', expirySecond);
         var windowField = FieldName(ref _windowField, 'w', AdmissionConstants.Second(now));
-        var item = new PendingReserve(keys, Pack(numbers), hash, request.User, expiryField, windowField);
-        List<PendingReserve>? batch = null;
-        lock (_reserveLock)
-        {
-            _pendingReserves.Add(item);
-            if (!_reserving)
-            {
-                _reserving = true;
-                batch = TakeReserveBatch();
-            }
-        }
-
-        if (batch is not null)
-        {
-            _ = SendReservesAsync(batch);
-        }
-
-        RespReply[] replies;
+        var item = new PendingCall(keys, Pack(numbers), hash, request.User, expiryField, windowField);
+        RespReply batchReply;
         try
         {
-            replies = await BoundAsync(item.Done.Task, RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false);
+            batchReply = await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -161,7 +142,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             throw;
         }
 
-        var reply = replies.AsSpan(item.Offset, ReserveReplyLength);
+        var reply = batchReply.Items.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
         var requests = new RateLimitSnapshot(reply[6].AsInt64(), reply[7].AsInt64(), TimeSpan.FromMilliseconds(reply[8].AsInt64()));
         var tokenSnapshot = new RateLimitSnapshot(reply[9].AsInt64(), reply[10].AsInt64(), TimeSpan.FromMilliseconds(reply[11].AsInt64()));
         var fractions = new BudgetFractions(
@@ -347,10 +328,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     /// <summary>
-    /// Settle or release: one script for both, as they touch the same fields. Sent at once when no settlement is in
-    /// flight; otherwise queued and sent with the others that queue meanwhile, in one script, as soon as the one in
-    /// flight answers (group commit: no added wait at low load, one EVALSHA for many calls under load). The caller
-    /// still waits for its own settlement, so a read after it sees it.
+    /// Settle or release: one script for both, as they touch the same fields, group-committed like admissions
+    /// (<see cref="ScriptGroupCommit{T}"/>). The caller still waits for its own settlement, so a read after it sees it.
     /// </summary>
     private async ValueTask FinishAsync(Reservation reservation, bool settle, long actualUsd, long actualTokens, CancellationToken cancellationToken)
     {
@@ -366,185 +345,54 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
             held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs,
         ];
-        var item = new PendingFinish(held.Keys, Pack(numbers), held.RequestHash, held.ExpiryField, held.WindowField);
-        List<PendingFinish>? batch = null;
-        lock (_finishLock)
-        {
-            _pendingFinishes.Add(item);
-            if (!_finishing)
-            {
-                _finishing = true;
-                batch = TakeFinishBatch();
-            }
-        }
-
-        if (batch is not null)
-        {
-            _ = SendFinishesAsync(batch);
-        }
-
-        await BoundAsync(item.Done.Task, RedisAdmissionScripts.Finish.Name, cancellationToken).ConfigureAwait(false);
+        var item = new PendingCall(held.Keys, Pack(numbers), held.RequestHash, null, held.ExpiryField, held.WindowField);
+        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Up to <see cref="MaxReserveBatch"/> queued admissions, oldest first, leaving out those whose caller gave up
-    /// before they were sent. Call under the lock.
+    /// One reserve script for a batch of admissions. The script admits them in order, each exactly as its own script
+    /// would, so no limit is looser for being batched.
     /// </summary>
-    private List<PendingReserve> TakeReserveBatch()
+    private async Task<RespReply> SendReservesAsync(List<PendingCall> batch)
     {
-        var batch = new List<PendingReserve>(Math.Min(_pendingReserves.Count, MaxReserveBatch));
-        var taken = 0;
-        while (taken < _pendingReserves.Count && batch.Count < MaxReserveBatch)
-        {
-            var item = _pendingReserves[taken++];
-            if (!item.Abandoned)
-            {
-                batch.Add(item);
-            }
-        }
-
-        _pendingReserves.RemoveRange(0, taken);
-        return batch;
-    }
-
-    /// <summary>
-    /// Admissions go out like settlements (group commit): at once when none is in flight, else together with the others
-    /// that queued meanwhile, in one script, as soon as the one in flight answers. The script admits them in order,
-    /// each exactly as its own script would, so no limit is looser for it; at low load every batch is one call and
-    /// adds no wait. Each caller learns its own answer.
-    /// </summary>
-    private async Task SendReservesAsync(List<PendingReserve> batch)
-    {
-        RespReply[]? reply = null;
-        Exception? failure = null;
-        if (batch.Count > 0)
-        {
-            try
-            {
-                var keys = new string[batch.Count * KeyCount];
-                var args = new object[batch.Count * 5];
-                for (var i = 0; i < batch.Count; i++)
-                {
-                    var item = batch[i];
-                    item.Keys.CopyTo(keys, i * KeyCount);
-                    args[5 * i] = item.Numbers;
-                    args[(5 * i) + 1] = item.RequestHash;
-                    args[(5 * i) + 2] = item.User;
-                    args[(5 * i) + 3] = item.ExpiryField;
-                    args[(5 * i) + 4] = item.WindowField;
-                    item.Offset = i * ReserveReplyLength;
-                }
-
-                Interlocked.Increment(ref _reserveScripts);
-
-                // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-                reply = (await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false)).Items;
-                if (reply is null || reply.Length != batch.Count * ReserveReplyLength)
-                {
-                    throw new InvalidOperationException($"The reserve script answered {reply?.Length ?? 0} numbers for {batch.Count} admissions.");
-                }
-            }
-            catch (Exception exception)
-            {
-                failure = exception;
-            }
-        }
-
-        // The next batch goes out before this one's callers go on with their requests.
-        List<PendingReserve>? next = null;
-        lock (_reserveLock)
-        {
-            if (_pendingReserves.Count == 0)
-            {
-                _reserving = false;
-            }
-            else
-            {
-                next = TakeReserveBatch();
-            }
-        }
-
-        if (next is not null)
-        {
-            _ = SendReservesAsync(next);
-        }
-
+        var keys = new string[batch.Count * KeyCount];
+        var args = new object[batch.Count * 5];
         for (var i = 0; i < batch.Count; i++)
         {
             var item = batch[i];
-            if (failure is not null)
-            {
-                item.Done.TrySetException(failure);
-                RedisConnection.Observe(item.Done.Task);
-            }
-            else if (i < batch.Count - 1)
-            {
-                // Each caller goes on with its request on a thread of its own; the last one on this thread (a call
-                // alone in its batch, as at low load, costs no hop between threads).
-                item.Reply = reply;
-                ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false);
-            }
-            else
-            {
-                item.Done.TrySetResult(reply!);
-            }
+            item.Keys.CopyTo(keys, i * KeyCount);
+            args[5 * i] = item.Numbers;
+            args[(5 * i) + 1] = item.RequestHash;
+            args[(5 * i) + 2] = item.User!;
+            args[(5 * i) + 3] = item.ExpiryField;
+            args[(5 * i) + 4] = item.WindowField;
         }
+
+        Interlocked.Increment(ref _reserveScripts);
+
+        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+        var reply = await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
+        return reply.Items?.Length == batch.Count * ReserveReplyLength
+            ? reply
+            : throw new InvalidOperationException($"The reserve script answered {reply.Items?.Length ?? 0} numbers for {batch.Count} admissions.");
     }
 
-    /// <summary>Up to <see cref="MaxFinishBatch"/> queued settlements, oldest first. Call under the lock.</summary>
-    private List<PendingFinish> TakeFinishBatch()
+    /// <summary>One finish script for a batch of settlements and releases.</summary>
+    private Task<RespReply> SendFinishesAsync(List<PendingCall> batch)
     {
-        var count = Math.Min(_pendingFinishes.Count, MaxFinishBatch);
-        var batch = _pendingFinishes.GetRange(0, count);
-        _pendingFinishes.RemoveRange(0, count);
-        return batch;
-    }
-
-    /// <summary>Sends batches until the queue is empty; each item learns its batch's outcome.</summary>
-    private async Task SendFinishesAsync(List<PendingFinish> batch)
-    {
-        while (true)
+        var keys = new string[batch.Count * KeyCount];
+        var args = new object[batch.Count * 4];
+        for (var i = 0; i < batch.Count; i++)
         {
-            try
-            {
-                var keys = new string[batch.Count * KeyCount];
-                var args = new object[batch.Count * 4];
-                for (var i = 0; i < batch.Count; i++)
-                {
-                    batch[i].Keys.CopyTo(keys, i * KeyCount);
-                    args[4 * i] = batch[i].Numbers;
-                    args[(4 * i) + 1] = batch[i].RequestHash;
-                    args[(4 * i) + 2] = batch[i].ExpiryField;
-                    args[(4 * i) + 3] = batch[i].WindowField;
-                }
-
-                // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-                await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
-                foreach (var item in batch)
-                {
-                    item.Done.TrySetResult(true);
-                }
-            }
-            catch (Exception exception)
-            {
-                foreach (var item in batch)
-                {
-                    item.Done.TrySetException(exception);
-                    RedisConnection.Observe(item.Done.Task);
-                }
-            }
-
-            lock (_finishLock)
-            {
-                if (_pendingFinishes.Count == 0)
-                {
-                    _finishing = false;
-                    return;
-                }
-
-                batch = TakeFinishBatch();
-            }
+            batch[i].Keys.CopyTo(keys, i * KeyCount);
+            args[4 * i] = batch[i].Numbers;
+            args[(4 * i) + 1] = batch[i].RequestHash;
+            args[(4 * i) + 2] = batch[i].ExpiryField;
+            args[(4 * i) + 3] = batch[i].WindowField;
         }
+
+        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+        return _redis.EvaluateScriptAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout);
     }
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
@@ -642,51 +490,22 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
     }
 
-    /// <summary>A settlement or release waiting for its batch.</summary>
-    private sealed class PendingFinish(string[] keys, byte[] numbers, string requestHash, string expiryField, string windowField)
+    /// <summary>An admission, settlement or release waiting for its batch: its keys and arguments.</summary>
+    private sealed class PendingCall(string[] keys, byte[] numbers, string requestHash, string? user, string expiryField, string windowField)
+        : ScriptGroupCommit<PendingCall>.Call
     {
-        public string ExpiryField { get; } = expiryField;
-
-        public string WindowField { get; } = windowField;
-
         public string[] Keys { get; } = keys;
 
         public byte[] Numbers { get; } = numbers;
 
         public string RequestHash { get; } = requestHash;
 
-        /// <summary>Completed by the sender outside its lock; continuations run inline (a settle queued from one only queues).</summary>
-        public TaskCompletionSource<bool> Done { get; } = new();
-    }
+        /// <summary>The user (admissions only).</summary>
+        public string? User { get; } = user;
 
-    /// <summary>An admission waiting for its batch; as a work item, it hands its batch's reply to its caller.</summary>
-    private sealed class PendingReserve(string[] keys, byte[] numbers, string requestHash, string user, string expiryField, string windowField)
-        : IThreadPoolWorkItem
-    {
         public string ExpiryField { get; } = expiryField;
 
         public string WindowField { get; } = windowField;
-
-        public string[] Keys { get; } = keys;
-
-        public byte[] Numbers { get; } = numbers;
-
-        public string RequestHash { get; } = requestHash;
-
-        public string User { get; } = user;
-
-        /// <summary>Where this admission's answer starts in its batch's reply.</summary>
-        public int Offset { get; set; }
-
-        /// <summary>Its caller gave up (timeout, cancellation): not sent if it has not been yet.</summary>
-        public volatile bool Abandoned;
-
-        /// <summary>The batch's reply, completed by the sender (inline for the batch's last call, else from the thread pool).</summary>
-        public TaskCompletionSource<RespReply[]> Done { get; } = new();
-
-        public RespReply[]? Reply { get; set; }
-
-        public void Execute() => Done.TrySetResult(Reply!);
     }
 
     private sealed record FieldNameCache(long Second, string Name);

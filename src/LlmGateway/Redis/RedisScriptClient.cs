@@ -329,7 +329,7 @@ internal sealed class RedisScriptClient : IDisposable
 
         public Task<RespReply> SendAsync(Command command)
         {
-            var waiter = new Waiter(new TaskCompletionSource<RespReply>(), Stopwatch.GetTimestamp());
+            var waiter = new Waiter(Stopwatch.GetTimestamp());
             Exception? sendFailure = null;
             lock (_lock)
             {
@@ -361,7 +361,7 @@ internal sealed class RedisScriptClient : IDisposable
                 Fail(sendFailure); // fails every waiter, this one included
             }
 
-            return waiter.Reply.Task;
+            return waiter.Done.Task;
         }
 
         /// <summary>Closes the connection; every caller still waiting fails with <see cref="IOException"/>.</summary>
@@ -384,8 +384,8 @@ internal sealed class RedisScriptClient : IDisposable
             var failure = reason as IOException ?? new IOException("The Redis connection failed.", reason);
             foreach (var waiter in waiting)
             {
-                waiter.Reply.TrySetException(failure);
-                RedisConnection.Observe(waiter.Reply.Task);
+                waiter.Done.TrySetException(failure);
+                RedisConnection.Observe(waiter.Done.Task);
             }
         }
 
@@ -394,7 +394,7 @@ internal sealed class RedisScriptClient : IDisposable
             var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
             var start = 0;
             var end = 0;
-            var ready = new List<(Waiter Waiter, RespReply Reply)>();
+            var ready = new List<Waiter>();
             try
             {
                 while (true)
@@ -427,7 +427,7 @@ internal sealed class RedisScriptClient : IDisposable
                     while (RespReply.TryParse(buffer.AsSpan(start, end - start), out var reply, out var consumed))
                     {
                         start += consumed;
-                        Waiter waiter;
+                        Waiter? waiter;
                         lock (_lock)
                         {
                             if (!_waiters.TryDequeue(out waiter))
@@ -436,7 +436,8 @@ internal sealed class RedisScriptClient : IDisposable
                             }
                         }
 
-                        ready.Add((waiter, reply));
+                        waiter.Reply = reply;
+                        ready.Add(waiter);
                     }
 
                     if (start == end)
@@ -444,20 +445,8 @@ internal sealed class RedisScriptClient : IDisposable
                         start = end = 0;
                     }
 
-                    // The last caller goes on on this thread (at low load the only one: no hop between threads); any
-                    // others first, from the thread pool, so one caller's work never holds back the others' replies.
-                    for (var i = 0; i < ready.Count - 1; i++)
-                    {
-                        var (waiter, reply) = ready[i];
-                        ThreadPool.UnsafeQueueUserWorkItem(static state => state.Waiter.Reply.TrySetResult(state.Reply), (Waiter: waiter, Reply: reply), preferLocal: false);
-                    }
-
-                    if (ready.Count > 0)
-                    {
-                        var (waiter, reply) = ready[^1];
-                        ready.Clear();
-                        waiter.Reply.TrySetResult(reply);
-                    }
+                    PendingReply.HandOff(ready);
+                    ready.Clear();
                 }
             }
             catch (Exception exception)
@@ -470,7 +459,11 @@ internal sealed class RedisScriptClient : IDisposable
             }
         }
 
-        private readonly record struct Waiter(TaskCompletionSource<RespReply> Reply, long SentAt);
+        /// <summary>A caller waiting for the reply to the command it sent at <see cref="SentAt"/> (timestamp).</summary>
+        private sealed class Waiter(long sentAt) : PendingReply
+        {
+            public long SentAt { get; } = sentAt;
+        }
     }
 }
 

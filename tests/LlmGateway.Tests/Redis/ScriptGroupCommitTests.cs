@@ -1,0 +1,86 @@
+using LlmGateway.Redis;
+
+namespace LlmGateway.Tests.Redis;
+
+/// <summary>The batching logic alone, with a sender the test controls (the Redis side is in RedisAdmissionStoreTests).</summary>
+public sealed class ScriptGroupCommitTests
+{
+    [Fact]
+    public async Task FirstCallGoesAlone_CallsQueuedMeanwhileGoTogetherInOrder_AndAbandonedOnesAreLeftOut()
+    {
+        var sender = new Sender();
+        var commit = new ScriptGroupCommit<Call>(maxBatch: 3, sender.SendAsync);
+        var calls = Enumerable.Range(0, 6).Select(i => new Call(i)).ToList();
+
+        var first = commit.Enqueue(calls[0]);
+        var rest = calls.Skip(1).Select(commit.Enqueue).ToList();
+        calls[2].Abandoned = true; // its caller gave up before it was sent
+        Assert.Equal([[0]], sender.Batches);
+
+        sender.Answer(0, RespReply.FromInteger(100));
+        Assert.Equal(100, (await first).Integer);
+        Assert.Equal([1, 3, 4], sender.Batches[1]); // at most 3, in order, without the abandoned one
+        Assert.Equal([0, 1, 2], calls.Where(c => sender.Batches[1].Contains(c.Id)).Select(c => c.Index));
+
+        sender.Answer(1, RespReply.FromInteger(101));
+        Assert.Equal([5], sender.Batches[2]);
+        sender.Answer(2, RespReply.FromInteger(102));
+        Assert.Equal([101, 101, 101, 102], (await Task.WhenAll(rest[0], rest[2], rest[3], rest[4])).Select(r => r.Integer));
+        Assert.False(rest[1].IsCompleted); // never sent, never answered: its caller already gave up
+    }
+
+    [Fact]
+    public async Task FailedBatch_FailsItsCallsOnly_AndTheNextBatchStillGoes()
+    {
+        var sender = new Sender();
+        var commit = new ScriptGroupCommit<Call>(maxBatch: 10, sender.SendAsync);
+        var first = commit.Enqueue(new Call(0));
+        var second = commit.Enqueue(new Call(1));
+
+        sender.Fail(0, new IOException("connection lost"));
+
+        await Assert.ThrowsAsync<IOException>(() => first);
+        sender.Answer(1, RespReply.FromInteger(7));
+        Assert.Equal(7, (await second).Integer);
+    }
+
+    [Fact]
+    public async Task NextBatchGoesOut_BeforeThisBatchsCallersGoOn()
+    {
+        var sender = new Sender();
+        var commit = new ScriptGroupCommit<Call>(maxBatch: 10, sender.SendAsync);
+        var first = commit.Enqueue(new Call(0));
+        _ = commit.Enqueue(new Call(1));
+        var batchesWhenTheFirstCallerWentOn = 0;
+        var resumed = first.ContinueWith(_ => batchesWhenTheFirstCallerWentOn = sender.Batches.Count, TaskContinuationOptions.ExecuteSynchronously);
+
+        sender.Answer(0, RespReply.FromInteger(1));
+        await resumed;
+
+        Assert.Equal(2, batchesWhenTheFirstCallerWentOn);
+    }
+
+    private sealed class Call(int id) : ScriptGroupCommit<Call>.Call
+    {
+        public int Id { get; } = id;
+    }
+
+    private sealed class Sender
+    {
+        private readonly List<TaskCompletionSource<RespReply>> _replies = [];
+
+        public List<int[]> Batches { get; } = [];
+
+        public Task<RespReply> SendAsync(List<Call> batch)
+        {
+            Batches.Add([.. batch.Select(c => c.Id)]);
+            var reply = new TaskCompletionSource<RespReply>();
+            _replies.Add(reply);
+            return reply.Task;
+        }
+
+        public void Answer(int batch, RespReply reply) => _replies[batch].SetResult(reply);
+
+        public void Fail(int batch, Exception exception) => _replies[batch].SetException(exception);
+    }
+}
