@@ -24,7 +24,6 @@ internal sealed class RedisConnection : IDisposable
         _configuration.AbortOnConnectFail = false;
         _configuration.ConnectTimeout = (int)connectTimeout.TotalMilliseconds;
         _configuration.SyncTimeout = (int)connectTimeout.TotalMilliseconds;
-        _configuration.ResponseTimeout = (int)connectTimeout.TotalMilliseconds;
         _configuration.KeepAlive = 5;
         _configuration.SetDefaultPorts();
 
@@ -83,15 +82,7 @@ internal sealed class RedisConnection : IDisposable
             {
                 // With AbortOnConnectFail=false the multiplexer comes back even while Redis is down and keeps
                 // reconnecting in the background; a faulted task (bad configuration) is retried on the next call.
-                _connection = Task.Run(async () =>
-                {
-                    var multiplexer = await ConnectionMultiplexer.ConnectAsync(_configuration).ConfigureAwait(false);
-                    // 1.2.x completes every async call of the connection in order, one at a time on one worker: every
-                    // gateway request's continuation after Redis waited in that one queue. Order across unrelated
-                    // calls means nothing here (each caller awaits its own reply).
-                    multiplexer.PreserveAsyncOrder = false;
-                    return multiplexer;
-                });
+                _connection = Task.Run(async () => await ConnectionMultiplexer.ConnectAsync(_configuration).ConfigureAwait(false));
             }
 
             return _connection;
