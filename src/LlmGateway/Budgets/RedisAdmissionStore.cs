@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
+using StackExchange.Redis;
 
 namespace LlmGateway.Budgets;
 
@@ -100,7 +101,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         var key = request.KeyId is { } keyId && !keyRates.IsUnlimited ? Subject(_keys, "k", keyId) : null;
         var hasUserRate = !userRates.IsUnlimited;
 
-        var keys = new string[KeyCount];
+        var keys = new RedisKey[KeyCount];
         keys[0] = user.Control;
         keys[1] = user.InFlight;
         keys[2] = userPeriod.Budget;
@@ -130,10 +131,10 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         var expiryField = FieldName(ref _expiryField, 'x', expirySecond);
         var windowField = FieldName(ref _windowField, 'w', AdmissionConstants.Second(now));
         var item = new PendingCall(keys, Pack(numbers), hash, request.User, expiryField, windowField);
-        RespReply batchReply;
+        long[] batchReply;
         try
         {
-            batchReply = await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false);
+            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false))!;
         }
         catch
         {
@@ -142,15 +143,15 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             throw;
         }
 
-        var reply = batchReply.Items.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
-        var requests = new RateLimitSnapshot(reply[6].AsInt64(), reply[7].AsInt64(), TimeSpan.FromMilliseconds(reply[8].AsInt64()));
-        var tokenSnapshot = new RateLimitSnapshot(reply[9].AsInt64(), reply[10].AsInt64(), TimeSpan.FromMilliseconds(reply[11].AsInt64()));
+        var reply = batchReply.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
+        var requests = new RateLimitSnapshot(reply[6], reply[7], TimeSpan.FromMilliseconds(reply[8]));
+        var tokenSnapshot = new RateLimitSnapshot(reply[9], reply[10], TimeSpan.FromMilliseconds(reply[11]));
         var fractions = new BudgetFractions(
-            reply[12].AsInt64() / AdmissionConstants.FractionScale,
-            reply[13].AsInt64() / AdmissionConstants.FractionScale,
-            reply[14].AsInt64() / AdmissionConstants.FractionScale);
+            reply[12] / AdmissionConstants.FractionScale,
+            reply[13] / AdmissionConstants.FractionScale,
+            reply[14] / AdmissionConstants.FractionScale);
 
-        if (reply[0].AsInt64() == 1)
+        if (reply[0] == 1)
         {
             var reservation = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
             {
@@ -170,13 +171,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
         }
 
-        var limit = (AdmissionLimit)reply[3].AsInt64();
-        var value = reply[4].AsInt64();
-        var retry = reply[5].AsInt64();
+        var limit = (AdmissionLimit)reply[3];
+        var value = reply[4];
+        var retry = reply[5];
         return new AdmissionResult(
             null,
-            (AdmissionRejection)reply[1].AsInt64(),
-            (AdmissionScope)reply[2].AsInt64(),
+            (AdmissionRejection)reply[1],
+            (AdmissionScope)reply[2],
             limit,
             limit switch
             {
@@ -217,32 +218,32 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        string[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        object[] args = [Number(NowMs()), Number(_idleMs)];
-        var reply = (await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false)).Items ?? [];
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
+        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
         if (reply.Length == 0)
         {
             return null;
         }
 
-        var start = reply[5].AsInt64();
-        var deadline = reply[6].AsInt64();
-        var user = reply[13].Text;
+        var start = (long)reply[5];
+        var deadline = (long)reply[6];
+        var user = (string?)reply[13];
         return new RunBudgetState
         {
             RunId = runId,
             User = string.IsNullOrEmpty(user) ? null : user,
-            SpentUsd = UsdAmount.ToUsd(reply[0].AsInt64()),
-            SpentTokens = reply[1].AsInt64(),
-            Calls = reply[2].AsInt64(),
-            ReservedUsd = UsdAmount.ToUsd(reply[3].AsInt64()),
-            ReservedTokens = reply[4].AsInt64(),
+            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
+            SpentTokens = (long)reply[1],
+            Calls = (long)reply[2],
+            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
+            ReservedTokens = (long)reply[4],
             StartedAt = start >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start) : null,
             Deadline = start >= 0 && deadline > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start + deadline) : null,
-            Halted = reply[7].AsInt64() == 1,
-            Limits = new BudgetLimits(UsdAmount.ToUsd(reply[8].AsInt64()), reply[9].AsInt64(), reply[10].AsInt64()),
-            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds(reply[11].AsInt64()),
-            InFlight = (int)reply[12].AsInt64(),
+            Halted = (long)reply[7] == 1,
+            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[8]), (long)reply[9], (long)reply[10]),
+            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds((long)reply[11]),
+            InFlight = (int)(long)reply[12],
         };
     }
 
@@ -251,23 +252,23 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         ArgumentException.ThrowIfNullOrEmpty(user);
         ArgumentException.ThrowIfNullOrEmpty(periodKey);
         var subject = Subject(_users, "u", user);
-        string[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
-        object[] args = [Number(NowMs())];
-        var reply = (await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false)).Items ?? [];
-        var end = reply[8].AsInt64();
+        RedisKey[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
+        RedisValue[] args = [Number(NowMs())];
+        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
+        var end = (long)reply[8];
         return new UserBudgetState
         {
             User = user,
             PeriodKey = periodKey,
-            SpentUsd = UsdAmount.ToUsd(reply[0].AsInt64()),
-            SpentTokens = reply[1].AsInt64(),
-            Calls = reply[2].AsInt64(),
-            ReservedUsd = UsdAmount.ToUsd(reply[3].AsInt64()),
-            ReservedTokens = reply[4].AsInt64(),
-            Limits = new BudgetLimits(UsdAmount.ToUsd(reply[5].AsInt64()), reply[6].AsInt64(), reply[7].AsInt64()),
+            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
+            SpentTokens = (long)reply[1],
+            Calls = (long)reply[2],
+            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
+            ReservedTokens = (long)reply[4],
+            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[5]), (long)reply[6], (long)reply[7]),
             PeriodEnd = end > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(end) : null,
-            InFlight = (int)reply[9].AsInt64(),
-            Halted = reply[10].AsInt64() == 1,
+            InFlight = (int)(long)reply[9],
+            Halted = (long)reply[10] == 1,
         };
     }
 
@@ -353,17 +354,17 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// One reserve script for a batch of admissions. The script admits them in order, each exactly as its own script
     /// would, so no limit is looser for being batched.
     /// </summary>
-    private async Task<RespReply> SendReservesAsync(List<PendingCall> batch)
+    private async Task<RedisResult> SendReservesAsync(List<PendingCall> batch)
     {
-        var keys = new string[batch.Count * KeyCount];
-        var args = new object[batch.Count * 5];
+        var keys = new RedisKey[batch.Count * KeyCount];
+        var args = new RedisValue[batch.Count * 5];
         for (var i = 0; i < batch.Count; i++)
         {
             var item = batch[i];
             item.Keys.CopyTo(keys, i * KeyCount);
             args[5 * i] = item.Numbers;
             args[(5 * i) + 1] = item.RequestHash;
-            args[(5 * i) + 2] = item.User!;
+            args[(5 * i) + 2] = item.User;
             args[(5 * i) + 3] = item.ExpiryField;
             args[(5 * i) + 4] = item.WindowField;
         }
@@ -371,17 +372,17 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         Interlocked.Increment(ref _reserveScripts);
 
         // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-        var reply = await _redis.EvaluateScriptAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
-        return reply.Items?.Length == batch.Count * ReserveReplyLength
+        var reply = await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
+        return reply.Length == batch.Count * ReserveReplyLength
             ? reply
-            : throw new InvalidOperationException($"The reserve script answered {reply.Items?.Length ?? 0} numbers for {batch.Count} admissions.");
+            : throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
     }
 
     /// <summary>One finish script for a batch of settlements and releases.</summary>
-    private Task<RespReply> SendFinishesAsync(List<PendingCall> batch)
+    private Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
     {
-        var keys = new string[batch.Count * KeyCount];
-        var args = new object[batch.Count * 4];
+        var keys = new RedisKey[batch.Count * KeyCount];
+        var args = new RedisValue[batch.Count * 4];
         for (var i = 0; i < batch.Count; i++)
         {
             batch[i].Keys.CopyTo(keys, i * KeyCount);
@@ -392,7 +393,7 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
 
         // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-        return _redis.EvaluateScriptAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout);
+        return _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout);
     }
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
@@ -402,8 +403,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        string[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        object[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
+        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        RedisValue[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
         await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
     }
 
@@ -420,14 +421,14 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     private async Task<bool> PingCoreAsync()
     {
-        await _redis.PingScriptsAsync().ConfigureAwait(false);
+        await _redis.PingAsync().ConfigureAwait(false);
         return true;
     }
 
     private long NowMs() => _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
 
-    private ValueTask<RespReply> EvaluateAsync(RedisScript script, string[] keys, object[] args, CancellationToken cancellationToken) =>
-        BoundAsync(_redis.EvaluateScriptAsync(script, keys, args), script.Name, cancellationToken);
+    private ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken) =>
+        BoundAsync(_redis.EvaluateAsync(script, keys, args), script.Name, cancellationToken);
 
     private static string Number(long value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
@@ -491,10 +492,10 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     /// <summary>An admission, settlement or release waiting for its batch: its keys and arguments.</summary>
-    private sealed class PendingCall(string[] keys, byte[] numbers, string requestHash, string? user, string expiryField, string windowField)
+    private sealed class PendingCall(RedisKey[] keys, byte[] numbers, string requestHash, string? user, string expiryField, string windowField)
         : ScriptGroupCommit<PendingCall>.Call
     {
-        public string[] Keys { get; } = keys;
+        public RedisKey[] Keys { get; } = keys;
 
         public byte[] Numbers { get; } = numbers;
 
@@ -512,13 +513,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     private sealed record PeriodKeys(BudgetPeriod Period, long Id, string Budget, string Reservations, long EndMs);
 
-    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, string[] keys)
+    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, RedisKey[] keys)
         : Reservation(id, usdNanos, tokens, expiresAtMs)
     {
         public RedisAdmissionStore Store { get; } = store;
 
         /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
-        public string[] Keys { get; } = keys;
+        public RedisKey[] Keys { get; } = keys;
 
         /// <summary>The second whose held amounts include this reservation's (see the scripts' data layout).</summary>
         public long ExpirySecond { get; init; }

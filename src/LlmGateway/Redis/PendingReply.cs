@@ -1,3 +1,5 @@
+using StackExchange.Redis;
+
 namespace LlmGateway.Redis;
 
 /// <summary>
@@ -7,10 +9,10 @@ namespace LlmGateway.Redis;
 internal class PendingReply : IThreadPoolWorkItem
 {
     /// <summary>Completed by <see cref="HandOff{T}"/> (or failed by whoever gives up the call).</summary>
-    public TaskCompletionSource<RespReply> Done { get; } = new();
+    public TaskCompletionSource<RedisResult> Done { get; } = new();
 
     /// <summary>The reply to hand over.</summary>
-    public RespReply Reply { get; set; }
+    public RedisResult Reply { get; set; } = RedisResult.Create(RedisValue.Null);
 
     /// <summary>
     /// Completes every caller with its <see cref="Reply"/>: all but the last from the thread pool, so no caller's work

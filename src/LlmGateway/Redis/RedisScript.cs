@@ -11,7 +11,6 @@ internal sealed class RedisScript
         Name = name;
         Source = source;
         Hash = SHA1.HashData(Encoding.UTF8.GetBytes(source));
-        HashHex = Encoding.ASCII.GetBytes(Convert.ToHexStringLower(Hash));
     }
 
     public string Name { get; }
@@ -20,7 +19,4 @@ internal sealed class RedisScript
 
     /// <summary>The raw 20-byte SHA-1 Redis files the script under.</summary>
     public byte[] Hash { get; }
-
-    /// <summary>The SHA-1 as EVALSHA takes it: 40 lowercase hex digits, ASCII.</summary>
-    public byte[] HashHex { get; }
 }

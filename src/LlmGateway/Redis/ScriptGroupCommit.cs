@@ -1,3 +1,5 @@
+using StackExchange.Redis;
+
 namespace LlmGateway.Redis;
 
 /// <summary>
@@ -7,7 +9,7 @@ namespace LlmGateway.Redis;
 /// reads and writes of scopes the calls share, paid once). Each caller gets the whole batch's reply.
 /// </summary>
 /// <typeparam name="T">The calls; the sender writes them into one script and returns its reply.</typeparam>
-internal sealed class ScriptGroupCommit<T>(int maxBatch, Func<List<T>, Task<RespReply>> send)
+internal sealed class ScriptGroupCommit<T>(int maxBatch, Func<List<T>, Task<RedisResult>> send)
     where T : ScriptGroupCommit<T>.Call
 {
     private readonly Lock _lock = new();
@@ -15,7 +17,7 @@ internal sealed class ScriptGroupCommit<T>(int maxBatch, Func<List<T>, Task<Resp
     private bool _sending;
 
     /// <summary>Queues a call; its <see cref="PendingReply.Done"/> completes with its batch's reply.</summary>
-    public Task<RespReply> Enqueue(T call)
+    public Task<RedisResult> Enqueue(T call)
     {
         List<T>? batch = null;
         lock (_lock)
@@ -38,7 +40,7 @@ internal sealed class ScriptGroupCommit<T>(int maxBatch, Func<List<T>, Task<Resp
 
     private async Task SendAsync(List<T> batch)
     {
-        var reply = default(RespReply);
+        RedisResult? reply = null;
         Exception? failure = null;
         if (batch.Count > 0)
         {
@@ -84,7 +86,7 @@ internal sealed class ScriptGroupCommit<T>(int maxBatch, Func<List<T>, Task<Resp
 
         foreach (var call in batch)
         {
-            call.Reply = reply;
+            call.Reply = reply!;
         }
 
         PendingReply.HandOff(batch);

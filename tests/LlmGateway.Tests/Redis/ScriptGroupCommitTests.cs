@@ -1,4 +1,5 @@
 using LlmGateway.Redis;
+using StackExchange.Redis;
 
 namespace LlmGateway.Tests.Redis;
 
@@ -17,15 +18,15 @@ public sealed class ScriptGroupCommitTests
         calls[2].Abandoned = true; // its caller gave up before it was sent
         Assert.Equal([[0]], sender.Batches);
 
-        sender.Answer(0, RespReply.FromInteger(100));
-        Assert.Equal(100, (await first).Integer);
+        sender.Answer(0, RedisResult.Create((RedisValue)100));
+        Assert.Equal(100, (long)await first);
         Assert.Equal([1, 3, 4], sender.Batches[1]); // at most 3, in order, without the abandoned one
         Assert.Equal([0, 1, 2], calls.Where(c => sender.Batches[1].Contains(c.Id)).Select(c => c.Index));
 
-        sender.Answer(1, RespReply.FromInteger(101));
+        sender.Answer(1, RedisResult.Create((RedisValue)101));
         Assert.Equal([5], sender.Batches[2]);
-        sender.Answer(2, RespReply.FromInteger(102));
-        Assert.Equal([101, 101, 101, 102], (await Task.WhenAll(rest[0], rest[2], rest[3], rest[4])).Select(r => r.Integer));
+        sender.Answer(2, RedisResult.Create((RedisValue)102));
+        Assert.Equal([101, 101, 101, 102], (await Task.WhenAll(rest[0], rest[2], rest[3], rest[4])).Select(r => (long)r));
         Assert.False(rest[1].IsCompleted); // never sent, never answered: its caller already gave up
     }
 
@@ -40,8 +41,8 @@ public sealed class ScriptGroupCommitTests
         sender.Fail(0, new IOException("connection lost"));
 
         await Assert.ThrowsAsync<IOException>(() => first);
-        sender.Answer(1, RespReply.FromInteger(7));
-        Assert.Equal(7, (await second).Integer);
+        sender.Answer(1, RedisResult.Create((RedisValue)7));
+        Assert.Equal(7, (long)await second);
     }
 
     [Fact]
@@ -54,7 +55,7 @@ public sealed class ScriptGroupCommitTests
         var batchesWhenTheFirstCallerWentOn = 0;
         var resumed = first.ContinueWith(_ => batchesWhenTheFirstCallerWentOn = sender.Batches.Count, TaskContinuationOptions.ExecuteSynchronously);
 
-        sender.Answer(0, RespReply.FromInteger(1));
+        sender.Answer(0, RedisResult.Create((RedisValue)1));
         await resumed;
 
         Assert.Equal(2, batchesWhenTheFirstCallerWentOn);
@@ -67,19 +68,19 @@ public sealed class ScriptGroupCommitTests
 
     private sealed class Sender
     {
-        private readonly List<TaskCompletionSource<RespReply>> _replies = [];
+        private readonly List<TaskCompletionSource<RedisResult>> _replies = [];
 
         public List<int[]> Batches { get; } = [];
 
-        public Task<RespReply> SendAsync(List<Call> batch)
+        public Task<RedisResult> SendAsync(List<Call> batch)
         {
             Batches.Add([.. batch.Select(c => c.Id)]);
-            var reply = new TaskCompletionSource<RespReply>();
+            var reply = new TaskCompletionSource<RedisResult>();
             _replies.Add(reply);
             return reply.Task;
         }
 
-        public void Answer(int batch, RespReply reply) => _replies[batch].SetResult(reply);
+        public void Answer(int batch, RedisResult reply) => _replies[batch].SetResult(reply);
 
         public void Fail(int batch, Exception exception) => _replies[batch].SetException(exception);
     }
