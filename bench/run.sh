@@ -8,6 +8,8 @@
 #   bench/run.sh --scenarios a,b      only some of: direct nginx yarp gateway policies redis cache stream scaling bodies portkey
 #   bench/run.sh --micro              BenchmarkDotNet micro-benchmarks instead of the load run
 #   bench/run.sh --no-build           reuse the last Release build
+#   bench/run.sh --baseline REV       also run the policies and Redis scenarios on the gateway built from git REV
+#                                     (a commit, tag or branch), side by side in the same run: before/after figures
 #
 # Builds go to $BENCH_ARTIFACTS (default /tmp/bench-artifacts) so they never touch the repo's obj/ folders.
 set -euo pipefail
@@ -18,7 +20,7 @@ REPO_DIR="$(dirname "$BENCH_DIR")"
 WORK_DIR="$BENCH_DIR/.work"
 ARTIFACTS="${BENCH_ARTIFACTS:-/tmp/bench-artifacts}"
 
-quick=0 peers=0 micro=0 build=1 scenarios=""
+quick=0 peers=0 micro=0 build=1 scenarios="" baseline=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -27,7 +29,8 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0 ;;
     --scenarios) scenarios="${2:?--scenarios needs a comma-separated list}"; shift ;;
     --scenarios=*) scenarios="${1#*=}" ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --baseline) baseline="${2:?--baseline needs a git revision}"; shift ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -104,6 +107,15 @@ if [[ $build -eq 1 ]]; then
 fi
 
 args=(--artifacts "$ARTIFACTS")
+if [[ -n "$baseline" ]]; then
+  # The baseline's source in a worktree of its own under bench/.work, built into its own artifacts folder.
+  base_src="$WORK_DIR/baseline-src"
+  git -C "$REPO_DIR" worktree remove --force "$base_src" >/dev/null 2>&1 || rm -rf "$base_src"
+  git -C "$REPO_DIR" worktree add --detach "$base_src" "$baseline" >/dev/null
+  dotnet build "$base_src/src/LlmGateway" -c Release --artifacts-path "$ARTIFACTS-baseline" -nologo -v quiet -clp:ErrorsOnly
+  git -C "$REPO_DIR" worktree remove --force "$base_src" >/dev/null
+  args+=(--baseline "$ARTIFACTS-baseline")
+fi
 [[ $quick -eq 1 ]] && args+=(--quick)
 [[ $peers -eq 1 ]] && args+=(--peers)
 [[ -n "$scenarios" ]] && args+=(--scenarios "$scenarios")

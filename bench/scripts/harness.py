@@ -59,7 +59,9 @@ PROFILES = {
 
 GATEWAY_KEY = "sk-bench-harness-0001"
 RUN_ID = "bench-run-1"
-TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "policies", "redis", "cache", "portkey"]
+TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "policies", "policies-base", "redis", "redis-base", "cache", "portkey"]
+# Targets run only with --baseline: the same scenarios on another build of the gateway, measured in the same run.
+BASELINE_KEYS = {"policies-base": "policies", "redis-base": "redis"}
 EXTRA_PHASES = ["stream", "scaling", "bodies"]
 LABELS = {
     "direct": "direct to upstream",
@@ -68,6 +70,8 @@ LABELS = {
     "gateway": "gateway, pass-through",
     "policies": "gateway, policies (in-memory)",
     "redis": "gateway, policies (Redis)",
+    "policies-base": "baseline build: policies (in-memory)",
+    "redis-base": "baseline build: policies (Redis)",
     "cache": "gateway, cache hit",
     "portkey": "Portkey 1.15 (peer)",
 }
@@ -1090,14 +1094,16 @@ def start_target(key, args, upstream, upstream_port, files, results):
                        stream_headers=headers + [("x-portkey-custom-host", f"http://127.0.0.1:{upstream_port}/stream/v1")])
         else:
             extra, redis = {}, None
-            if key == "redis":
+            scenario = BASELINE_KEYS.get(key, key)
+            artifacts = args.baseline if key in BASELINE_KEYS else args.artifacts
+            if scenario == "redis":
                 redis_port = free_port()
                 extra["redis"] = start_redis(redis_port)
                 extra["redis_port"] = redis_port
                 procs.append(extra["redis"])
                 redis = f"127.0.0.1:{redis_port}"
             config = gateway_config(upstream_port, policies=key != "gateway", redis=redis, cache=key == "cache")
-            procs.append(start_gateway(f"gateway-{key}", args.artifacts, port, config))
+            procs.append(start_gateway(f"gateway-{key}", artifacts, port, config))
             # The bench request has no temperature 0 or seed, so the cache would (rightly) bypass it: force it.
             headers = common + [("X-Gateway-Cache", "force")] if key == "cache" else common
             t = Target(key, port, headers, baseline_chat, ("/v1/chat/completions", files["stream"]), procs, procs[-1], extra)
@@ -1142,6 +1148,7 @@ def main():
     parser.add_argument("--peers", action="store_true")
     parser.add_argument("--scenarios", default="")
     parser.add_argument("--artifacts", required=True)
+    parser.add_argument("--baseline", default="", help="artifacts of another gateway build: its policies and Redis scenarios run beside this build's")
     args = parser.parse_args()
 
     mode = "quick" if args.quick else "full"
@@ -1153,7 +1160,9 @@ def main():
     if "portkey" in selected:
         args.peers = True
     if not selected:
-        selected = [k for k in TARGET_ORDER if k != "portkey" or args.peers] + EXTRA_PHASES
+        selected = [k for k in TARGET_ORDER if (k != "portkey" or args.peers) and k not in BASELINE_KEYS] + EXTRA_PHASES
+    if args.baseline:
+        selected += [b for b, k in BASELINE_KEYS.items() if k in selected and b not in selected]
 
     chat_keys = [k for k in TARGET_ORDER if k in selected]
     if chat_keys and "yarp" not in chat_keys:
