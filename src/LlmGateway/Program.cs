@@ -1,6 +1,9 @@
-var builder = WebApplication.CreateBuilder(args);
-builder.AddLlmGateway();
+return GatewayCommandLine.Run(args, static args =>
+{
+    var builder = WebApplication.CreateBuilder(args);
+    builder.AddLlmGateway();
 
-var app = builder.Build();
-app.MapLlmGateway();
-app.Run();
+    var app = builder.Build();
+    app.MapLlmGateway();
+    app.Run();
+});

@@ -30,14 +30,21 @@ internal static class GatewayConfigLoader
             throw new GatewayConfigException([$"the file is not valid JSON: {Describe(ex)}"]);
         }
 
+        var section = configuration.GetSection(GatewayOptions.SectionName);
+        var unknown = ConfigKeyChecker.FindUnknownKeys(section, typeof(GatewayOptions));
+        if (unknown.Count > 0)
+        {
+            throw new GatewayConfigException(unknown);
+        }
+
         GatewayOptions? options;
         try
         {
-            options = configuration.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>(o => o.ErrorOnUnknownConfiguration = true);
+            options = section.Get<GatewayOptions>(o => o.ErrorOnUnknownConfiguration = true);
         }
         catch (InvalidOperationException ex)
         {
-            throw new GatewayConfigException([Describe(ex)]);
+            throw new GatewayConfigException([DescribeBindError(ex)]);
         }
 
         if (options is null)
@@ -52,6 +59,31 @@ internal static class GatewayConfigLoader
         }
 
         return new GatewayConfig(options, version);
+    }
+
+    /// <summary>
+    /// The binder's message as "key path: reason": it says "Failed to convert configuration value '1x' at
+    /// 'Gateway:Models:m1:InputUsdPerMTok' to type 'System.Decimal'", naming a .NET type a person does not edit.
+    /// </summary>
+    private static string DescribeBindError(InvalidOperationException ex)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(Describe(ex), "value '(?<value>.*)' at '(?<path>[^']+)' to type '(?<type>[^']+)'");
+        if (!match.Success)
+        {
+            return Describe(ex);
+        }
+
+        var type = match.Groups["type"].Value;
+        var expected = type switch
+        {
+            "System.Decimal" or "System.Double" => "a number",
+            "System.Int32" or "System.Int64" => "a whole number",
+            "System.Boolean" => "true or false",
+            "System.TimeSpan" => "a duration \"hh:mm:ss\"",
+            _ when type.StartsWith("LlmGateway.", StringComparison.Ordinal) => "one of the documented values",
+            _ => "a value of another kind",
+        };
+        return $"{match.Groups["path"].Value}: '{match.Groups["value"].Value}' is not {expected}";
     }
 
     private static string Describe(Exception ex)

@@ -21,7 +21,7 @@ public static class GatewayApplicationExtensions
     public static WebApplicationBuilder AddLlmGateway(this WebApplicationBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var configPath = builder.Configuration["config"] ?? Environment.GetEnvironmentVariable("LLMGATEWAY_CONFIG") ?? FindDefaultConfig();
+        var configPath = ResolveConfigPath(builder.Configuration["config"]);
 
         if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]))
         {
@@ -57,6 +57,7 @@ public static class GatewayApplicationExtensions
 
         // Resolve the config now so a bad file stops start-up with its errors instead of failing the first request.
         var config = app.Services.GetRequiredService<GatewayConfigProvider>();
+        LlmGateway.Redis.RedisCredentialsCheck.Run(app.Services);
         var proxy = app.Services.GetRequiredService<LlmProxyHandler>();
         var models = app.Services.GetRequiredService<ModelsEndpoint>();
 
@@ -102,6 +103,10 @@ public static class GatewayApplicationExtensions
             return null;
         }
     }
+
+    /// <summary>The config file: <c>--config</c>, else <c>LLMGATEWAY_CONFIG</c>, else config/gateway.json found upward.</summary>
+    internal static string ResolveConfigPath(string? commandLine) =>
+        commandLine ?? Environment.GetEnvironmentVariable("LLMGATEWAY_CONFIG") ?? FindDefaultConfig();
 
     private static string FindDefaultConfig()
     {

@@ -68,6 +68,31 @@ internal sealed class RedisConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Connects once on a connection of its own that gives up at the first failure, and says why it failed (null: it
+    /// connected). Tells refused credentials, which never heal by waiting, from an unreachable server.
+    /// </summary>
+    public async Task<ConnectionFailureType?> ProbeAsync(TimeSpan maxWait)
+    {
+        var probe = _configuration.Clone();
+        probe.AbortOnConnectFail = true;
+        probe.ConnectRetry = 1;
+        probe.ConnectTimeout = (int)maxWait.TotalMilliseconds;
+        try
+        {
+            using var connection = await ConnectionMultiplexer.ConnectAsync(probe).WaitAsync(maxWait + maxWait).ConfigureAwait(false);
+            return null;
+        }
+        catch (RedisConnectionException exception)
+        {
+            return exception.FailureType;
+        }
+        catch (TimeoutException)
+        {
+            return ConnectionFailureType.UnableToConnect;
+        }
+    }
+
     public async Task PingAsync() => await (await DatabaseAsync().ConfigureAwait(false)).PingAsync().ConfigureAwait(false);
 
     /// <summary>Failures that mean "Redis cannot answer now", as opposed to a bug in a script.</summary>

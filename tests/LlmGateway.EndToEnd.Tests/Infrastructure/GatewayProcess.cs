@@ -91,6 +91,47 @@ public sealed class GatewayProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <c>dotnet LlmGateway.dll</c> with <paramref name="args"/> (<c>{config}</c> in one is replaced by the path of a
+    /// file holding <paramref name="configJson"/>) until it exits by itself, at most 60 s; returns its exit code and output.
+    /// </summary>
+    public static async Task<(int ExitCode, string Output)> RunToExitAsync(string configJson, params string[] args)
+    {
+        var directory = Directory.CreateTempSubdirectory("llmgw-proc-").FullName;
+        try
+        {
+            var configPath = Path.Combine(directory, "gateway.json");
+            await File.WriteAllTextAsync(configPath, configJson);
+            var dll = Path.Combine(AppContext.BaseDirectory, "LlmGateway.dll");
+            var start = new ProcessStartInfo("dotnet", [dll, .. args.Select(a => a.Replace("{config}", configPath, StringComparison.Ordinal))])
+            {
+                WorkingDirectory = directory,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the gateway process");
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            var stderr = process.StandardError.ReadToEndAsync();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            try
+            {
+                await process.WaitForExitAsync(timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                throw new TimeoutException("the gateway process did not exit within 60 s: " + await stdout + await stderr);
+            }
+
+            return (process.ExitCode, await stdout + await stderr);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         Client.Dispose();
