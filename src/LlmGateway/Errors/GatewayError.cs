@@ -36,6 +36,10 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
     public static GatewayError UpstreamTimeout(string message) =>
         new(StatusCodes.Status504GatewayTimeout, GatewayErrorCodes.UpstreamTimeout, "upstream_error", message, true);
 
+    public static GatewayError Internal(string requestId) =>
+        new(StatusCodes.Status500InternalServerError, GatewayErrorCodes.InternalError, "server_error",
+            $"The gateway failed unexpectedly while handling this request (request id {requestId}). It was logged; retry, and report the request id if it persists.", true);
+
     /// <summary>Writes the error as the whole response. Headers already set (X-Request-Id) are kept.</summary>
     public Task WriteAsync(HttpResponse response)
     {

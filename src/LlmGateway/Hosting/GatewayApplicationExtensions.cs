@@ -61,6 +61,9 @@ public static class GatewayApplicationExtensions
         var proxy = app.Services.GetRequiredService<LlmProxyHandler>();
         var models = app.Services.GetRequiredService<ModelsEndpoint>();
 
+        // Before every route: an exception anywhere becomes a 500 internal_error with the request id, never an empty reply.
+        app.UseMiddleware<LlmGateway.Errors.GatewayExceptionHandler>();
+
         app.MapPost("/v1/chat/completions", context => proxy.HandleAsync(context, LlmEndpoint.ChatCompletions));
         app.MapPost("/v1/completions", context => proxy.HandleAsync(context, LlmEndpoint.Completions));
         app.MapPost("/v1/embeddings", context => proxy.HandleAsync(context, LlmEndpoint.Embeddings));

@@ -8,6 +8,8 @@ internal static class GatewayEventIds
     public const int ConfigRejected = 1002;
     public const int ConfigReadFailed = 1003;
 
+    public const int Unhandled = 1900;
+
     public const int LlmCall = 2000;
     public const int UpstreamFailed = 2001;
     public const int UpstreamStreamBroken = 2002;

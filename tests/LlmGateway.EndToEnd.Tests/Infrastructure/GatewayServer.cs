@@ -39,7 +39,8 @@ public sealed class GatewayServer : IAsyncDisposable
     public IServiceProvider Services => _app.Services;
 
     /// <param name="timeProvider">A clock for the gateway (e.g. ManualTimeProvider); the system clock when null.</param>
-    public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null)
+    /// <param name="services">Registrations made before the gateway's own (which use TryAdd): replaces a piece, e.g. with one that fails.</param>
+    public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null, Action<IServiceCollection>? services = null)
     {
         var directory = Directory.CreateTempSubdirectory("llmgw-test-").FullName;
         var configPath = Path.Combine(directory, "gateway.json");
@@ -57,6 +58,7 @@ public sealed class GatewayServer : IAsyncDisposable
             builder.Services.AddSingleton(timeProvider);
         }
 
+        services?.Invoke(builder.Services);
         builder.AddLlmGateway();
         var logs = new CapturedLogs();
         builder.Logging.AddProvider(logs);
