@@ -51,15 +51,25 @@ internal sealed class BudgetGuard
                 return null;
             }
 
-            // Past the threshold: the cheaper model instead. (Release first: both reservations may not fit together.)
-            await ReleaseAsync(call);
-            if (await ReserveAsync(config, call, cheaper, body, cancellationToken) is null)
+            // Past the threshold: the cheaper model instead, switched without ever letting go of the admission held. The
+            // cheaper one is reserved while the requested one is still held, and only then is the requested one released:
+            // releasing first (as before) let a concurrent call take the budget, and a failed switch then lost the caller a
+            // call it had been admitted for. When both do not fit together, the requested model is served.
+            var held = call.Admission;
+            call.Admission = null;
+            if (await ReserveAsync(config, call, cheaper, body, cancellationToken) is null && call.Admission?.Reservation is not null)
             {
+                var switched = call.Admission;
+                call.Admission = held;
+                await ReleaseAsync(call);
+                call.Admission = switched;
                 Downgraded(call, requested, cheaper);
                 return null;
             }
 
-            return await ReserveAsync(config, call, requested, body, cancellationToken);
+            // Refused (or the store let the call through unaccounted): keep the requested model's admission.
+            call.Admission = held;
+            return null;
         }
 
         if (error.Value.Code == GatewayErrorCodes.BudgetExceeded && await ReserveAsync(config, call, cheaper, body, cancellationToken) is null)
