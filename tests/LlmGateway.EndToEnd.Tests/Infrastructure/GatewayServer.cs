@@ -39,7 +39,8 @@ public sealed class GatewayServer : IAsyncDisposable
     public IServiceProvider Services => _app.Services;
 
     /// <param name="timeProvider">A clock for the gateway (e.g. ManualTimeProvider); the system clock when null.</param>
-    public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null)
+    /// <param name="services">Registrations of the application's own, made before the gateway's (as in Program.cs).</param>
+    public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null, Action<IServiceCollection>? services = null)
     {
         var directory = Directory.CreateTempSubdirectory("llmgw-test-").FullName;
         var configPath = Path.Combine(directory, "gateway.json");
@@ -56,6 +57,8 @@ public sealed class GatewayServer : IAsyncDisposable
             // Registered first: AddLlmGateway only adds the system clock when none is registered.
             builder.Services.AddSingleton(timeProvider);
         }
+
+        services?.Invoke(builder.Services);
 
         builder.AddLlmGateway();
         var logs = new CapturedLogs();
