@@ -33,3 +33,10 @@ internal static class CacheScopes
     public static bool TryParse(string? value, out CacheScope scope) =>
         Enum.TryParse(value, ignoreCase: true, out scope) && Enum.IsDefined(scope) && !int.TryParse(value, out _);
 }
+
+/// <summary>Where the response cache's entries live in a shared store.</summary>
+internal static class CacheKeys
+{
+    /// <summary>After Gateway:Store:KeyPrefix: the cache's keys in Redis are <c>{KeyPrefix}cache:{key}</c>.</summary>
+    public const string Segment = "cache:";
+}

@@ -1,7 +1,13 @@
 using LlmGateway.Caching;
 using LlmGateway.Configuration;
+using LlmGateway.Redis;
 using LlmGateway.Replay;
+using Microsoft.Extensions.Caching.Distributed;
+using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -9,32 +15,50 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class CacheServiceCollectionExtensions
 {
     /// <summary>
-    /// The in-memory stores are the default; when Gateway:Redis is set at start-up the Redis stores replace them, so
-    /// every replica on that Redis shares one cache and one set of recordings (under Gateway:Store:KeyPrefix).
+    /// The response cache keeps answers in a bounded memory tier (Gateway:Cache:MemoryMaxBytes) in front of the
+    /// <see cref="IDistributedCache"/> the container resolves. That is, unless the application registered its own,
+    /// a RedisCache on the gateway's multiplexer when Gateway:Redis is set at start-up (every replica on that Redis
+    /// shares it, under Gateway:Store:KeyPrefix + "cache:"); without Redis, a MemoryDistributedCache, which the
+    /// response cache does not use as a tier (it would only hold a second copy in this process). Recordings are in
+    /// memory, or in Redis when Gateway:Redis is set.
     /// </summary>
     public static IServiceCollection AddGatewayCache(this IServiceCollection services)
     {
         ArgumentNullException.ThrowIfNull(services);
-        // Resolved only when Gateway:Redis is set: the cache and recording stores on the gateway's one multiplexer.
-        services.TryAddSingleton(sp => new CacheRedisConnection(
-            sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(),
-            sp.GetRequiredService<GatewayConfigProvider>().Current.Options.Store.Timeout));
-        services.TryAddSingleton<IResponseCacheStore>(sp =>
+        services.TryAddSingleton<IDistributedCache>(static sp => (IDistributedCache?)RedisCacheOrNull(sp)
+            ?? new MemoryDistributedCache(Options.Options.Create(new MemoryDistributedCacheOptions())));
+        services.TryAddSingleton(static sp =>
         {
             var config = sp.GetRequiredService<GatewayConfigProvider>();
-            var options = config.Current.Options;
-            return string.IsNullOrWhiteSpace(options.Redis)
-                ? new InMemoryResponseCacheStore(() => config.Current.Options.Cache.MemoryMaxBytes, sp.GetRequiredService<TimeProvider>())
-                : new RedisResponseCacheStore(sp.GetRequiredService<CacheRedisConnection>(), options.Store.KeyPrefix);
+            var timeProvider = sp.GetRequiredService<TimeProvider>();
+            // An AddDistributedMemoryCache() of the application's own is not a shared tier either: with
+            // Gateway:Redis set the cache still shares answers through Redis.
+            var shared = sp.GetRequiredService<IDistributedCache>();
+            if (shared is MemoryDistributedCache)
+            {
+                shared = RedisCacheOrNull(sp);
+            }
+
+            var memory = new MemoryCacheTier(() => config.Current.Options.Cache.MemoryMaxBytes, timeProvider);
+            return new ResponseCacheStore(memory, shared, config.Current.Options.Store.Timeout, timeProvider, sp.GetRequiredService<ILogger<ResponseCacheStore>>());
         });
-        services.TryAddSingleton<IRecordingStore>(sp =>
+        services.TryAddSingleton<IRecordingStore>(static sp =>
         {
             var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
             return string.IsNullOrWhiteSpace(options.Redis)
                 ? new InMemoryRecordingStore(sp.GetRequiredService<TimeProvider>())
-                : new RedisRecordingStore(sp.GetRequiredService<CacheRedisConnection>(), options.Store.KeyPrefix, sp.GetRequiredService<TimeProvider>());
+                : new RedisRecordingStore(sp.GetRequiredService<RedisConnection>(), options.Store.KeyPrefix, options.Store.Timeout, sp.GetRequiredService<TimeProvider>());
         });
         services.TryAddSingleton<ResponseCache>();
+        services.AddHostedService<ResponseCacheWarmup>();
         return services;
+    }
+
+    private static GatewayRedisCache? RedisCacheOrNull(IServiceProvider services)
+    {
+        var options = services.GetRequiredService<GatewayConfigProvider>().Current.Options;
+        return string.IsNullOrWhiteSpace(options.Redis)
+            ? null
+            : new GatewayRedisCache(services.GetRequiredService<RedisConnection>(), options.Store.KeyPrefix);
     }
 }

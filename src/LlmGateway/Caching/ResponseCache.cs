@@ -21,14 +21,14 @@ namespace LlmGateway.Caching;
 /// <remarks>Store trouble never fails a call: a cache store that cannot answer is a miss, and one that cannot store is logged.</remarks>
 internal sealed class ResponseCache
 {
-    private readonly IResponseCacheStore _store;
+    private readonly ResponseCacheStore _store;
     private readonly IRecordingStore _recordings;
     private readonly GatewayMetrics _metrics;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger<ResponseCache> _logger;
     private readonly SingleFlight _flights = new();
 
-    public ResponseCache(IResponseCacheStore store, IRecordingStore recordings, GatewayMetrics metrics, TimeProvider timeProvider, ILogger<ResponseCache> logger)
+    public ResponseCache(ResponseCacheStore store, IRecordingStore recordings, GatewayMetrics metrics, TimeProvider timeProvider, ILogger<ResponseCache> logger)
     {
         _store = store;
         _recordings = recordings;
@@ -312,14 +312,7 @@ internal sealed class ResponseCache
                 // An answer from another model (a fallback or downgrade) is not the answer to this key.
                 if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && call.ServedModel.Name == state.KeyModel)
                 {
-                    try
-                    {
-                        await _store.SetAsync(key, CachedAnswerSerializer.Serialize(answer), state.Ttl, CancellationToken.None);
-                    }
-                    catch (Exception ex)
-                    {
-                        CacheLog.StoreFailed(_logger, call.RequestId, "store", ex.Message);
-                    }
+                    await _store.SetAsync(key, answer);
                 }
             }
 
@@ -371,114 +364,7 @@ internal sealed class ResponseCache
     /// <summary>An intact, unexpired entry that can answer in the requested form; anything else is a miss.</summary>
     private async ValueTask<CachedAnswer?> LookupAsync(string key, bool stream, CancellationToken cancellationToken)
     {
-        byte[]? value;
-        try
-        {
-            value = await _store.GetAsync(key, cancellationToken);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-        {
-            CacheLog.StoreFailed(_logger, key, "lookup", ex.Message);
-            return null;
-        }
-
-        if (value is null)
-        {
-            return null;
-        }
-
-        var answer = CachedAnswerSerializer.Deserialize(value);
-        if (answer is null)
-        {
-            // Truncated or corrupted: never served; removed so it cannot linger if this call does not replace it.
-            CacheLog.EntryCorrupt(_logger, key, value.Length);
-            try
-            {
-                await _store.RemoveAsync(key, CancellationToken.None);
-            }
-            catch (Exception ex)
-            {
-                CacheLog.StoreFailed(_logger, key, "remove", ex.Message);
-            }
-
-            return null;
-        }
-
-        return answer.ExpiresAt > _timeProvider.GetUtcNow() && answer.CanServe(stream) ? answer : null;
+        var answer = await _store.GetAsync(key, cancellationToken);
+        return answer is not null && answer.CanServe(stream) ? answer : null;
     }
-}
-
-/// <summary>How the cache and replay take part in one call; see <see cref="ResponseCache"/>.</summary>
-internal sealed class CachedCall : IAsyncDisposable
-{
-    /// <summary>For calls the cache and replay take no part in.</summary>
-    public static readonly CachedCall None = new(null, null!, null!, null!);
-
-    private readonly ResponseCache? _owner;
-
-    public CachedCall(ResponseCache? owner, HttpContext context, LlmCall call, CacheOptions options)
-    {
-        _owner = owner;
-        Context = context;
-        Call = call;
-        Options = options;
-    }
-
-    public HttpContext Context { get; }
-
-    public LlmCall Call { get; }
-
-    public CacheOptions Options { get; }
-
-    /// <summary>A caller mistake in the cache/replay headers, or a replay miss: answered instead of the call.</summary>
-    public GatewayError? Error { get; set; }
-
-    /// <summary>The hit or replayed step that answers this call.</summary>
-    public CachedAnswer? Answer { get; set; }
-
-    /// <summary>The X-Gateway-Cache response header: HIT, MISS or BYPASS (null when the cache is off).</summary>
-    public string? Result { get; set; }
-
-    public int ReplayStep { get; set; }
-
-    public string? Key { get; set; }
-
-    /// <summary>The model the key was computed for; only its answers are stored under the key.</summary>
-    public string? KeyModel { get; set; }
-
-    public bool Store { get; set; }
-
-    public TimeSpan Ttl { get; set; }
-
-    public TaskCompletionSource<CachedAnswer?>? Flight { get; set; }
-
-    public ResponseCapture? Capture { get; set; }
-
-    public string? RecordRunId { get; set; }
-
-    public string? RequestHash { get; set; }
-
-    public byte[]? RequestBody { get; set; }
-
-    /// <summary>Admitted without reserving cost or tokens (it still counts as a request): a replayed step, or a hit unless Gateway:Cache:ChargeHits.</summary>
-    public bool IsFree => Answer is not null && (ReplayStep > 0 || !Options.ChargeHits);
-
-    public ValueTask<bool> TryServeAsync() => _owner is null ? ValueTask.FromResult(false) : _owner.ServeAsync(this);
-
-    public ValueTask DisposeAsync() => _owner is null ? ValueTask.CompletedTask : _owner.CompleteAsync(this);
-}
-
-internal static partial class CacheLog
-{
-    [LoggerMessage(EventId = GatewayEventIds.CacheStoreFailed, EventName = "CacheStoreFailed", Level = LogLevel.Warning, Message = "Cache {Subject}: the store failed to {Operation}; treated as a miss: {Reason}")]
-    public static partial void StoreFailed(ILogger logger, string subject, string operation, string reason);
-
-    [LoggerMessage(EventId = GatewayEventIds.CacheEntryCorrupt, EventName = "CacheEntryCorrupt", Level = LogLevel.Warning, Message = "Cache entry {Key} ({Bytes} bytes) is truncated or corrupted; treated as a miss and removed")]
-    public static partial void EntryCorrupt(ILogger logger, string key, int bytes);
-
-    [LoggerMessage(EventId = GatewayEventIds.RecordingFailed, EventName = "RecordingFailed", Level = LogLevel.Warning, Message = "Request {RequestId}: the answer could not be recorded for run {RunId}: {Reason}")]
-    public static partial void RecordingFailed(ILogger logger, string requestId, string runId, string reason);
-
-    [LoggerMessage(EventId = GatewayEventIds.ReplayMiss, EventName = "ReplayMiss", Level = LogLevel.Information, Message = "Request {RequestId}: replay of run {RecordedRunId} missed at step {Step}: {Reason}")]
-    public static partial void ReplayMiss(ILogger logger, string requestId, string recordedRunId, int step, string reason);
 }

@@ -1,4 +1,5 @@
 using LlmGateway.Caching;
+using LlmGateway.Redis;
 using StackExchange.Redis;
 
 namespace LlmGateway.Replay;
@@ -6,20 +7,23 @@ namespace LlmGateway.Replay;
 /// <summary>
 /// Recordings shared by every replica: a Redis list per run (<c>{prefix}rec:{run}</c>, RPUSH in order, expiring after
 /// Gateway:Cache:RecordingTtl), an index sorted by last update (<c>{prefix}recs</c>) and INCR cursors for replays.
-/// Every call is bounded by the store timeout; failures surface as exceptions.
+/// Every call is bounded by the store timeout (Gateway:Store:Timeout); failures surface as exceptions. Each command
+/// or transaction touches one key, so the store also works on a Redis Cluster.
 /// </summary>
 internal sealed class RedisRecordingStore : IRecordingStore
 {
-    private readonly CacheRedisConnection _redis;
+    private readonly RedisConnection _redis;
     private readonly string _prefix;
+    private readonly TimeSpan _timeout;
     private readonly TimeProvider _timeProvider;
 
-    public RedisRecordingStore(CacheRedisConnection redis, string keyPrefix, TimeProvider timeProvider)
+    public RedisRecordingStore(RedisConnection redis, string keyPrefix, TimeSpan timeout, TimeProvider timeProvider)
     {
         ArgumentNullException.ThrowIfNull(redis);
         ArgumentNullException.ThrowIfNull(timeProvider);
         _redis = redis;
         _prefix = keyPrefix;
+        _timeout = timeout;
         _timeProvider = timeProvider;
     }
 
@@ -30,12 +34,15 @@ internal sealed class RedisRecordingStore : IRecordingStore
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
         var key = ListKey(runId);
         var now = _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
+        // The list and the index are separate keys (in a Cluster, possibly on different nodes): a transaction each,
+        // sent together. Listing skips an index entry whose list is gone, so a failure between them leaves no ghost.
         var transaction = database.CreateTransaction();
         var length = transaction.ListRightPushAsync(key, step);
         _ = transaction.KeyExpireAsync(key, ttl);
-        _ = transaction.SortedSetAddAsync(Index, runId, now);
-        _ = transaction.SortedSetRemoveRangeByScoreAsync(Index, double.NegativeInfinity, now - ttl.TotalMilliseconds);
-        await Bound(transaction.ExecuteAsync(), cancellationToken).ConfigureAwait(false);
+        var index = database.CreateTransaction();
+        _ = index.SortedSetAddAsync(Index, runId, now);
+        _ = index.SortedSetRemoveRangeByScoreAsync(Index, double.NegativeInfinity, now - ttl.TotalMilliseconds);
+        await Bound(Task.WhenAll(transaction.ExecuteAsync(), index.ExecuteAsync()), cancellationToken).ConfigureAwait(false);
         return (int)await length.ConfigureAwait(false);
     }
 
@@ -94,7 +101,7 @@ internal sealed class RedisRecordingStore : IRecordingStore
 
     private RedisKey ListKey(string runId) => _prefix + "rec:" + runId;
 
-    private Task<IDatabase> DatabaseAsync(CancellationToken cancellationToken) => _redis.DatabaseAsync(cancellationToken);
+    private Task<IDatabase> DatabaseAsync(CancellationToken cancellationToken) => Bound(_redis.DatabaseAsync(), cancellationToken);
 
-    private Task<T> Bound<T>(Task<T> call, CancellationToken cancellationToken) => _redis.BoundAsync(call, cancellationToken);
+    private Task<T> Bound<T>(Task<T> call, CancellationToken cancellationToken) => StoreDeadline.BoundAsync(call, _timeout, cancellationToken);
 }

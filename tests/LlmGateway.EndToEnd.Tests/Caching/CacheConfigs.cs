@@ -8,12 +8,12 @@ public static class CacheConfigs
     public const string Alice = "sk-cache-alice";
     public const string Bob = "sk-cache-bob";
 
-    public static string Enabled(string mockBaseUrl, string? redis = null, string? keyPrefix = null, string scope = "User", string ttl = "01:00:00", string extraCache = "") => $$"""
+    public static string Enabled(string mockBaseUrl, string? redis = null, string? keyPrefix = null, string scope = "User", string ttl = "01:00:00", string extraCache = "", string extraStore = "") => $$"""
     {
       "Gateway": {
         "Redis": "{{redis ?? ""}}",
         "AdminKey": "{{TestConfigs.AdminKey}}",
-        "Store": { "Timeout": "00:00:00.500", "KeyPrefix": "{{keyPrefix ?? "llmgw-" + Guid.NewGuid().ToString("N") + ":"}}" },
+        "Store": { "Timeout": "00:00:00.500", "KeyPrefix": "{{keyPrefix ?? "llmgw-" + Guid.NewGuid().ToString("N") + ":"}}"{{extraStore}} },
         "Providers": { "mock": { "BaseUrl": "{{mockBaseUrl}}/v1" } },
         "Models": {
           "mock-small": { "Provider": "mock", "InputUsdPerMTok": 1.00, "OutputUsdPerMTok": 2.00 },
