@@ -168,7 +168,9 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             return;
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(declared is > 0 and < int.MaxValue ? (int)declared : 16 * 1024);
+        // Reads at most one byte past the limit (which tells "too large"), whatever size the pool rounds a buffer up to.
+        var cap = (int)Math.Min(limit + 1, Array.MaxLength);
+        var buffer = ArrayPool<byte>.Shared.Rent(declared is > 0 and < int.MaxValue ? (int)Math.Min(declared.Value, cap) : Math.Min(16 * 1024, cap));
         var length = 0;
         try
         {
@@ -176,21 +178,23 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             {
                 while (true)
                 {
-                    if (length == buffer.Length)
+                    var room = Math.Min(buffer.Length, cap);
+                    if (length == room)
                     {
-                        if (buffer.Length >= limit)
+                        if (length >= cap)
                         {
                             FailGarbage(call, $"The provider's response is larger than the gateway's limit of {limit} bytes (Gateway:Limits:MaxResponseBodyBytes).");
                             return;
                         }
 
-                        var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(limit, (long)buffer.Length * 2));
+                        var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(cap, (long)buffer.Length * 2));
                         buffer.AsSpan(0, length).CopyTo(bigger);
                         ArrayPool<byte>.Shared.Return(buffer);
                         buffer = bigger;
+                        room = Math.Min(buffer.Length, cap);
                     }
 
-                    var read = await body.ReadAsync(buffer.AsMemory(length), cancellationToken);
+                    var read = await body.ReadAsync(buffer.AsMemory(length, room - length), cancellationToken);
                     if (read == 0)
                     {
                         break;
@@ -198,6 +202,12 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
 
                     length += read;
                 }
+            }
+
+            if (length > limit)
+            {
+                FailGarbage(call, $"The provider's response is larger than the gateway's limit of {limit} bytes (Gateway:Limits:MaxResponseBodyBytes).");
+                return;
             }
 
             call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
