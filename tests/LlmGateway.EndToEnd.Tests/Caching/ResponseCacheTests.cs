@@ -1,14 +1,14 @@
 using System.Net;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
-using LlmGateway.Tests.Shared;
+using Microsoft.Extensions.Time.Testing;
 
 namespace LlmGateway.EndToEnd.Tests.Caching;
 
 /// <summary>The response cache in memory: keys, cacheability, headers, TTL, scope, single-flight and accounting.</summary>
 public sealed class ResponseCacheTests : IAsyncLifetime
 {
-    private readonly ManualTimeProvider _clock = new();
+    private readonly FakeTimeProvider _clock = new();
     private MockLlmServer _mock = null!;
     private GatewayServer _gateway = null!;
 

@@ -38,7 +38,7 @@ public sealed class GatewayServer : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    /// <param name="timeProvider">A clock for the gateway (e.g. ManualTimeProvider); the system clock when null.</param>
+    /// <param name="timeProvider">A clock for the gateway (e.g. a FakeTimeProvider); the system clock when null.</param>
     /// <param name="services">Registrations made before the gateway's own (which use TryAdd): replaces a piece, e.g. with one that fails.</param>
     public static async Task<GatewayServer> StartAsync(string configJson, TimeProvider? timeProvider = null, Action<IServiceCollection>? services = null)
     {

@@ -1,13 +1,14 @@
 using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Tests.Shared;
+using Microsoft.Extensions.Time.Testing;
 
 namespace LlmGateway.Tests.Budgets;
 
 /// <summary>
 /// The semantics every <see cref="IAdmissionStore"/> must have, run once per store by the subclasses
 /// (<see cref="InMemoryAdmissionStoreTests"/>, <see cref="RedisAdmissionStoreTests"/>). Time is a
-/// <see cref="ManualTimeProvider"/>; nothing here sleeps.
+/// <see cref="FakeTimeProvider"/>; nothing here sleeps.
 /// </summary>
 public abstract class AdmissionStoreContractTests : IDisposable
 {
@@ -19,7 +20,10 @@ public abstract class AdmissionStoreContractTests : IDisposable
     private readonly List<IAdmissionStore> _stores = [];
     private IAdmissionStore? _store;
 
-    protected ManualTimeProvider Time { get; } = new();
+    /// <summary>A Saturday, to make week boundaries visible: 2026-11-21 10:00:00 UTC.</summary>
+    protected static readonly DateTimeOffset Start = new(2026, 11, 21, 10, 0, 0, TimeSpan.Zero);
+
+    protected FakeTimeProvider Time { get; } = new(Start);
 
     /// <summary>A key prefix of its own per test, so tests sharing one redis-server never see each other's keys.</summary>
     protected AdmissionStoreOptions Options { get; } = new()
@@ -388,7 +392,7 @@ public abstract class AdmissionStoreContractTests : IDisposable
     public async Task RequestsPerMinute_SlidingWindow_NoDoubleAtMinuteBoundary()
     {
         // 10:00:59: ten calls in the last second of a clock minute; a fixed window would admit ten more at 10:01:00.
-        Time.SetUtcNow(ManualTimeProvider.DefaultStart.AddSeconds(59));
+        Time.SetUtcNow(Start.AddSeconds(59));
         var request = Request() with { UserRateLimits = new RateLimits(10, 0) };
         for (var i = 0; i < 10; i++)
         {
@@ -762,8 +766,8 @@ public abstract class AdmissionStoreContractTests : IDisposable
         Assert.Equal(0.20m, state.ReservedUsd);
         Assert.Equal(300, state.ReservedTokens);
         Assert.Equal(1, state.InFlight);
-        Assert.Equal(ManualTimeProvider.DefaultStart, state.StartedAt);
-        Assert.Equal(ManualTimeProvider.DefaultStart.AddMinutes(5), state.Deadline);
+        Assert.Equal(Start, state.StartedAt);
+        Assert.Equal(Start.AddMinutes(5), state.Deadline);
         Assert.Equal(Time.GetUtcNow(), state.LastActivityAt);
         Assert.False(state.Halted);
         Assert.Equal(new BudgetLimits(2m, 5000, 10), state.Limits);

@@ -1,5 +1,6 @@
 using LlmGateway.Tests.Shared;
 using LlmGateway.Tools;
+using Microsoft.Extensions.Time.Testing;
 
 namespace LlmGateway.Tests.Tools;
 
@@ -128,7 +129,7 @@ public abstract class IdempotencyStoreContractTests : IDisposable
 
 public sealed class InMemoryIdempotencyStoreTests : IdempotencyStoreContractTests
 {
-    private readonly ManualTimeProvider _time = new();
+    private readonly FakeTimeProvider _time = new();
 
     protected override IIdempotencyStore CreateStore() => new InMemoryIdempotencyStore(_time);
 
