@@ -101,7 +101,7 @@ public sealed class RedisCacheTests : IClassFixture<RedisServerFixture>, IAsyncL
         Assert.Equal((HttpStatusCode.OK, "MISS"), (afterDamage.Status, afterDamage.Cache));
         Assert.Equal(first.Body, afterDamage.Body);
         Assert.Equal(2, _mock.Log.CountFor("/v1/chat/completions"));
-        Assert.Contains(b.Logs.All, r => r.EventName == "CacheEntryCorrupt");
+        Assert.Contains(b.Logs.GetSnapshot(), r => r.Id.Name == "CacheEntryCorrupt");
 
         // Replaced by the fresh answer (stored as the call ends, just after its body reached the client): intact again, and served.
         var restored = await Http.EventuallyAsync(async () =>
@@ -136,7 +136,7 @@ public sealed class RedisCacheTests : IClassFixture<RedisServerFixture>, IAsyncL
             Assert.Equal(onA.Body, fromMemory.Body);
             // The same gateway cannot reach Redis: a lookup there is a miss, logged, and the call still answers.
             Assert.Equal((HttpStatusCode.OK, "MISS"), (unseen.Status, unseen.Cache));
-            Assert.Contains(b.Logs.All, r => r.EventName == "CacheStoreFailed" && r.Field("Operation") == "lookup");
+            Assert.Contains(b.Logs.GetSnapshot(), r => r.Id.Name == "CacheStoreFailed" && r.GetStructuredStateValue("Operation") == "lookup");
             Assert.Equal(2, _mock.Log.CountFor("/v1/chat/completions"));
         }
         finally

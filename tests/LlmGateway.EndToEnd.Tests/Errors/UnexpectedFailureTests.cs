@@ -48,10 +48,10 @@ public sealed class UnexpectedFailureTests : IAsyncLifetime
         Assert.Equal("req-unexpected-1", response.Headers.GetValues("X-Request-Id").Single());
         Assert.Contains("req-unexpected-1", (await Http.ErrorOf(response)).GetProperty("message").GetString());
         var lines = await Http.EventuallyAsync(
-            () => gateway.Logs.All.Where(l => l.EventName == "Unhandled").ToList() is { Count: > 0 } found ? found : null,
+            () => gateway.Logs.GetSnapshot().Where(l => l.Id.Name == "Unhandled").ToList() is { Count: > 0 } found ? found : null,
             "the Unhandled log line");
         var line = Assert.Single(lines);
-        Assert.Contains(exceptionText, line.Exception ?? string.Empty);
+        Assert.Contains(exceptionText, line.Exception?.ToString() ?? string.Empty);
     }
 
     private sealed class ThrowingStore : IAdmissionStore

@@ -107,8 +107,8 @@ public sealed class BadInputTests(GatewayFixture fixture) : IClassFixture<Gatewa
 
         await Http.AssertErrorAsync(response, 502, "upstream_error", shouldRetry: true);
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("UpstreamGarbage", record.Field("Outcome"));
-        Assert.Equal("0", record.Field("CostUsd"));
+        Assert.Equal("UpstreamGarbage", record.GetStructuredStateValue("Outcome"));
+        Assert.Equal("0", record.GetStructuredStateValue("CostUsd"));
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public sealed class ConfigReloadTests : GatewayTestBase
 
         var status = await PollStatusAsync(newKey, HttpStatusCode.OK);
         Assert.Equal(HttpStatusCode.OK, status);
-        Assert.Contains(Gateway.Logs.All, r => r.EventName == "ConfigReloaded");
+        Assert.Contains(Gateway.Logs.GetSnapshot(), r => r.Id.Name == "ConfigReloaded");
     }
 
     [Fact]
@@ -30,7 +30,7 @@ public sealed class ConfigReloadTests : GatewayTestBase
         Assert.NotEqual(original, broken);
 
         await Gateway.WriteConfigAsync(broken);
-        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
+        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.GetSnapshot().FirstOrDefault(r => r.Id.Name == "ConfigRejected"), "the rejection log");
 
         Assert.Contains("Gateway:Models:mock-small:Provider", rejection.Message);
         Assert.Contains("unknown provider 'nowhere'", rejection.Message);
@@ -42,7 +42,7 @@ public sealed class ConfigReloadTests : GatewayTestBase
     public async Task InvalidJsonEdit_IsRejected_AndPreviousConfigKeepsServing()
     {
         await Gateway.WriteConfigAsync("{ \"Gateway\": { \"Providers\": ");
-        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.All.FirstOrDefault(r => r.EventName == "ConfigRejected"), "the rejection log");
+        var rejection = await Http.EventuallyAsync(() => Gateway.Logs.GetSnapshot().FirstOrDefault(r => r.Id.Name == "ConfigRejected"), "the rejection log");
 
         Assert.Contains("not valid JSON", rejection.Message);
         using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));

@@ -29,8 +29,8 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
         Assert.Equal("/v1/chat/completions", seen.Path);
 
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("run-42", record.Field("RunId"));
-        Assert.Equal("alice", record.Field("User"));
+        Assert.Equal("run-42", record.GetStructuredStateValue("RunId"));
+        Assert.Equal("alice", record.GetStructuredStateValue("User"));
     }
 
     [Fact]
@@ -65,9 +65,9 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(0.007m, decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture));
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal(0.007m, decimal.Parse(record.Field("CostUsd")!, CultureInfo.InvariantCulture));
-        Assert.Equal("400", record.Field("CachedInputTokens"));
-        Assert.Equal("200", record.Field("ReasoningTokens"));
+        Assert.Equal(0.007m, decimal.Parse(record.GetStructuredStateValue("CostUsd")!, CultureInfo.InvariantCulture));
+        Assert.Equal("400", record.GetStructuredStateValue("CachedInputTokens"));
+        Assert.Equal("200", record.GetStructuredStateValue("ReasoningTokens"));
     }
 
     [Fact]
@@ -79,7 +79,7 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
 
         // 1000 × 2.50 + 1000 × 1.25 + 100 × 10.00 = 4750 µ$.
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal(0.00475m, decimal.Parse(record.Field("CostUsd")!, CultureInfo.InvariantCulture));
+        Assert.Equal(0.00475m, decimal.Parse(record.GetStructuredStateValue("CostUsd")!, CultureInfo.InvariantCulture));
     }
 
     [Fact]
@@ -134,8 +134,8 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
         cts.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pending);
 
-        var record = await Http.EventuallyAsync(() => Gateway.Logs.Calls.LastOrDefault(r => r.Field("Status") == "499"), "an aborted call record");
-        Assert.Equal("ClientAborted", record.Field("Outcome"));
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.Calls().LastOrDefault(r => r.GetStructuredStateValue("Status") == "499"), "an aborted call record");
+        Assert.Equal("ClientAborted", record.GetStructuredStateValue("Outcome"));
     }
 
     [Fact]
@@ -145,9 +145,9 @@ public sealed class ForwardingTests(GatewayFixture fixture) : IClassFixture<Gate
         using var ok = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat()));
         await Http.EventuallyAsync(() => Gateway.Logs.CallFor(ok.Headers.GetValues("X-Request-Id").Single()), "call record");
 
-        foreach (var record in Gateway.Logs.All)
+        foreach (var record in Gateway.Logs.GetSnapshot())
         {
-            var text = record.Message + " " + string.Join(" ", record.Fields.Values) + record.Exception;
+            var text = record.Text();
             Assert.DoesNotContain(TestConfigs.Key, text);
             Assert.DoesNotContain(TestConfigs.ProviderKey, text);
         }

@@ -52,9 +52,9 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
         var upstreamBody = fixture.Mock.Log.Snapshot().Last(r => r.Body.Contains("compare my bytes")).Body;
         Assert.Contains("\"include_usage\":true", upstreamBody);
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("False", record.Field("UsageEstimated"));
-        Assert.Equal("6", record.Field("OutputTokens"));
-        Assert.True(decimal.Parse(record.Field("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        Assert.Equal("False", record.GetStructuredStateValue("UsageEstimated"));
+        Assert.Equal("6", record.GetStructuredStateValue("OutputTokens"));
+        Assert.True(decimal.Parse(record.GetStructuredStateValue("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
     }
 
     [Fact]
@@ -70,7 +70,7 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.Equal(expected, actual);
         Assert.Contains("\"choices\":[],\"usage\":{", actual);
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("5", record.Field("OutputTokens"));
+        Assert.Equal("5", record.GetStructuredStateValue("OutputTokens"));
     }
 
     [Fact]
@@ -82,7 +82,7 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
 
         Assert.Equal(await whole.Content.ReadAsStringAsync(), await split.Content.ReadAsStringAsync());
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(split.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("Completed", record.Field("Outcome"));
+        Assert.Equal("Completed", record.GetStructuredStateValue("Outcome"));
     }
 
     [Fact]
@@ -100,10 +100,10 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
 
         var requestId = response.Headers.GetValues("X-Request-Id").Single();
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(requestId), "call record");
-        Assert.Equal("StreamBroken", record.Field("Outcome"));
-        Assert.Equal("True", record.Field("UsageEstimated"));
-        Assert.True(decimal.Parse(record.Field("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
-        Assert.Single(Gateway.Logs.Calls, r => r.Field("RequestId") == requestId);
+        Assert.Equal("StreamBroken", record.GetStructuredStateValue("Outcome"));
+        Assert.Equal("True", record.GetStructuredStateValue("UsageEstimated"));
+        Assert.True(decimal.Parse(record.GetStructuredStateValue("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        Assert.Single(Gateway.Logs.Calls(), r => r.GetStructuredStateValue("RequestId") == requestId);
     }
 
     [Fact]
@@ -117,8 +117,8 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.Single(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
         Assert.Contains("mock stream error", events[^1]);
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("StreamBroken", record.Field("Outcome"));
-        Assert.True(decimal.Parse(record.Field("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        Assert.Equal("StreamBroken", record.GetStructuredStateValue("Outcome"));
+        Assert.True(decimal.Parse(record.GetStructuredStateValue("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
     }
 
     [Fact]
@@ -155,9 +155,9 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
         }
 
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(requestId), "call record of the abandoned stream");
-        Assert.Equal("ClientAborted", record.Field("Outcome"));
-        Assert.True(long.Parse(record.Field("OutputTokens")!) > 0);
-        Assert.True(decimal.Parse(record.Field("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        Assert.Equal("ClientAborted", record.GetStructuredStateValue("Outcome"));
+        Assert.True(long.Parse(record.GetStructuredStateValue("OutputTokens")!) > 0);
+        Assert.True(decimal.Parse(record.GetStructuredStateValue("CostUsd")!, System.Globalization.CultureInfo.InvariantCulture) > 0);
     }
 
     [Fact]
@@ -168,7 +168,7 @@ public sealed class StreamingTests(GatewayFixture fixture) : IClassFixture<Gatew
 
         Assert.Contains("event: response.completed", text);
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
-        Assert.Equal("Completed", record.Field("Outcome"));
-        Assert.Equal("False", record.Field("UsageEstimated"));
+        Assert.Equal("Completed", record.GetStructuredStateValue("Outcome"));
+        Assert.Equal("False", record.GetStructuredStateValue("UsageEstimated"));
     }
 }

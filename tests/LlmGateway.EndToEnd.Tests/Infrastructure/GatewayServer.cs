@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace LlmGateway.EndToEnd.Tests.Infrastructure;
 
@@ -17,7 +18,7 @@ public sealed class GatewayServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly string _directory;
 
-    private GatewayServer(WebApplication app, string baseUrl, string configPath, string directory, CapturedLogs logs)
+    private GatewayServer(WebApplication app, string baseUrl, string configPath, string directory, FakeLogCollector logs)
     {
         _app = app;
         BaseUrl = baseUrl;
@@ -31,7 +32,8 @@ public sealed class GatewayServer : IAsyncDisposable
 
     public string ConfigPath { get; }
 
-    public CapturedLogs Logs { get; }
+    /// <summary>Every record the gateway logged at Information or above (the logging default), in order.</summary>
+    public FakeLogCollector Logs { get; }
 
     /// <summary>A plain HTTP client with the gateway as base address.</summary>
     public HttpClient Client { get; }
@@ -60,13 +62,12 @@ public sealed class GatewayServer : IAsyncDisposable
 
         services?.Invoke(builder.Services);
         builder.AddLlmGateway();
-        var logs = new CapturedLogs();
-        builder.Logging.AddProvider(logs);
+        builder.Logging.AddFakeLogging();
         var app = builder.Build();
         app.MapLlmGateway();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
-        return new GatewayServer(app, address.TrimEnd('/'), configPath, directory, logs);
+        return new GatewayServer(app, address.TrimEnd('/'), configPath, directory, app.Services.GetFakeLogCollector());
     }
 
     /// <summary>Waits until /readyz answers 200 (its store connected), as a load balancer would before sending traffic.</summary>

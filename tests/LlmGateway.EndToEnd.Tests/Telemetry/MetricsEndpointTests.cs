@@ -23,12 +23,12 @@ public sealed partial class MetricsEndpointTests : GatewayTestBase
         {
             await stream.Content.ReadAsStringAsync();
             var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(stream.Headers.GetValues("X-Request-Id").Single()), "stream record");
-            reported += decimal.Parse(record.Field("CostUsd")!, CultureInfo.InvariantCulture);
+            reported += decimal.Parse(record.GetStructuredStateValue("CostUsd")!, CultureInfo.InvariantCulture);
         }
 
         (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "nope")))).Dispose();
         (await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), headers: ("X-Mock-Status", "500")))).Dispose();
-        await Http.EventuallyAsync(() => Gateway.Logs.Calls.Count >= 7 ? Gateway.Logs.Calls : null, "all call records");
+        await Http.EventuallyAsync(() => Gateway.Logs.Calls().Count >= 7 ? Gateway.Logs.Calls() : null, "all call records");
 
         var scrape = await Gateway.Client.GetStringAsync("/metrics");
 

@@ -201,7 +201,7 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
             Assert.Equal(HttpStatusCode.OK, stream.StatusCode);
             Assert.Contains("[DONE]", await stream.Content.ReadAsStringAsync(), StringComparison.Ordinal);
             var record = await Http.EventuallyAsync(() => _gateway.Logs.CallFor(stream.Headers.GetValues("X-Request-Id").Single()), "the stream's call record");
-            reported += decimal.Parse(record.Field("CostUsd")!, NumberStyles.Float, CultureInfo.InvariantCulture);
+            reported += decimal.Parse(record.GetStructuredStateValue("CostUsd")!, NumberStyles.Float, CultureInfo.InvariantCulture);
         }
 
         // Cache: a deterministic request twice (miss, then hit), and a non-deterministic one (bypass).

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace LlmGateway.EndToEnd.Tests.Tools;
 
@@ -47,11 +48,11 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal(response.Headers.GetValues("X-Request-Id").Single(), seen.Headers["X-Request-Id"]);
 
         var audit = AuditFor(response);
-        Assert.Equal("allowed", audit.Field("Decision"));
-        Assert.Equal("jira:0 GET /rest/api/2/issue/*", audit.Field("Rule"));
-        Assert.Equal("alice-tools", audit.Field("KeyId"));
-        Assert.Equal("200", audit.Field("Status"));
-        Assert.Equal("/rest/api/2/issue/ABC-1", audit.Field("Path"));
+        Assert.Equal("allowed", audit.GetStructuredStateValue("Decision"));
+        Assert.Equal("jira:0 GET /rest/api/2/issue/*", audit.GetStructuredStateValue("Rule"));
+        Assert.Equal("alice-tools", audit.GetStructuredStateValue("KeyId"));
+        Assert.Equal("200", audit.GetStructuredStateValue("Status"));
+        Assert.Equal("/rest/api/2/issue/ABC-1", audit.GetStructuredStateValue("Path"));
     }
 
     [Fact]
@@ -66,9 +67,9 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Empty(_tool.Requests);
 
         var audit = AuditFor(response);
-        Assert.Equal("denied", audit.Field("Decision"));
-        Assert.True(string.IsNullOrEmpty(audit.Field("Rule")));
-        Assert.Equal("permission_denied", audit.Field("Reason"));
+        Assert.Equal("denied", audit.GetStructuredStateValue("Decision"));
+        Assert.True(string.IsNullOrEmpty(audit.GetStructuredStateValue("Rule")));
+        Assert.Equal("permission_denied", audit.GetStructuredStateValue("Reason"));
     }
 
     [Fact]
@@ -79,7 +80,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
 
         Assert.Equal(HttpStatusCode.Forbidden, nested.StatusCode);
         Assert.Equal(HttpStatusCode.OK, search.StatusCode);
-        Assert.Equal("jira:1 GET /rest/api/2/search/**", AuditFor(search).Field("Rule"));
+        Assert.Equal("jira:1 GET /rest/api/2/search/**", AuditFor(search).GetStructuredStateValue("Rule"));
     }
 
     [Fact]
@@ -107,8 +108,8 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal("/slack/api/chat.postMessage", seen.Path);
         Assert.Equal("""{"channel":"#engineering","text":"deployed"}""", seen.Body);
         Assert.Equal("Bearer " + ToolConfigs.SlackSecret, seen.Headers["Authorization"]);
-        Assert.Equal("slack:0 POST /chat.postMessage (body)", AuditFor(allowed).Field("Rule"));
-        Assert.Equal("denied", AuditFor(other).Field("Decision"));
+        Assert.Equal("slack:0 POST /chat.postMessage (body)", AuditFor(allowed).GetStructuredStateValue("Rule"));
+        Assert.Equal("denied", AuditFor(other).GetStructuredStateValue("Decision"));
     }
 
     [Fact]
@@ -122,7 +123,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         await Http.AssertErrorAsync(noRules, 403, "permission_denied", shouldRetry: false);
         await Http.AssertErrorAsync(noKey, 401, "invalid_api_key", shouldRetry: false);
         Assert.Empty(_tool.Requests);
-        Assert.All(new[] { unknown, noRules, noKey }, r => Assert.Equal("denied", AuditFor(r).Field("Decision")));
+        Assert.All(new[] { unknown, noRules, noKey }, r => Assert.Equal("denied", AuditFor(r).GetStructuredStateValue("Decision")));
     }
 
     [Fact]
@@ -145,14 +146,14 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal("refund-1", _tool.Requests.Single().Headers["Idempotency-Key"]);
 
         var audits = all.Select(AuditFor).ToArray();
-        Assert.All(audits, a => Assert.Equal("allowed", a.Field("Decision")));
-        Assert.Equal(4, audits.Count(a => a.Field("Replayed") == "True"));
-        Assert.All(audits, a => Assert.Equal("refund-1", a.Field("IdempotencyKey")));
+        Assert.All(audits, a => Assert.Equal("allowed", a.GetStructuredStateValue("Decision")));
+        Assert.Equal(4, audits.Count(a => a.GetStructuredStateValue("Replayed") == "True"));
+        Assert.All(audits, a => Assert.Equal("refund-1", a.GetStructuredStateValue("IdempotencyKey")));
 
         using var reused = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":999,"to":"cust_1"}""", headers: [("Idempotency-Key", "refund-1")]));
         await Http.AssertErrorAsync(reused, 422, "idempotency_key_reused", shouldRetry: false);
         Assert.Equal(1, _tool.CountFor("/effects/refunds"));
-        Assert.Equal("denied", AuditFor(reused).Field("Decision"));
+        Assert.Equal("denied", AuditFor(reused).GetStructuredStateValue("Decision"));
         foreach (var response in all)
         {
             response.Dispose();
@@ -182,8 +183,8 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal("1", response.Headers.GetValues("X-Gateway-Attempts").Single());
         await Task.Delay(300);
         Assert.Equal(1, _tool.CountFor("/effects/send"));
-        Assert.Equal("upstream_timeout", AuditFor(response).Field("Reason"));
-        Assert.Equal("allowed", AuditFor(response).Field("Decision"));
+        Assert.Equal("upstream_timeout", AuditFor(response).GetStructuredStateValue("Reason"));
+        Assert.Equal("allowed", AuditFor(response).GetStructuredStateValue("Decision"));
     }
 
     [Fact]
@@ -195,7 +196,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal("2", response.Headers.GetValues("X-Gateway-Attempts").Single());
         Assert.Equal(2, _tool.CountFor("/effects/send"));
         Assert.Equal(1, _tool.Effects);
-        Assert.Equal("2", AuditFor(response).Field("Attempts"));
+        Assert.Equal("2", AuditFor(response).GetStructuredStateValue("Attempts"));
     }
 
     [Fact]
@@ -246,8 +247,8 @@ public sealed class ToolGatewayTests : IAsyncLifetime
 
         using var halted = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/jira/rest/api/2/issue/ABC-1", headers: [("X-Run-Id", "run-halted")]));
         await Http.AssertErrorAsync(halted, 403, "run_halted", shouldRetry: false);
-        Assert.Equal("denied", AuditFor(halted).Field("Decision"));
-        Assert.Equal("run_halted", AuditFor(halted).Field("Reason"));
+        Assert.Equal("denied", AuditFor(halted).GetStructuredStateValue("Decision"));
+        Assert.Equal("run_halted", AuditFor(halted).GetStructuredStateValue("Reason"));
 
         // runner's runs allow 3 calls: two tool calls and one LLM call use them up.
         var statuses = new List<HttpStatusCode>();
@@ -290,14 +291,14 @@ public sealed class ToolGatewayTests : IAsyncLifetime
             ids.Add(response.Headers.GetValues("X-Request-Id").Single());
         }
 
-        await Http.EventuallyAsync(() => _gateway.Logs.All.Count(l => l.Category == "LlmGateway.Audit") >= ids.Count ? "" : null, "audit records");
+        await Http.EventuallyAsync(() => _gateway.Logs.GetSnapshot().Count(l => l.Category == "LlmGateway.Audit") >= ids.Count ? "" : null, "audit records");
         await Task.Delay(100);
-        var audits = _gateway.Logs.All.Where(l => l.Category == "LlmGateway.Audit").ToArray();
+        var audits = _gateway.Logs.GetSnapshot().Where(l => l.Category == "LlmGateway.Audit").ToArray();
         Assert.Equal(ids.Count, audits.Length);
-        Assert.Equal(new[] { "allowed", "denied", "allowed", "denied" }, ids.Select(id => audits.Single(a => a.Field("RequestId") == id).Field("Decision") ?? "").ToArray());
-        Assert.All(audits, a => Assert.Equal("ToolCall", a.EventName));
+        Assert.Equal(new[] { "allowed", "denied", "allowed", "denied" }, ids.Select(id => audits.Single(a => a.GetStructuredStateValue("RequestId") == id).GetStructuredStateValue("Decision") ?? "").ToArray());
+        Assert.All(audits, a => Assert.Equal("ToolCall", a.Id.Name));
 
-        var everything = string.Join("\n", _gateway.Logs.All.Select(l => l.Message + " " + string.Join(" ", l.Fields.Values) + " " + l.Exception));
+        var everything = string.Join("\n", _gateway.Logs.GetSnapshot().Select(l => l.Text()));
         foreach (var secret in new[] { ToolConfigs.JiraSecret, ToolConfigs.SlackSecret, ToolConfigs.Alice, "sk-not-a-gateway-key", "query-secret-1", TestConfigs.AdminKey })
         {
             Assert.DoesNotContain(secret, everything, StringComparison.Ordinal);
@@ -305,11 +306,11 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     }
 
     /// <summary>The call's audit record; written as the call completes, so possibly just after the caller has the response.</summary>
-    private CapturedLog AuditFor(HttpResponseMessage response)
+    private FakeLogRecord AuditFor(HttpResponseMessage response)
     {
         var id = response.Headers.GetValues("X-Request-Id").Single();
-        Http.EventuallyAsync(() => _gateway.Logs.All.FirstOrDefault(l => l.Category == "LlmGateway.Audit" && l.Field("RequestId") == id), "audit record of " + id).GetAwaiter().GetResult();
-        return Assert.Single(_gateway.Logs.All, l => l.Category == "LlmGateway.Audit" && l.Field("RequestId") == id);
+        Http.EventuallyAsync(() => _gateway.Logs.GetSnapshot().FirstOrDefault(l => l.Category == "LlmGateway.Audit" && l.GetStructuredStateValue("RequestId") == id), "audit record of " + id).GetAwaiter().GetResult();
+        return Assert.Single(_gateway.Logs.GetSnapshot(), l => l.Category == "LlmGateway.Audit" && l.GetStructuredStateValue("RequestId") == id);
     }
 
     private static HttpRequestMessage Admin(HttpMethod method, string path) => BudgetCalls.Admin(method, path);
