@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using LlmGateway.EndToEnd.Tests.Tools;
+using WireMock.Server;
 using Xunit.Abstractions;
 
 namespace LlmGateway.EndToEnd.Tests.Telemetry;
@@ -35,22 +36,23 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
 
     private static readonly string Root = FindRepositoryRoot();
 
-    private ToolServer _tool = null!;
+    private WireMockServer _tool = null!;
     private MockLlmServer _mock = null!;
     private GatewayServer _gateway = null!;
 
     public async Task InitializeAsync()
     {
-        _tool = await ToolServer.StartAsync();
+        _tool = await ToolApi.StartAsync();
         _mock = await MockLlmServer.StartAsync();
-        _gateway = await GatewayServer.StartAsync(Config(_mock.BaseUrl, _tool.BaseUrl));
+        _gateway = await GatewayServer.StartAsync(Config(_mock.BaseUrl, _tool.Url!));
     }
 
     public async Task DisposeAsync()
     {
         await _gateway.DisposeAsync();
         await _mock.DisposeAsync();
-        await _tool.DisposeAsync();
+        _tool.Stop();
+        _tool.Dispose();
     }
 
     [PrometheusFact]
@@ -179,7 +181,7 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         }
 
         // Config reloads: one accepted edit, then one rejected (the accepted config keeps serving).
-        var edited = Config(_mock.BaseUrl, _tool.BaseUrl).Replace("\"MaxRequestBodyBytes\": 1048576", $"\"MaxRequestBodyBytes\": {1048577 + round}", StringComparison.Ordinal);
+        var edited = Config(_mock.BaseUrl, _tool.Url!).Replace("\"MaxRequestBodyBytes\": 1048576", $"\"MaxRequestBodyBytes\": {1048577 + round}", StringComparison.Ordinal);
         await _gateway.WriteConfigAsync(edited);
         await WaitForSampleAsync("llm_gateway_config_reloads_total{result=\"success\"}", round + 1);
         await _gateway.WriteConfigAsync(edited.Replace("\"Provider\": \"mock\"", "\"Provider\": \"opneai\"", StringComparison.Ordinal));

@@ -2,7 +2,10 @@ using LlmGateway.EndToEnd.Tests.Infrastructure;
 
 namespace LlmGateway.EndToEnd.Tests.Tools;
 
-/// <summary>A gateway config with tools served by one <see cref="ToolServer"/> (each tool under its own base path).</summary>
+/// <summary>
+/// A gateway config whose tools are served by one tool API (WireMock.Net, see <see cref="ToolApi"/>), each under its own
+/// base path, except "hanging" and "stalling", served by a <see cref="StallingTool"/> when one is given.
+/// </summary>
 public static class ToolConfigs
 {
     public const string Alice = "sk-tools-alice";
@@ -11,7 +14,7 @@ public static class ToolConfigs
     public const string JiraSecret = "jira-secret-token-4f1e9";
     public const string SlackSecret = "xoxb-slack-secret-77aa";
 
-    public static string Config(string toolBaseUrl, string mockBaseUrl, string? redis = null, string? keyPrefix = null) => $$"""
+    public static string Config(string toolBaseUrl, string mockBaseUrl, string? redis = null, string? keyPrefix = null, string? stallingBaseUrl = null) => $$"""
     {
       "Gateway": {
         "Redis": "{{redis ?? ""}}",
@@ -24,7 +27,8 @@ public static class ToolConfigs
           "slack": { "BaseUrl": "{{toolBaseUrl}}/slack/api", "Headers": { "Authorization": "Bearer {{SlackSecret}}" } },
           "effects": { "BaseUrl": "{{toolBaseUrl}}/effects", "Timeout": "00:00:00.500", "MaxAttempts": 3, "MaxRetryWait": "00:00:00.200", "Breaker": { "FailureRatio": 0 } },
           "ledger": { "BaseUrl": "{{toolBaseUrl}}/effects", "Timeout": "00:00:05", "MaxAttempts": 3, "MaxRetryWait": "00:00:00.200", "Breaker": { "FailureRatio": 0 } },
-          "hanging": { "BaseUrl": "{{toolBaseUrl}}/hanging", "Timeout": "00:00:03", "MaxAttempts": 1, "MaxConcurrency": 2, "MaxQueue": 0, "Breaker": { "FailureRatio": 0 } }
+          "stalling": { "BaseUrl": "{{stallingBaseUrl ?? toolBaseUrl}}/stalling", "Timeout": "00:00:00.500", "MaxAttempts": 3, "MaxRetryWait": "00:00:00.200", "Breaker": { "FailureRatio": 0 } },
+          "hanging": { "BaseUrl": "{{stallingBaseUrl ?? toolBaseUrl}}/hanging", "Timeout": "00:00:03", "MaxAttempts": 1, "MaxConcurrency": 2, "MaxQueue": 0, "Breaker": { "FailureRatio": 0 } }
         },
         "Idempotency": { "Ttl": "00:10:00", "WaitTimeout": "00:00:05" },
         "Keys": [
@@ -33,6 +37,7 @@ public static class ToolConfigs
               "slack": [ { "Allow": "POST /chat.postMessage", "Body": { "channel": [ "#engineering" ] } } ],
               "effects": [ { "Allow": "* /**" } ],
               "ledger": [ { "Allow": "* /**" } ],
+              "stalling": [ { "Allow": "* /**" } ],
               "hanging": [ { "Allow": "* /**" } ] } },
           { "Key": "{{Bob}}", "User": "bob", "Tools": { "slack": [ { "Allow": "GET /**" } ] } },
           { "Key": "{{Runner}}", "User": "runner", "Tools": { "effects": [ { "Allow": "POST /**" } ] } }

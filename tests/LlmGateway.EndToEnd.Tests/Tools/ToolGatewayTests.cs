@@ -1,17 +1,23 @@
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Testing;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
 
 namespace LlmGateway.EndToEnd.Tests.Tools;
 
 /// <summary>
-/// /tools/{tool}/... end to end: a real gateway on Kestrel forwarding to a real <see cref="ToolServer"/>, with the
-/// audit trail read from the gateway's captured logs.
+/// /tools/{tool}/... end to end: a real gateway on Kestrel forwarding to tool APIs on real sockets — WireMock.Net
+/// (<see cref="ToolApi"/>) and, for calls that must hang, a <see cref="StallingTool"/> — with the audit trail read
+/// from the gateway's captured logs.
 /// </summary>
 public sealed class ToolGatewayTests : IAsyncLifetime
 {
-    private ToolServer _tool = null!;
+    private WireMockServer _tool = null!;
+    private StallingTool _stalling = null!;
     private MockLlmServer _mock = null!;
     private GatewayServer _gateway = null!;
 
@@ -19,16 +25,19 @@ public sealed class ToolGatewayTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        _tool = await ToolServer.StartAsync();
+        _tool = await ToolApi.StartAsync();
+        _stalling = await StallingTool.StartAsync();
         _mock = await MockLlmServer.StartAsync();
-        _gateway = await GatewayServer.StartAsync(ToolConfigs.Config(_tool.BaseUrl, _mock.BaseUrl));
+        _gateway = await GatewayServer.StartAsync(ToolConfigs.Config(_tool.Url!, _mock.BaseUrl, stallingBaseUrl: _stalling.BaseUrl));
     }
 
     public async Task DisposeAsync()
     {
         await _gateway.DisposeAsync();
         await _mock.DisposeAsync();
-        await _tool.DisposeAsync();
+        await _stalling.DisposeAsync();
+        _tool.Stop();
+        _tool.Dispose();
     }
 
     [Fact]
@@ -39,7 +48,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         using var response = await Client.SendAsync(request);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var seen = Assert.Single(_tool.Requests);
+        var seen = Assert.Single(_tool.Requests());
         Assert.Equal("GET", seen.Method);
         Assert.Equal("/jira/rest/api/2/issue/ABC-1?fields=summary", seen.Path);
         Assert.Equal("Bearer " + ToolConfigs.JiraSecret, seen.Headers["Authorization"]);
@@ -64,7 +73,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         var message = (await Http.ErrorOf(response)).GetProperty("message").GetString()!;
         Assert.Contains("'jira'", message, StringComparison.Ordinal);
         Assert.Contains("POST /rest/api/2/issue", message, StringComparison.Ordinal);
-        Assert.Empty(_tool.Requests);
+        Assert.Empty(_tool.Requests());
 
         var audit = AuditFor(response);
         Assert.Equal("denied", audit.GetStructuredStateValue("Decision"));
@@ -89,7 +98,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/jira/rest/api/2/issue/..%2F..%2F..%2Fadmin"));
 
         await Http.AssertErrorAsync(response, 400, "invalid_request_error", shouldRetry: false);
-        Assert.Empty(_tool.Requests);
+        Assert.Empty(_tool.Requests());
     }
 
     [Fact]
@@ -104,7 +113,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         await Http.AssertErrorAsync(other, 403, "permission_denied", shouldRetry: false);
         await Http.AssertErrorAsync(duplicate, 403, "permission_denied", shouldRetry: false);
         await Http.AssertErrorAsync(missing, 403, "permission_denied", shouldRetry: false);
-        var seen = Assert.Single(_tool.Requests);
+        var seen = Assert.Single(_tool.Requests());
         Assert.Equal("/slack/api/chat.postMessage", seen.Path);
         Assert.Equal("""{"channel":"#engineering","text":"deployed"}""", seen.Body);
         Assert.Equal("Bearer " + ToolConfigs.SlackSecret, seen.Headers["Authorization"]);
@@ -122,7 +131,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         await Http.AssertErrorAsync(unknown, 404, "tool_not_found", shouldRetry: false);
         await Http.AssertErrorAsync(noRules, 403, "permission_denied", shouldRetry: false);
         await Http.AssertErrorAsync(noKey, 401, "invalid_api_key", shouldRetry: false);
-        Assert.Empty(_tool.Requests);
+        Assert.Empty(_tool.Requests());
         Assert.All(new[] { unknown, noRules, noKey }, r => Assert.Equal("denied", AuditFor(r).GetStructuredStateValue("Decision")));
     }
 
@@ -130,7 +139,9 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     public async Task SameIdempotencyKey_FiveTimesConcurrently_ReachesToolOnce_AllGetTheSameBody()
     {
         const string body = """{"amount":100,"to":"cust_1"}""";
-        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", body, headers: [("Idempotency-Key", "refund-1"), ("X-Tool-Delay-Ms", "300")]);
+        // The tool takes 300 ms, so the concurrent calls arrive while the first is still in flight.
+        _tool.Given(Request.Create().WithPath("/effects/refunds").UsingPost()).RespondWith(ToolApi.Answer().WithDelay(300));
+        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", body, headers: [("Idempotency-Key", "refund-1")]);
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Client.SendAsync(Refund())));
         using var later = await Client.SendAsync(Refund());
@@ -140,10 +151,13 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         var bodies = await Task.WhenAll(all.Select(r => r.Content.ReadAsStringAsync()));
         Assert.Single(bodies.Distinct());
         Assert.Equal(1, _tool.CountFor("/effects/refunds"));
-        Assert.Equal(1, _tool.Effects);
         Assert.Equal(4, all.Count(r => r.Headers.TryGetValues("Idempotent-Replayed", out var v) && v.Single() == "true"));
-        Assert.All(all, r => Assert.Equal("1", r.Headers.GetValues("X-Tool-Sequence").Single()));
-        Assert.Equal("refund-1", _tool.Requests.Single().Headers["Idempotency-Key"]);
+        var answered = Assert.Single(_tool.LogEntries).ResponseMessage; // what the tool sent, with its fresh call id
+        var callId = answered.Headers![ToolApi.CallHeader].ToString();
+        Assert.True(Guid.TryParse(callId, out _), callId);
+        Assert.All(all, r => Assert.Equal(callId, r.Headers.GetValues(ToolApi.CallHeader).Single()));
+        Assert.All(bodies, b => Assert.Equal(answered.BodyData!.BodyAsString, b));
+        Assert.Equal("refund-1", _tool.Requests().Single().Headers["Idempotency-Key"]);
 
         var audits = all.Select(AuditFor).ToArray();
         Assert.All(audits, a => Assert.Equal("allowed", a.GetStructuredStateValue("Decision")));
@@ -170,19 +184,19 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
         Assert.Equal("true", second.Headers.GetValues("Idempotent-Replayed").Single());
         Assert.Equal(1, _tool.CountFor("/effects/emails"));
-        Assert.Equal("run:run-steps:step:7", _tool.Requests.Single().Headers["Idempotency-Key"]);
-        Assert.False(_tool.Requests.Single().Headers.ContainsKey("X-Gateway-Step"));
+        Assert.Equal("run:run-steps:step:7", _tool.Requests().Single().Headers["Idempotency-Key"]);
+        Assert.False(_tool.Requests().Single().Headers.ContainsKey("X-Gateway-Step"));
     }
 
     [Fact]
     public async Task PostWithoutKey_TimingOut_IsNotRetried()
     {
-        using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/send", """{"n":1}""", headers: [("X-Tool-Delay-Ms", "3000")]));
+        using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/stalling/send", """{"n":1}"""));
 
         await Http.AssertErrorAsync(response, 504, "upstream_timeout", shouldRetry: true);
         Assert.Equal("1", response.Headers.GetValues("X-Gateway-Attempts").Single());
         await Task.Delay(300);
-        Assert.Equal(1, _tool.CountFor("/effects/send"));
+        Assert.Equal(1, _stalling.CountFor("/stalling/send"));
         Assert.Equal("upstream_timeout", AuditFor(response).GetStructuredStateValue("Reason"));
         Assert.Equal("allowed", AuditFor(response).GetStructuredStateValue("Decision"));
     }
@@ -190,23 +204,28 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     [Fact]
     public async Task PostWithKey_TimingOut_IsRetried_AndTheToolSeesOneEffect()
     {
-        using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/send", """{"n":2}""", headers: [("Idempotency-Key", "send-2"), ("X-Tool-Hang-First", "1")]));
+        // The stalling tool leaves the first request of a key unanswered and answers its repeat.
+        using var response = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/stalling/send", """{"n":2}""", headers: [("Idempotency-Key", "send-2")]));
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("2", response.Headers.GetValues("X-Gateway-Attempts").Single());
-        Assert.Equal(2, _tool.CountFor("/effects/send"));
-        Assert.Equal(1, _tool.Effects);
+        Assert.Equal(2, _stalling.CountFor("/stalling/send"));
+        Assert.All(_stalling.Requests, r => Assert.Equal("send-2", r.Headers["Idempotency-Key"])); // one effect at an idempotent tool
         Assert.Equal("2", AuditFor(response).GetStructuredStateValue("Attempts"));
     }
 
     [Fact]
     public async Task GetFailingTransiently_IsRetried_PostWithoutKey_IsNot()
     {
-        using var get = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/effects/status", headers: [("X-Tool-Status", "503"), ("X-Tool-Fail-Times", "1"), ("X-Tool-Scenario", "get")]));
-        using var post = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/charge", "{}", headers: [("X-Tool-Status", "503"), ("X-Tool-Fail-Times", "1"), ("X-Tool-Scenario", "post")]));
+        // Each path answers 503 once, then (its scenario moved on) the default 200.
+        _tool.Given(Request.Create().WithPath("/effects/status").UsingGet()).InScenario("get").WillSetStateTo("failed once").RespondWith(Response.Create().WithStatusCode(503));
+        _tool.Given(Request.Create().WithPath("/effects/charge").UsingPost()).InScenario("post").WillSetStateTo("failed once").RespondWith(Response.Create().WithStatusCode(503));
+        using var get = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/effects/status"));
+        using var post = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/effects/charge", "{}"));
 
         Assert.Equal(HttpStatusCode.OK, get.StatusCode);
         Assert.Equal(2, _tool.CountFor("/effects/status"));
+        Assert.Equal([503, 200], _tool.LogEntries.Where(e => e.RequestMessage.Path == "/effects/status").Select(e => Convert.ToInt32(e.ResponseMessage.StatusCode, CultureInfo.InvariantCulture)));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, post.StatusCode); // the tool's own answer, passed through
         Assert.Equal(1, _tool.CountFor("/effects/charge"));
     }
@@ -214,13 +233,13 @@ public sealed class ToolGatewayTests : IAsyncLifetime
     [Fact]
     public async Task HangingTool_DoesNotDelayLlmCallsOrOtherTools_AndExtraCallsAreRefusedAtOnce()
     {
-        // Two calls occupy both of the hanging tool's slots for up to its 3 s timeout (the tool would hang 30 s).
+        // Two calls occupy both of the hanging tool's slots for its 3 s timeout (the tool never answers them).
         var hanging = Enumerable.Range(0, 2)
-            .Select(i => Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/hanging/work", "{}", headers: [("X-Tool-Delay-Ms", "30000")])))
+            .Select(i => Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/hanging/work", "{}")))
             .ToArray();
-        await Http.EventuallyAsync(() => _tool.CountFor("/hanging") == 2 ? "" : null, "both hanging calls at the tool");
+        await Http.EventuallyAsync(() => _stalling.CountFor("/hanging") == 2 ? "" : null, "both hanging calls at the tool");
 
-        using var overflow = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/hanging/work", "{}", headers: [("X-Tool-Delay-Ms", "30000")]));
+        using var overflow = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Post, "/tools/hanging/work", "{}"));
         using var other = await Client.SendAsync(ToolConfigs.Request(HttpMethod.Get, "/tools/jira/rest/api/2/issue/ABC-2"));
         using var llm = await Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), ToolConfigs.Alice));
 
@@ -228,7 +247,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, other.StatusCode);
         Assert.Equal(HttpStatusCode.OK, llm.StatusCode);
         Assert.All(hanging, t => Assert.False(t.IsCompleted, "a hanging call finished before the others"));
-        Assert.Equal(2, _tool.CountFor("/hanging"));
+        Assert.Equal(2, _stalling.CountFor("/hanging"));
 
         var timedOut = await Task.WhenAll(hanging);
         foreach (var response in timedOut)
@@ -268,7 +287,7 @@ public sealed class ToolGatewayTests : IAsyncLifetime
         Assert.All(statuses, s => Assert.Equal(HttpStatusCode.OK, s));
         await Http.AssertErrorAsync(fourth, 429, "budget_exceeded", shouldRetry: false);
         Assert.Equal(2, _tool.CountFor("/effects/step"));
-        Assert.DoesNotContain(_tool.Requests, r => r.Path.StartsWith("/jira", StringComparison.Ordinal));
+        Assert.DoesNotContain(_tool.Requests(), r => r.Path.StartsWith("/jira", StringComparison.Ordinal));
 
         using var state = await Client.SendAsync(Admin(HttpMethod.Get, "/admin/runs/run-calls"));
         Assert.Equal(3, JsonDocument.Parse(await state.Content.ReadAsStringAsync()).RootElement.GetProperty("calls").GetInt32());

@@ -1,18 +1,20 @@
 using System.Net;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using LlmGateway.Tests.Shared;
+using WireMock.RequestBuilders;
+using WireMock.Server;
 
 namespace LlmGateway.EndToEnd.Tests.Tools;
 
 /// <summary>
 /// Two gateways sharing only a real redis-server (replica A in this process, replica B a separate
-/// <c>dotnet LlmGateway.dll</c> process) execute a repeated idempotency key once between them.
+/// <c>dotnet LlmGateway.dll</c> process) execute a repeated idempotency key once between them at the tool (WireMock.Net).
 /// </summary>
 [RequiresRedisServer]
 public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyncLifetime
 {
     private readonly RedisServerFixture _redis;
-    private ToolServer _tool = null!;
+    private WireMockServer _tool = null!;
     private MockLlmServer _mock = null!;
     private GatewayServer _a = null!;
     private GatewayProcess _b = null!;
@@ -26,9 +28,9 @@ public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, I
             _redis.Start();
         }
 
-        _tool = await ToolServer.StartAsync();
+        _tool = await ToolApi.StartAsync();
         _mock = await MockLlmServer.StartAsync();
-        var config = ToolConfigs.Config(_tool.BaseUrl, _mock.BaseUrl, _redis.ConnectionString, "llmgw-tools-" + Guid.NewGuid().ToString("N") + ":");
+        var config = ToolConfigs.Config(_tool.Url!, _mock.BaseUrl, _redis.ConnectionString, "llmgw-tools-" + Guid.NewGuid().ToString("N") + ":");
         _a = await GatewayServer.StartAsync(config);
         _b = await GatewayProcess.StartAsync(config);
         await _a.WaitReadyAsync();
@@ -39,13 +41,16 @@ public sealed class ToolRedisReplicaTests : IClassFixture<RedisServerFixture>, I
         await _a.DisposeAsync();
         await _b.DisposeAsync();
         await _mock.DisposeAsync();
-        await _tool.DisposeAsync();
+        _tool.Stop();
+        _tool.Dispose();
     }
 
     [RedisFact]
     public async Task TwoReplicas_SameIdempotencyKey_ConcurrentlyAndLater_ReachTheToolOnce()
     {
-        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":5}""", headers: [("Idempotency-Key", "shared-refund"), ("X-Tool-Delay-Ms", "300")]);
+        // The tool takes 300 ms, so the concurrent calls arrive while the first is still in flight.
+        _tool.Given(Request.Create().WithPath("/effects/refunds").UsingPost()).RespondWith(ToolApi.Answer().WithDelay(300));
+        HttpRequestMessage Refund() => ToolConfigs.Request(HttpMethod.Post, "/tools/ledger/refunds", """{"amount":5}""", headers: [("Idempotency-Key", "shared-refund")]);
 
         var concurrent = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(Refund())));
         using var laterOnB = await _b.Client.SendAsync(Refund());
