@@ -72,10 +72,14 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         {
             reported += await RunWorkloadAsync(round);
 
-            // Everything the gateway counted, then the moment Prometheus has scraped all of it.
+            // Everything the gateway counted, then the moment Prometheus has scraped all of it. Tool calls are counted
+            // apart from requests and come last in a round: without their own wait, the scrape that ends round 0 may
+            // predate them, leaving their series one sample (no rate) when scrapes are slow.
             scrape = await _gateway.Client.GetStringAsync("/metrics");
             var requests = SumOf(scrape, "llm_gateway_requests_total");
+            var toolCalls = SumOf(scrape, "llm_gateway_tool_calls_total");
             await WaitForAsync(prometheus, async () => await prometheus.QueryScalarAsync("sum(llm_gateway_requests_total)") == requests, $"Prometheus to see all {requests} requests of round {round}");
+            await WaitForAsync(prometheus, async () => await prometheus.QueryScalarAsync("sum(llm_gateway_tool_calls_total)") >= toolCalls, $"Prometheus to see all {toolCalls} tool calls of round {round}");
         }
 
         var cost = await prometheus.QueryScalarAsync("sum(llm_gateway_cost_usd_total)");
