@@ -20,7 +20,7 @@ namespace LlmGateway.EndToEnd.Tests.Tools;
 /// so a call still held is invisible; a delayed answer moves a scenario on only after the delay, so a retry cannot be
 /// answered while the first attempt still hangs; and its delays run on when the caller has gone.
 /// </remarks>
-public sealed class StallingTool : IAsyncDisposable
+internal sealed class StallingTool : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly ConcurrentQueue<ToolRequest> _requests = new();

@@ -60,7 +60,7 @@ internal static class ToolApi
 }
 
 /// <summary>One request as a tool received it: path with query, headers (names compare without case), body.</summary>
-public sealed record ToolRequest(string Method, string Path, IReadOnlyDictionary<string, string> Headers, string Body)
+internal sealed record ToolRequest(string Method, string Path, IReadOnlyDictionary<string, string> Headers, string Body)
 {
     internal static ToolRequest From(IRequestMessage message) => new(
         message.Method,
