@@ -26,6 +26,14 @@ public sealed class ResponseCacheTests : IAsyncLifetime
 
     private int UpstreamCalls(string path = "/v1/chat/completions") => _mock.Log.CountFor(path);
 
+    /// <summary>
+    /// Makes sure the answer to a call just made is in the cache before a test moves the clock: the gateway stores it,
+    /// stamped with the clock's time, as the call completes, just after the caller has it. An identical call waits for
+    /// that (single flight), so its HIT proves the entry is in; moving the clock earlier would move the expiry with it.
+    /// </summary>
+    private async Task StoredAsync(string body, params (string, string)[] headers) =>
+        Assert.Equal("HIT", (await SendAsync(body, headers: headers)).Cache);
+
     private async Task<(HttpStatusCode Status, string? Cache, string Body)> SendAsync(string body, string key = CacheConfigs.Alice, string path = "/v1/chat/completions", params (string, string)[] headers)
     {
         using var response = await _gateway.Client.SendAsync(Http.Post(path, body, key, headers));
@@ -116,6 +124,7 @@ public sealed class ResponseCacheTests : IAsyncLifetime
     public async Task Ttl_ExpiresByTheInjectedClock()
     {
         await SendAsync(CacheConfigs.Chat("ttl"));
+        await StoredAsync(CacheConfigs.Chat("ttl"));
         _clock.Advance(TimeSpan.FromMinutes(59));
         Assert.Equal("HIT", (await SendAsync(CacheConfigs.Chat("ttl"))).Cache);
         _clock.Advance(TimeSpan.FromMinutes(2));
@@ -126,6 +135,7 @@ public sealed class ResponseCacheTests : IAsyncLifetime
     public async Task TtlHeader_ShortensTheEntrysLife()
     {
         await SendAsync(CacheConfigs.Chat("short"), headers: ("X-Gateway-Cache-Ttl", "10"));
+        await StoredAsync(CacheConfigs.Chat("short"), ("X-Gateway-Cache-Ttl", "10"));
         _clock.Advance(TimeSpan.FromSeconds(9));
         Assert.Equal("HIT", (await SendAsync(CacheConfigs.Chat("short"))).Cache);
         _clock.Advance(TimeSpan.FromSeconds(2));
