@@ -7,7 +7,7 @@ namespace LlmGateway.Telemetry;
 
 /// <summary>
 /// The gateway's own instruments (CONTRACT.md, "Prometheus metrics"). Counter names omit <c>_total</c>:
-/// the Prometheus serializer appends it. Recording methods allocate nothing.
+/// the Prometheus bridge appends it, as OpenTelemetry's exporters do. Recording methods allocate nothing.
 /// </summary>
 internal sealed class GatewayMetrics
 {

@@ -45,8 +45,11 @@ public sealed class OtlpExportTests
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
-        var export = await Http.EventuallyAsync(() => received.FirstOrDefault(r => r.Body.Contains("llm_gateway_requests", StringComparison.Ordinal)).Body, "an OTLP export with the gateway's metrics", timeoutMs: 15000);
-        Assert.Contains("llm_gateway_cost_usd", export);
+        // The request is counted a moment before its cost: an export may fall in between, so wait for one with both.
+        var export = await Http.EventuallyAsync(
+            () => received.FirstOrDefault(r => r.Body.Contains("llm_gateway_requests", StringComparison.Ordinal) && r.Body.Contains("llm_gateway_cost_usd", StringComparison.Ordinal)).Body,
+            "an OTLP export with the gateway's request and cost counters", timeoutMs: 15000);
+        Assert.Contains("llm_gateway_tokens", export);
         Assert.All(received, r => Assert.Equal("collector-secret", r.ApiKey));
         await collector.StopAsync();
     }

@@ -15,7 +15,8 @@ namespace LlmGateway.EndToEnd.Tests.Telemetry;
 /// (successes, embeddings, streams, cache hits, rejections, retries, a fallback, a budget downgrade, tool calls
 /// with an idempotent replay, a good and a bad config reload). Then every PromQL expression of the Grafana
 /// dashboard and of the alert rules is evaluated through Prometheus's HTTP API and must return data, and the
-/// summed cost counter must equal the costs the clients were told.
+/// summed cost counter must equal the costs the clients were told. Prometheus negotiates OpenMetrics, so this is
+/// also the check of that format with Prometheus's own parser.
 /// </summary>
 public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -87,6 +88,12 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         Assert.True(reported > 0m);
         var relative = Math.Abs(cost.Value - (double)reported) / (double)reported;
         Assert.True(relative <= 1e-9, $"Prometheus sum(llm_gateway_cost_usd_total) = {cost.Value:R}, clients were told {reported} in total (relative difference {relative:E2})");
+
+        // Prometheus asks for OpenMetrics first, and the gateway serves it: Prometheus's OpenMetrics parser read every
+        // scrape (its integer bucket bounds are stored as OpenMetrics writes them, le="1.0"; the text format says "1").
+        Assert.True(
+            await prometheus.QueryScalarAsync("count(llm_gateway_request_duration_seconds_bucket{le=\"1.0\"})") > 0,
+            "Prometheus did not scrape the gateway in the OpenMetrics format");
 
         // The gateway's own refusals are answers too: the success-ratio alert counts their 429s (2 rounds × budget
         // and RPM), and the 4xx error-ratio panel the unknown model's 404s (without a model label).

@@ -8,12 +8,12 @@ public sealed class GatewayMetricsTests : IDisposable
 {
     private readonly ServiceProvider _services;
     private readonly GatewayMetrics _metrics;
-    private readonly PrometheusMetricsCollector _collector;
+    private readonly MeterBridge _bridge;
 
     public GatewayMetricsTests()
     {
         _services = new ServiceCollection().AddGatewayTelemetry().BuildServiceProvider();
-        _collector = _services.GetRequiredService<PrometheusMetricsCollector>();
+        _bridge = _services.GetRequiredService<MeterBridge>();
         _metrics = _services.GetRequiredService<GatewayMetrics>();
     }
 
@@ -27,7 +27,7 @@ public sealed class GatewayMetricsTests : IDisposable
         _metrics.RecordRequest("alice", "gpt-4o", 429, 0.001);
         _metrics.RecordRequest("bob", "gpt-4o", 999, 0.001);
 
-        var scrape = Scrape(_collector);
+        var scrape = Scrape(_bridge);
 
         Assert.Equal(2, SampleValue(scrape, "llm_gateway_requests_total{model=\"gpt-4o\",status=\"200\",user=\"alice\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_requests_total{model=\"gpt-4o\",status=\"429\",user=\"alice\"}"));
@@ -43,7 +43,7 @@ public sealed class GatewayMetricsTests : IDisposable
         _metrics.RecordTokens("alice", "gpt-4o", input: 100, output: 20, cachedInput: 0);
         _metrics.RecordTokens("alice", "gpt-4o", input: 50, output: 5, cachedInput: 40);
 
-        var scrape = Scrape(_collector);
+        var scrape = Scrape(_bridge);
 
         Assert.Equal(150, SampleValue(scrape, "llm_gateway_tokens_total{model=\"gpt-4o\",type=\"input\",user=\"alice\"}"));
         Assert.Equal(25, SampleValue(scrape, "llm_gateway_tokens_total{model=\"gpt-4o\",type=\"output\",user=\"alice\"}"));
@@ -68,12 +68,12 @@ public sealed class GatewayMetricsTests : IDisposable
         _metrics.RecordToolCall("jira", "GET", 200, 0.2);
         _metrics.RecordIdempotentReplay("jira");
 
-        var scrape = Scrape(_collector);
+        var scrape = Scrape(_bridge);
 
         Assert.Equal(0.75, SampleValue(scrape, "llm_gateway_cost_usd_total{model=\"gpt-4o\",team=\"sales\",user=\"alice\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_upstream_duration_seconds_count{model=\"gpt-4o\",provider=\"openai\"}"));
-        Assert.Equal(1, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"5E-05\"}"));
-        Assert.Equal(0, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"2.5E-05\"}"));
+        Assert.Equal(1, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"5e-05\"}"));
+        Assert.Equal(0, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"2.5e-05\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_time_to_first_token_seconds_count{model=\"gpt-4o\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_rejections_total{reason=\"budget_exceeded\",user=\"alice\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_cache_requests_total{model=\"gpt-4o\",result=\"hit\"}"));
@@ -90,13 +90,13 @@ public sealed class GatewayMetricsTests : IDisposable
     [Fact]
     public void SetConfigVersion_ExposesOnlyTheActiveVersion()
     {
-        Assert.Empty(SampleLines(Scrape(_collector), "llm_gateway_config_info"));
+        Assert.Empty(SampleLines(Scrape(_bridge), "llm_gateway_config_info"));
 
         _metrics.SetConfigVersion("abc123");
-        Assert.Equal(["llm_gateway_config_info{version=\"abc123\"} 1"], SampleLines(Scrape(_collector), "llm_gateway_config_info"));
+        Assert.Equal(["llm_gateway_config_info{version=\"abc123\"} 1"], SampleLines(Scrape(_bridge), "llm_gateway_config_info"));
 
         _metrics.SetConfigVersion("def456");
-        Assert.Equal(["llm_gateway_config_info{version=\"def456\"} 1"], SampleLines(Scrape(_collector), "llm_gateway_config_info"));
+        Assert.Equal(["llm_gateway_config_info{version=\"def456\"} 1"], SampleLines(Scrape(_bridge), "llm_gateway_config_info"));
     }
 
     [Fact]
@@ -104,13 +104,13 @@ public sealed class GatewayMetricsTests : IDisposable
     {
         _metrics.SetCircuitState("openai", GatewayMetrics.CircuitOpen);
         _metrics.SetCircuitState("mock", GatewayMetrics.CircuitClosed);
-        var scrape = Scrape(_collector);
+        var scrape = Scrape(_bridge);
         Assert.Equal(2, SampleValue(scrape, "llm_gateway_circuit_state{upstream=\"openai\"}"));
         Assert.Equal(0, SampleValue(scrape, "llm_gateway_circuit_state{upstream=\"mock\"}"));
 
         _metrics.SetCircuitState("openai", GatewayMetrics.CircuitHalfOpen);
         _metrics.RemoveCircuitState("mock");
-        scrape = Scrape(_collector);
+        scrape = Scrape(_bridge);
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_circuit_state{upstream=\"openai\"}"));
         Assert.Null(SampleValue(scrape, "llm_gateway_circuit_state{upstream=\"mock\"}"));
     }
@@ -121,14 +121,14 @@ public sealed class GatewayMetricsTests : IDisposable
         _metrics.SetBudget("alice", spent: 2.5, limit: 10);
         _metrics.SetBudget("alice", spent: 3.25, limit: 10);
 
-        var scrape = Scrape(_collector);
+        var scrape = Scrape(_bridge);
 
         Assert.Contains("# TYPE llm_gateway_budget_spent_usd gauge\n", scrape);
         Assert.Equal(3.25, SampleValue(scrape, "llm_gateway_budget_spent_usd{user=\"alice\"}"));
         Assert.Equal(10, SampleValue(scrape, "llm_gateway_budget_limit_usd{user=\"alice\"}"));
 
         _metrics.RemoveBudget("alice");
-        Assert.Null(SampleValue(Scrape(_collector), "llm_gateway_budget_spent_usd{user=\"alice\"}"));
+        Assert.Null(SampleValue(Scrape(_bridge), "llm_gateway_budget_spent_usd{user=\"alice\"}"));
     }
 
     [Fact]
@@ -139,8 +139,8 @@ public sealed class GatewayMetricsTests : IDisposable
 
         _metrics.RecordRejection("alice", "this_host");
 
-        Assert.DoesNotContain("other_host", Scrape(_collector));
-        Assert.DoesNotContain("this_host", Scrape(other.GetRequiredService<PrometheusMetricsCollector>()));
+        Assert.DoesNotContain("other_host", Scrape(_bridge));
+        Assert.DoesNotContain("this_host", Scrape(other.GetRequiredService<MeterBridge>()));
     }
 
     [Theory]

@@ -13,21 +13,21 @@ public sealed class TelemetryServiceCollectionExtensionsTests
         using var services = new ServiceCollection().AddGatewayTelemetry().AddGatewayTelemetry().BuildServiceProvider();
 
         Assert.Same(services.GetRequiredService<GatewayMetrics>(), services.GetRequiredService<GatewayMetrics>());
-        Assert.Same(services.GetRequiredService<PrometheusMetricsCollector>(), services.GetRequiredService<PrometheusMetricsCollector>());
-        Assert.Single(services.GetServices<IHostedService>().OfType<PrometheusCollectorStartup>());
+        Assert.Same(services.GetRequiredService<MeterBridge>(), services.GetRequiredService<MeterBridge>());
+        Assert.Single(services.GetServices<IHostedService>().OfType<MeterBridgeStartup>());
     }
 
     [Fact]
-    public void AddGatewayTelemetry_KeepsAnEarlierCollectorRegistration()
+    public void AddGatewayTelemetry_KeepsAnEarlierBridgeRegistration()
     {
         var meterName = UniqueMeterName();
-        using var custom = CreateCollector(meterName);
+        using var custom = CreateBridge(meterName);
         using var services = new ServiceCollection()
             .AddSingleton(custom)
             .AddGatewayTelemetry()
             .BuildServiceProvider();
 
-        Assert.Same(custom, services.GetRequiredService<PrometheusMetricsCollector>());
+        Assert.Same(custom, services.GetRequiredService<MeterBridge>());
     }
 
     [Fact]
@@ -38,28 +38,28 @@ public sealed class TelemetryServiceCollectionExtensionsTests
             .Configure<PrometheusMetricsOptions>(o => o.MaxSeriesPerInstrument = 1)
             .BuildServiceProvider();
         var metrics = services.GetRequiredService<GatewayMetrics>();
-        var collector = services.GetRequiredService<PrometheusMetricsCollector>();
+        var bridge = services.GetRequiredService<MeterBridge>();
 
         metrics.RecordRejection("alice", "a");
         metrics.RecordRejection("bob", "b");
 
         // Other meters (System.Runtime, System.Net.Http of parallel tests) are capped at one series too.
-        Assert.Single(SampleLines(Scrape(collector), "llm_gateway_rejections_total"));
-        Assert.True(collector.DroppedMeasurements >= 1);
+        Assert.Single(SampleLines(Scrape(bridge), "llm_gateway_rejections_total"));
+        Assert.True(bridge.DroppedMeasurements >= 1);
     }
 
     [Fact]
-    public void Collector_ResolvedAfterGatewayMetrics_StillSeesItsInstruments()
+    public void Bridge_ResolvedAfterGatewayMetrics_StillSeesItsInstruments()
     {
         using var services = new ServiceCollection().AddGatewayTelemetry().BuildServiceProvider();
         var metrics = services.GetRequiredService<GatewayMetrics>();
-        metrics.RecordRejection("lost", "before_collector");
+        metrics.RecordRejection("lost", "before_bridge");
 
-        var collector = services.GetRequiredService<PrometheusMetricsCollector>();
-        metrics.RecordRejection("alice", "after_collector");
+        var bridge = services.GetRequiredService<MeterBridge>();
+        metrics.RecordRejection("alice", "after_bridge");
 
-        var scrape = Scrape(collector);
-        Assert.Equal(1, SampleValue(scrape, "llm_gateway_rejections_total{reason=\"after_collector\",user=\"alice\"}"));
-        Assert.DoesNotContain("before_collector", scrape);
+        var scrape = Scrape(bridge);
+        Assert.Equal(1, SampleValue(scrape, "llm_gateway_rejections_total{reason=\"after_bridge\",user=\"alice\"}"));
+        Assert.DoesNotContain("before_bridge", scrape);
     }
 }

@@ -1,7 +1,7 @@
-using System.Buffers;
 using System.Globalization;
 using System.Text;
 using LlmGateway.Telemetry;
+using Prometheus;
 
 namespace LlmGateway.Tests.Telemetry;
 
@@ -10,38 +10,23 @@ internal static class TelemetryTestHelpers
     /// <summary>A meter name no default collector listens to, so parallel tests do not see each other.</summary>
     public static string UniqueMeterName() => "Tests.Telemetry." + Guid.NewGuid().ToString("N");
 
-    public static PrometheusMetricsCollector CreateCollector(string meterName, int maxSeries = 2_000)
+    public static MeterBridge CreateBridge(string meterName, int maxSeries = 2_000)
     {
         var options = new PrometheusMetricsOptions { MaxSeriesPerInstrument = maxSeries };
         options.MeterPrefixes.Clear();
         options.MeterNames.Clear();
         options.MeterNames.Add(meterName);
-        return new PrometheusMetricsCollector(options);
+        return new MeterBridge(options);
     }
 
-    public static string Scrape(PrometheusMetricsCollector collector)
-    {
-        var buffer = new ArrayBufferWriter<byte>();
-        collector.WriteTo(buffer);
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
-    }
+    /// <summary>A scrape of the registry in the Prometheus text format, as /metrics serves it by default.</summary>
+    public static string Scrape(MeterBridge bridge) => Scrape(bridge.Registry);
 
-    public static string Serialize(params PrometheusMetric[] metrics)
+    public static string Scrape(CollectorRegistry registry, ExpositionFormat format = ExpositionFormat.PrometheusText)
     {
-        var buffer = new ArrayBufferWriter<byte>();
-        PrometheusTextSerializer.Write(buffer, metrics);
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
-    }
-
-    public static TagSet Tags(params (string Name, string Value)[] tags)
-    {
-        var pairs = new KeyValuePair<string, string>[tags.Length];
-        for (var i = 0; i < tags.Length; i++)
-        {
-            pairs[i] = new KeyValuePair<string, string>(tags[i].Name, tags[i].Value);
-        }
-
-        return TagSet.Create(pairs);
+        using var buffer = new MemoryStream();
+        registry.CollectAndExportAsTextAsync(buffer, format).GetAwaiter().GetResult();
+        return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
     /// <summary>The value of the sample whose name and labels are exactly <paramref name="series"/>, or null.</summary>

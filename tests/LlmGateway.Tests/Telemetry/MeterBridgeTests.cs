@@ -6,14 +6,15 @@ using static LlmGateway.Tests.Telemetry.TelemetryTestHelpers;
 
 namespace LlmGateway.Tests.Telemetry;
 
-public sealed class PrometheusMetricsCollectorTests
+/// <summary>System.Diagnostics.Metrics instruments as prometheus-net series: kinds, names, labels, bounds.</summary>
+public sealed class MeterBridgeTests
 {
     private readonly string _meterName = UniqueMeterName();
 
     [Fact]
     public void Counter_AggregatesPerTagSet()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("requests", description: "Requests.");
 
@@ -22,7 +23,7 @@ public sealed class PrometheusMetricsCollectorTests
         counter.Add(5, new KeyValuePair<string, object?>("user", "bob"));
         counter.Add(7);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Contains("# TYPE requests_total counter\n", scrape);
         Assert.Equal(3, SampleValue(scrape, "requests_total{user=\"alice\"}"));
@@ -33,7 +34,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Counter_SameTagsInDifferentOrder_SameSeries()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("ordered");
 
@@ -41,7 +42,7 @@ public sealed class PrometheusMetricsCollectorTests
         counter.Add(1, new TagList { { "c", "3" }, { "a", "1" }, { "b", "2" } });
         counter.Add(1, new TagList { { "a", "1" }, { "b", "2" }, { "c", "3" } });
 
-        var lines = SampleLines(Scrape(collector), "ordered_total");
+        var lines = SampleLines(Scrape(bridge), "ordered_total");
 
         Assert.Equal(["ordered_total{a=\"1\",b=\"2\",c=\"3\"} 3"], lines);
     }
@@ -49,7 +50,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Counter_ManyTags_SortedBeyondStackBuffer()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("wide");
         var tags = Enumerable.Range(0, 12).Select(i => new KeyValuePair<string, object?>("t" + (char)('a' + i), i)).ToArray();
@@ -57,7 +58,7 @@ public sealed class PrometheusMetricsCollectorTests
         counter.Add(1, tags);
         counter.Add(1, tags.Reverse().ToArray());
 
-        var lines = SampleLines(Scrape(collector), "wide_total");
+        var lines = SampleLines(Scrape(bridge), "wide_total");
 
         Assert.Single(lines);
         Assert.StartsWith("wide_total{ta=\"0\",tb=\"1\",", lines[0], StringComparison.Ordinal);
@@ -67,7 +68,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Counter_NumericAndStringTagValues_WithSameText_SameSeries()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("statuses");
 
@@ -76,7 +77,7 @@ public sealed class PrometheusMetricsCollectorTests
         counter.Add(1, new KeyValuePair<string, object?>("flag", true));
         counter.Add(1, new KeyValuePair<string, object?>("none", null));
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(2, SampleValue(scrape, "statuses_total{status=\"200\"}"));
         Assert.Equal(1, SampleValue(scrape, "statuses_total{flag=\"true\"}"));
@@ -84,9 +85,54 @@ public sealed class PrometheusMetricsCollectorTests
     }
 
     [Fact]
+    public void Tags_BecomeSanitizedLabels_EachOnce_AndHistogramsDropLe()
+    {
+        using var bridge = CreateBridge(_meterName);
+        using var meter = new Meter(_meterName);
+        meter.CreateGauge<int>("g").Record(1, new TagList { { "http.route", "/" }, { "0x", "1" }, { "a.b", "first" }, { "a_b", "second" } });
+        meter.CreateHistogram<double>("h", "s", "d", tags: null, new InstrumentAdvice<double> { HistogramBucketBoundaries = [1] })
+            .Record(0.5, new TagList { { "le", "clash" }, { "model", "m" } });
+        meter.CreateCounter<long>("escaped").Add(1, new KeyValuePair<string, object?>("path", "C:\\dir \"x\"\nnext"));
+
+        var scrape = Scrape(bridge);
+
+        Assert.Equal(["g{_0x=\"1\",a_b=\"first\",http_route=\"/\"} 1"], SampleLines(scrape, "g"));
+        Assert.Equal(1, SampleValue(scrape, "h_seconds_bucket{model=\"m\",le=\"1\"}"));
+        Assert.Equal(0.5, SampleValue(scrape, "h_seconds_sum{model=\"m\"}"));
+        Assert.Equal(1, SampleValue(scrape, "escaped_total{path=\"C:\\\\dir \\\"x\\\"\\nnext\"}"));
+    }
+
+    [Fact]
+    public void SameNameWithAnotherType_IsDropped_AndCounted()
+    {
+        using var bridge = CreateBridge(_meterName);
+        using var meter = new Meter(_meterName);
+        meter.CreateCounter<long>("clash").Add(1);
+        meter.CreateGauge<long>("clash_total").Record(5);
+
+        var scrape = Scrape(bridge);
+
+        Assert.Contains("# TYPE clash_total counter\n", scrape);
+        Assert.Equal(["clash_total 1"], SampleLines(scrape, "clash_total"));
+        Assert.Equal(1, bridge.DroppedMeasurements);
+    }
+
+    [Fact]
+    public void SameInstrumentName_InTwoMeters_SharesOneSeries()
+    {
+        using var bridge = CreateBridge(_meterName);
+        using var first = new Meter(_meterName);
+        using var second = new Meter(_meterName);
+        first.CreateCounter<long>("shared").Add(1, new KeyValuePair<string, object?>("k", "v"));
+        second.CreateCounter<long>("shared").Add(2, new KeyValuePair<string, object?>("k", "v"));
+
+        Assert.Equal(["shared_total{k=\"v\"} 3"], SampleLines(Scrape(bridge), "shared_total"));
+    }
+
+    [Fact]
     public void Counter_ConcurrentAdds_AreNotLost()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var longs = meter.CreateCounter<long>("concurrent_long");
         var doubles = meter.CreateCounter<double>("concurrent_double");
@@ -105,7 +151,7 @@ public sealed class PrometheusMetricsCollectorTests
             }
         });
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
         for (var shard = 0; shard < 4; shard++)
         {
             Assert.Equal(Threads * PerThread / 4, SampleValue(scrape, $"concurrent_long_total{{shard=\"{shard}\"}}"));
@@ -117,7 +163,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void AllMeasurementTypes_AreRecorded()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
 
         meter.CreateCounter<byte>("c_byte").Add(2);
@@ -129,7 +175,7 @@ public sealed class PrometheusMetricsCollectorTests
         meter.CreateCounter<decimal>("c_decimal").Add(2.5m);
         meter.CreateHistogram<int>("h_int").Record(3);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(2, SampleValue(scrape, "c_byte_total"));
         Assert.Equal(2, SampleValue(scrape, "c_short_total"));
@@ -145,14 +191,14 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void UpDownCounter_IsExposedAsGauge()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var inFlight = meter.CreateUpDownCounter<long>("in_flight");
 
         inFlight.Add(5);
         inFlight.Add(-2);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Contains("# TYPE in_flight gauge\n", scrape);
         Assert.Equal(3, SampleValue(scrape, "in_flight"));
@@ -161,14 +207,14 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Gauge_KeepsLastValue()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var gauge = meter.CreateGauge<double>("temperature");
 
         gauge.Record(5);
         gauge.Record(3.5);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Contains("# TYPE temperature gauge\n", scrape);
         Assert.Equal(3.5, SampleValue(scrape, "temperature"));
@@ -177,7 +223,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void ObservableGauge_IsPolledAtEachScrape()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var value = 1;
         var polls = 0;
@@ -188,39 +234,39 @@ public sealed class PrometheusMetricsCollectorTests
         });
 
         Assert.Equal(0, polls);
-        Assert.Equal(1, SampleValue(Scrape(collector), "observed{k=\"v\"}"));
+        Assert.Equal(1, SampleValue(Scrape(bridge), "observed{k=\"v\"}"));
 
         value = 42;
-        Assert.Equal(42, SampleValue(Scrape(collector), "observed{k=\"v\"}"));
+        Assert.Equal(42, SampleValue(Scrape(bridge), "observed{k=\"v\"}"));
         Assert.Equal(2, polls);
     }
 
     [Fact]
     public void ObservableGauge_SeriesNoLongerReported_DisappearsFromScrape()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var upstreams = new List<string> { "a", "b" };
         meter.CreateObservableGauge("circuit", () =>
             upstreams.Select(u => new Measurement<int>(2, new KeyValuePair<string, object?>("upstream", u))).ToArray());
 
-        Assert.Equal(2, SampleLines(Scrape(collector), "circuit").Length);
+        Assert.Equal(2, SampleLines(Scrape(bridge), "circuit").Length);
 
         upstreams.Remove("a");
-        Assert.Equal(["circuit{upstream=\"b\"} 2"], SampleLines(Scrape(collector), "circuit"));
+        Assert.Equal(["circuit{upstream=\"b\"} 2"], SampleLines(Scrape(bridge), "circuit"));
     }
 
     [Fact]
     public void ObservableCounter_ReportsTheCumulativeValue()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         long total = 10;
         meter.CreateObservableCounter("cpu.time", () => total, unit: "s");
 
-        Assert.Equal(10, SampleValue(Scrape(collector), "cpu_time_seconds_total"));
+        Assert.Equal(10, SampleValue(Scrape(bridge), "cpu_time_seconds_total"));
         total = 15;
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Contains("# TYPE cpu_time_seconds_total counter\n", scrape);
         Assert.Equal(15, SampleValue(scrape, "cpu_time_seconds_total"));
@@ -229,12 +275,12 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void ObservableCallbackThatThrows_DoesNotBreakTheScrape()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         meter.CreateObservableGauge<int>("broken", (Func<int>)(() => throw new InvalidOperationException("boom")));
         meter.CreateObservableGauge("working", () => 1);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(1, SampleValue(scrape, "working"));
         Assert.Empty(SampleLines(scrape, "broken"));
@@ -243,7 +289,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Histogram_UsesAdvisedBucketBoundaries()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var histogram = meter.CreateHistogram("advised", "s", "d", tags: null,
             new InstrumentAdvice<double> { HistogramBucketBoundaries = [1, 2] });
@@ -253,7 +299,7 @@ public sealed class PrometheusMetricsCollectorTests
             histogram.Record(value);
         }
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(
             [
@@ -269,13 +315,13 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Histogram_WithoutAdvice_UsesDefaultSecondsBuckets()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         meter.CreateHistogram<double>("plain", "s").Record(0.2);
 
-        var buckets = SampleLines(Scrape(collector), "plain_seconds_bucket");
+        var buckets = SampleLines(Scrape(bridge), "plain_seconds_bucket");
 
-        Assert.Equal(PrometheusMetricsCollector.DefaultSecondsBuckets.Length + 1, buckets.Length);
+        Assert.Equal(MeterBridge.DefaultSecondsBuckets.Length + 1, buckets.Length);
         Assert.Equal("plain_seconds_bucket{le=\"0.005\"} 0", buckets[0]);
         Assert.Equal("plain_seconds_bucket{le=\"0.25\"} 1", buckets[6]);
         Assert.Equal("plain_seconds_bucket{le=\"+Inf\"} 1", buckets[^1]);
@@ -284,7 +330,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void SeriesCap_DropsNewTagSets_AndCountsThem()
     {
-        using var collector = CreateCollector(_meterName, maxSeries: 3);
+        using var bridge = CreateBridge(_meterName, maxSeries: 3);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("capped");
 
@@ -295,12 +341,12 @@ public sealed class PrometheusMetricsCollectorTests
 
         counter.Add(10, new KeyValuePair<string, object?>("user", "u0"));
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(3, SampleLines(scrape, "capped_total").Length);
         Assert.Equal(11, SampleValue(scrape, "capped_total{user=\"u0\"}"));
         Assert.Null(SampleValue(scrape, "capped_total{user=\"u4\"}"));
-        Assert.Equal(2, collector.DroppedMeasurements);
+        Assert.Equal(2, bridge.DroppedMeasurements);
         Assert.Contains("# TYPE llm_gateway_metrics_dropped_series_total counter\n", scrape);
         Assert.Equal(2, SampleValue(scrape, "llm_gateway_metrics_dropped_series_total"));
     }
@@ -308,28 +354,28 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void SeriesCap_ConcurrentNewTagSets_NeverExceedsCap()
     {
-        using var collector = CreateCollector(_meterName, maxSeries: 50);
+        using var bridge = CreateBridge(_meterName, maxSeries: 50);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("racing");
 
         Parallel.For(0, 1_000, i => counter.Add(1, new KeyValuePair<string, object?>("id", i)));
 
-        Assert.Equal(50, SampleLines(Scrape(collector), "racing_total").Length);
-        Assert.Equal(950, collector.DroppedMeasurements);
+        Assert.Equal(50, SampleLines(Scrape(bridge), "racing_total").Length);
+        Assert.Equal(950, bridge.DroppedMeasurements);
     }
 
     [Fact]
-    public void Instruments_PublishedBeforeOrAfterTheCollectorStarts_AreBothCollected()
+    public void Instruments_PublishedBeforeOrAfterTheBridgeStarts_AreBothCollected()
     {
         using var meter = new Meter(_meterName);
         var early = meter.CreateCounter<long>("early");
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         var late = meter.CreateCounter<long>("late");
 
         early.Add(1);
         late.Add(2);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(1, SampleValue(scrape, "early_total"));
         Assert.Equal(2, SampleValue(scrape, "late_total"));
@@ -338,24 +384,24 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void DisposedMeter_DisappearsFromScrape()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         var meter = new Meter(_meterName);
         meter.CreateCounter<long>("transient").Add(1);
-        Assert.Equal(1, SampleValue(Scrape(collector), "transient_total"));
+        Assert.Equal(1, SampleValue(Scrape(bridge), "transient_total"));
 
         meter.Dispose();
 
-        Assert.Null(SampleValue(Scrape(collector), "transient_total"));
+        Assert.Null(SampleValue(Scrape(bridge), "transient_total"));
     }
 
     [Fact]
     public void MetersNotConfigured_AreIgnored()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var other = new Meter(UniqueMeterName());
         other.CreateCounter<long>("elsewhere").Add(1);
 
-        Assert.DoesNotContain("elsewhere", Scrape(collector));
+        Assert.DoesNotContain("elsewhere", Scrape(bridge));
     }
 
     [Fact]
@@ -367,13 +413,13 @@ public sealed class PrometheusMetricsCollectorTests
         options.MeterPrefixes.Clear();
         options.MeterNames.Clear();
         options.MeterNames.Add(_meterName);
-        using var collector = new PrometheusMetricsCollector(options, own.GetRequiredService<IMeterFactory>());
+        using var bridge = new MeterBridge(options, own.GetRequiredService<IMeterFactory>());
 
         own.GetRequiredService<IMeterFactory>().Create(_meterName).CreateCounter<long>("mine").Add(1);
         other.GetRequiredService<IMeterFactory>().Create(_meterName).CreateCounter<long>("theirs").Add(1);
         new Meter(_meterName).CreateCounter<long>("unscoped").Add(1);
 
-        var scrape = Scrape(collector);
+        var scrape = Scrape(bridge);
 
         Assert.Equal(1, SampleValue(scrape, "mine_total"));
         Assert.Equal(1, SampleValue(scrape, "unscoped_total"));
@@ -383,7 +429,7 @@ public sealed class PrometheusMetricsCollectorTests
     [Fact]
     public void Counter_AddOnExistingSeries_DoesNotAllocate()
     {
-        using var collector = CreateCollector(_meterName);
+        using var bridge = CreateBridge(_meterName);
         using var meter = new Meter(_meterName);
         var counter = meter.CreateCounter<long>("hot");
         var histogram = meter.CreateHistogram<double>("hot_latency", "s");
@@ -406,6 +452,6 @@ public sealed class PrometheusMetricsCollectorTests
         var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
         Assert.Equal(0, allocated);
-        Assert.Equal(11_000, SampleValue(Scrape(collector), "hot_total{model=\"gpt-4o\",status=\"200\",user=\"alice\"}"));
+        Assert.Equal(11_000, SampleValue(Scrape(bridge), "hot_total{model=\"gpt-4o\",status=\"200\",user=\"alice\"}"));
     }
 }
