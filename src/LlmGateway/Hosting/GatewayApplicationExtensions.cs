@@ -42,7 +42,12 @@ public static class GatewayApplicationExtensions
         builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
         if (ReadAuditLogPath(configPath) is { Length: > 0 } auditPath)
         {
-            builder.Logging.AddProvider(new LlmGateway.Telemetry.AuditFileLoggerProvider(auditPath));
+            // Owned by the container, so disposed (its queue drained) after the server has stopped; GatewayMetrics
+            // reads its drop count for llm_gateway_audit_dropped_total.
+            builder.Services.AddSingleton(sp => new LlmGateway.Telemetry.AuditFileLoggerProvider(
+                auditPath, time: sp.GetService<TimeProvider>()));
+            builder.Services.AddSingleton<ILoggerProvider>(sp => sp.GetRequiredService<LlmGateway.Telemetry.AuditFileLoggerProvider>());
+            builder.Services.AddHostedService<LlmGateway.Telemetry.AuditFileLogStartup>();
         }
 
         double? pollMs = double.TryParse(builder.Configuration["LLMGATEWAY_CONFIG_POLL_MS"], out var ms) ? ms : null;

@@ -26,6 +26,8 @@ internal static class GatewayEventIds
     public const int SettleFailed = 3001;
     public const int AdminAction = 3100;
     public const int AuditRejection = 3101;
+    public const int AuditFileWriteFailed = 3102;
+    public const int AuditFileRecovered = 3103;
 
     public const int ToolCallAudit = 4000;
     public const int ToolUpstreamFailed = 4001;

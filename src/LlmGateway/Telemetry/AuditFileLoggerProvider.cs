@@ -1,51 +1,31 @@
-using System.Text;
 using System.Text.Json;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 
 namespace LlmGateway.Telemetry;
 
 /// <summary>
-/// Writes the <see cref="AuditLog.Category"/> records, one JSON object per line, to a file (appended). Records are
-/// queued and written by one background task so the request path never waits on the disk; on shutdown the queue
-/// is drained. Nothing is dropped.
+/// Writes the <see cref="AuditLog.Category"/> records, one JSON object per line, to a file (appended) through an
+/// <see cref="AuditFileWriter"/>: a bounded queue and one background task, so the request path never waits on the
+/// disk. A record that finds the queue full is dropped and counted (<c>llm_gateway_audit_dropped_total</c>); a disk
+/// error is logged once and retried. On shutdown the queue is drained.
 /// </summary>
 internal sealed class AuditFileLoggerProvider : ILoggerProvider
 {
-    private readonly Channel<string> _queue = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Task _writer;
-
-    public AuditFileLoggerProvider(string path)
+    public AuditFileLoggerProvider(string path, int capacity = AuditFileWriter.DefaultCapacity, TimeProvider? time = null)
     {
-        Path = System.IO.Path.GetFullPath(path);
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        _writer = Task.Run(WriteAsync);
+        Writer = new AuditFileWriter(path, capacity, time);
     }
 
-    public string Path { get; }
+    public AuditFileWriter Writer { get; }
+
+    public string Path => Writer.Path;
+
+    /// <summary>Records never written (see <see cref="AuditFileWriter.Dropped"/>).</summary>
+    public long Dropped => Writer.Dropped;
 
     public ILogger CreateLogger(string categoryName) => categoryName == AuditLog.Category ? new AuditLogger(this) : NullLogger.Instance;
 
-    public void Dispose()
-    {
-        _queue.Writer.TryComplete();
-        _writer.Wait(TimeSpan.FromSeconds(5));
-    }
-
-    private async Task WriteAsync()
-    {
-        await using var file = new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite, 4096, useAsync: true);
-        await using var writer = new StreamWriter(file, new UTF8Encoding(false));
-        while (await _queue.Reader.WaitToReadAsync())
-        {
-            while (_queue.Reader.TryRead(out var line))
-            {
-                await writer.WriteLineAsync(line);
-            }
-
-            await writer.FlushAsync();
-        }
-    }
+    public void Dispose() => Writer.Dispose();
 
     private sealed class AuditLogger(AuditFileLoggerProvider owner) : ILogger
     {
@@ -93,7 +73,7 @@ internal sealed class AuditFileLoggerProvider : ILoggerProvider
                 json.WriteEndObject();
             }
 
-            owner._queue.Writer.TryWrite(Encoding.UTF8.GetString(buffer.WrittenSpan));
+            owner.Writer.TryWrite(buffer.WrittenSpan.ToArray());
         }
     }
 

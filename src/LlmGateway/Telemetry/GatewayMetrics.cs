@@ -55,7 +55,8 @@ internal sealed class GatewayMetrics
     private readonly ConcurrentDictionary<string, BudgetState> _budgets = new(StringComparer.Ordinal);
     private volatile string? _configVersion;
 
-    public GatewayMetrics(IMeterFactory meterFactory)
+    /// <param name="auditLog">The Gateway:AuditLog file's writer, when one is configured: its drops are counted.</param>
+    public GatewayMetrics(IMeterFactory meterFactory, AuditFileLoggerProvider? auditLog = null)
     {
         ArgumentNullException.ThrowIfNull(meterFactory);
 
@@ -96,6 +97,8 @@ internal sealed class GatewayMetrics
         _idempotentReplays = meter.CreateCounter<long>("llm_gateway_idempotent_replays", "{call}",
             "Tool calls answered from a stored result for a repeated idempotency key, by tool.");
 
+        meter.CreateObservableCounter("llm_gateway_audit_dropped", () => auditLog?.Dropped ?? 0, "{record}",
+            "Audit records not written to the Gateway:AuditLog file: its queue was full, or the gateway stopped while the file could not be written.");
         meter.CreateObservableGauge("llm_gateway_config_info", ObserveConfigInfo, unit: null,
             "The active configuration version (1 for the active version only).");
         meter.CreateObservableGauge("llm_gateway_circuit_state", ObserveCircuitStates, unit: null,

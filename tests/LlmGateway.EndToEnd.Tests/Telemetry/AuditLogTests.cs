@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
+using Microsoft.Extensions.Logging;
 
 namespace LlmGateway.EndToEnd.Tests.Telemetry;
 
@@ -42,6 +43,40 @@ public sealed class AuditLogTests
         {
             Assert.DoesNotContain(secret, text);
         }
+
+        Directory.Delete(directory, recursive: true);
+    }
+
+    [Fact]
+    public async Task AuditLog_WhenTheFileCannotBeWritten_LogsOnce_KeepsServing_AndWritesOnceItCan()
+    {
+        var directory = Directory.CreateTempSubdirectory("llmgw-audit-").FullName;
+        var auditPath = Path.Combine(directory, "audit.jsonl");
+        Directory.CreateDirectory(auditPath);
+        await using var mock = await MockLlmServer.StartAsync();
+        var config = TestConfigs.Budgets(mock.BaseUrl).Replace("\"AdminKey\":", $"\"AuditLog\": \"{auditPath}\", \"AdminKey\":", StringComparison.Ordinal);
+        await using var gateway = await GatewayServer.StartAsync(config);
+
+        (await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), key: "sk-not-a-key"))).Dispose();
+        (await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "no-such-model"), "sk-spender"))).Dispose();
+        await Http.EventuallyAsync(() => gateway.Logs.GetSnapshot().FirstOrDefault(r => r.Id.Name == "AuditFileWriteFailed"), "the audit file's error");
+
+        // The gateway keeps answering, nothing is dropped yet, and the failure was logged once for all the retries.
+        using (var ok = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-spender")))
+        {
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+
+        Assert.Contains("llm_gateway_audit_dropped_total 0\n", await gateway.Client.GetStringAsync("/metrics"));
+        Directory.Delete(auditPath);
+        var lines = await Http.EventuallyAsync(
+            () => File.Exists(auditPath) && File.ReadAllLines(auditPath) is { Length: 2 } written ? written : null,
+            "the two rejections in the audit file");
+        Assert.Equal(["invalid_api_key", "model_not_found"], lines.Select(l => JsonDocument.Parse(l).RootElement.GetProperty("Code").GetString()));
+        var error = Assert.Single(gateway.Logs.GetSnapshot(), r => r.Id.Name == "AuditFileWriteFailed");
+        Assert.Equal(LogLevel.Error, error.Level);
+        Assert.Contains(auditPath, error.Message, StringComparison.Ordinal);
+        await Http.EventuallyAsync(() => gateway.Logs.GetSnapshot().FirstOrDefault(r => r.Id.Name == "AuditFileRecovered"), "the recovery's log line");
 
         Directory.Delete(directory, recursive: true);
     }

@@ -85,6 +85,9 @@ public sealed class GatewayMetricsTests : IDisposable
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_tool_calls_total{method=\"GET\",status=\"200\",tool=\"jira\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_tool_duration_seconds_count{tool=\"jira\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_idempotent_replays_total{tool=\"jira\"}"));
+
+        // Without Gateway:AuditLog nothing can be dropped, and the counter says so.
+        Assert.Equal(0, SampleValue(scrape, "llm_gateway_audit_dropped_total"));
     }
 
     [Fact]
