@@ -45,6 +45,18 @@ public sealed record MetricsExportOptions
     /// the runtime's (GC, thread pool) are always exported.
     /// </summary>
     public bool FrameworkMeters { get; init; }
+
+    /// <summary>
+    /// A port of its own for /metrics (on the same addresses as the gateway's): /metrics is then served there only,
+    /// and nothing else is. 0 (default): /metrics on the gateway's port. Read at start-up.
+    /// </summary>
+    public int Port { get; init; }
+
+    /// <summary>With <see cref="Port"/>: also answer /healthz and /readyz there (they stay on the gateway's port too).</summary>
+    public bool Probes { get; init; }
+
+    /// <summary>A bearer token /metrics requires (<c>Authorization: Bearer …</c>); empty = none. From the environment.</summary>
+    public string? Key { get; init; }
 }
 
 /// <summary>Optional OTLP export of the same metrics /metrics serves, for an OpenTelemetry collector; read at start-up.</summary>

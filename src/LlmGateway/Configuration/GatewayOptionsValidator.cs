@@ -148,6 +148,16 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Limits:MaxRequestBodyBytes: must be positive");
         }
 
+        if (options.Metrics.Port is < 0 or > 65535)
+        {
+            errors.Add($"{root}:Metrics:Port: must be a TCP port (1-65535), or 0 to serve /metrics on the gateway's port");
+        }
+
+        if (options.Metrics.Probes && options.Metrics.Port == 0)
+        {
+            errors.Add($"{root}:Metrics:Probes: needs Metrics:Port (the probes are on the gateway's port already)");
+        }
+
         if (options.Limits.MaxResponseBodyBytes <= 0)
         {
             errors.Add($"{root}:Limits:MaxResponseBodyBytes: must be positive");

@@ -23,10 +23,13 @@ public static class GatewayApplicationExtensions
         ArgumentNullException.ThrowIfNull(builder);
         var configPath = ResolveConfigPath(builder.Configuration["config"]);
 
-        if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]))
-        {
-            builder.WebHost.UseUrls("http://127.0.0.1:8080");
-        }
+        var urls = builder.Configuration[WebHostDefaults.ServerUrlsKey] is { Length: > 0 } given ? given : "http://127.0.0.1:8080";
+        var startup = ReadStartupSettings(configPath);
+        var listener = new LlmGateway.Telemetry.MetricsListener(
+            int.TryParse(startup["Gateway:Metrics:Port"], out var metricsPort) ? metricsPort : 0,
+            bool.TryParse(startup["Gateway:Metrics:Probes"], out var probes) && probes);
+        builder.WebHost.UseUrls(LlmGateway.Telemetry.MetricsListener.WithMetricsUrls(urls, listener.Port));
+        builder.Services.AddSingleton(listener);
 
         // The gateway caps request bodies itself (Gateway:Limits:MaxRequestBodyBytes, changeable at run time).
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.Limits.MaxRequestBodySize = null);
@@ -40,7 +43,7 @@ public static class GatewayApplicationExtensions
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Logging.AddFilter("Yarp", LogLevel.Warning);
         builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
-        if (ReadAuditLogPath(configPath) is { Length: > 0 } auditPath)
+        if (startup["Gateway:AuditLog"] is { Length: > 0 } auditPath)
         {
             // Owned by the container, so disposed (its queue drained) after the server has stopped; GatewayMetrics
             // reads its drop count for llm_gateway_audit_dropped_total.
@@ -68,6 +71,9 @@ public static class GatewayApplicationExtensions
 
         // Before every route: an exception anywhere becomes a 500 internal_error with the request id, never an empty reply.
         app.UseMiddleware<LlmGateway.Errors.GatewayExceptionHandler>();
+
+        // /metrics only where it may be read (Gateway:Metrics:Port, :Key); the metrics port answers nothing else.
+        app.UseMiddleware<LlmGateway.Telemetry.MetricsAccess>();
 
         app.MapPost("/v1/chat/completions", context => proxy.HandleAsync(context, LlmEndpoint.ChatCompletions));
         app.MapPost("/v1/completions", context => proxy.HandleAsync(context, LlmEndpoint.Completions));
@@ -97,18 +103,20 @@ public static class GatewayApplicationExtensions
         return app;
     }
 
-    /// <summary>Gateway:AuditLog from the config file (and the environment), read once: a logger sink is fixed at start-up.</summary>
-    private static string? ReadAuditLogPath(string configPath)
+    /// <summary>
+    /// Settings fixed before the host is built (Gateway:AuditLog, the logger sink; Gateway:Metrics:Port and :Probes,
+    /// the listeners), read once from the config file and the environment.
+    /// </summary>
+    private static IConfiguration ReadStartupSettings(string configPath)
     {
         try
         {
-            var configuration = new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(configPath), optional: true).AddEnvironmentVariables().Build();
-            return configuration["Gateway:AuditLog"];
+            return new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(configPath), optional: true).AddEnvironmentVariables().Build();
         }
         catch (Exception ex) when (ex is FormatException or InvalidDataException or IOException)
         {
             // A broken file stops start-up with every reason in GatewayConfigProvider; nothing to add here.
-            return null;
+            return new ConfigurationBuilder().Build();
         }
     }
 

@@ -147,8 +147,12 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
     [ToolFact(DockerCompose)]
     public async Task DockerCompose_Config_Succeeds()
     {
-        var result = await RunAsync(RequireTool(DockerCompose), Root, "-f", "docker-compose.yml", "config");
+        var withoutKey = await RunAsync(RequireTool(DockerCompose), Root, [], "-f", "docker-compose.yml", "config");
+        var result = await RunAsync(RequireTool(DockerCompose), Root, [("LLMGATEWAY_DEMO_KEY", "sk-gw-compose-test")], "-f", "docker-compose.yml", "config");
 
+        // The demo key comes from the environment: without it compose refuses to start the stack.
+        Assert.NotEqual(0, withoutKey.ExitCode);
+        Assert.Contains("LLMGATEWAY_DEMO_KEY", withoutKey.Output, StringComparison.Ordinal);
         Assert.True(result.ExitCode == 0, $"docker-compose config failed:\n{result.Output}");
         foreach (var service in new[] { "gateway", "mockllm", "redis", "prometheus", "grafana" })
         {
@@ -173,6 +177,15 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
 
         var errors = SchemaErrors(config.RootElement, schema.RootElement);
         Assert.True(errors.Count == 0, $"{relativePath} does not match config/gateway.schema.json:\n" + string.Join("\n", errors));
+        if (relativePath.EndsWith("docker.json", StringComparison.Ordinal))
+        {
+            // The compose stack's demo key comes from the environment (docker-compose.yml); the file holds none.
+            var noKey = Assert.Throws<GatewayConfigException>(() => GatewayConfigLoader.Load(bytes, new ConfigurationBuilder().Build()));
+            Assert.Contains(noKey.Errors, e => e.StartsWith("Gateway:Keys:0", StringComparison.Ordinal));
+            GatewayConfigLoader.Load(bytes, new ConfigurationBuilder().AddInMemoryCollection([new("Gateway:Keys:0:Key", "sk-gw-from-env-1")]).Build());
+            return;
+        }
+
         GatewayConfigLoader.Load(bytes, new ConfigurationBuilder().Build());
     }
 
@@ -235,8 +248,17 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
         Assert.StartsWith("/app/config/", configPath, StringComparison.Ordinal);
         Assert.True(File.Exists(Path.Combine(Root, "config", configPath["/app/config/".Length..])), $"{configPath} is not in config/");
 
+        // Metrics: scraped on the gateway's metrics port, which compose exposes to its network and never publishes.
         Assert.Equal("/metrics", Match(prometheus, @"metrics_path:\s*(\S+)"));
-        Assert.Equal($"gateway:{exposed}", Match(prometheus, @"targets:\s*\[\s*[""']?(gateway:\d+)"));
+        var metricsPort = gatewayConfig.GetProperty("Metrics").GetProperty("Port").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.NotEqual(exposed, metricsPort);
+        Assert.Equal($"gateway:{metricsPort}", Match(prometheus, @"targets:\s*\[\s*[""']?(gateway:\d+)"));
+        Assert.Matches($@"expose:\s*\n\s*-\s*""?{metricsPort}""?", gateway);
+        Assert.DoesNotMatch($@"-\s*""?\d+:{metricsPort}""?", gateway);
+
+        // No key published in the repository serves on 0.0.0.0: the demo key comes from the environment.
+        Assert.DoesNotContain("sk-gw-demo", File.ReadAllText(Path.Combine(Root, "config", "gateway.docker.json")), StringComparison.Ordinal);
+        Assert.Matches(@"Gateway__Keys__0__Key:\s*\$\{LLMGATEWAY_DEMO_KEY:\?", gateway);
 
         // MockLlm and Redis: the addresses in the docker config are compose services listening there.
         var mockUrl = new Uri(gatewayConfig.GetProperty("Providers").GetProperty("mock").GetProperty("BaseUrl").GetString()!);
@@ -801,7 +823,10 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
     private static string RequireTool(string name) =>
         FindTool(name) ?? throw new InvalidOperationException($"{name} is required in CI but is not on PATH (Debian package '{(name == Promtool ? "prometheus" : name)}').");
 
-    private async Task<(int ExitCode, string Output)> RunAsync(string fileName, string workingDirectory, params string[] arguments)
+    private Task<(int ExitCode, string Output)> RunAsync(string fileName, string workingDirectory, params string[] arguments) =>
+        RunAsync(fileName, workingDirectory, [], arguments);
+
+    private async Task<(int ExitCode, string Output)> RunAsync(string fileName, string workingDirectory, (string Name, string Value)[] environment, params string[] arguments)
     {
         var start = new ProcessStartInfo(fileName, arguments)
         {
@@ -809,6 +834,12 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        start.Environment.Remove("LLMGATEWAY_DEMO_KEY");
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
