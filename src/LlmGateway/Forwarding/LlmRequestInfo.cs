@@ -1,4 +1,5 @@
 using System.Text.Json;
+using LlmGateway.Accounting;
 using LlmGateway.Configuration;
 
 namespace LlmGateway.Forwarding;
@@ -15,10 +16,8 @@ internal struct LlmRequestInfo
     /// <summary>max_tokens, max_completion_tokens or max_output_tokens, whichever was given.</summary>
     public long? MaxOutputTokens;
 
-    /// <summary>UTF-8 bytes of the prompt's string values, for the token estimate.</summary>
-    public long PromptTextBytes;
-
-    public int MessageCount;
+    /// <summary>The prompt's size (text bytes, messages, tool definitions), for its token bound.</summary>
+    public PromptSize Prompt;
 
     /// <summary>temperature 0 or a seed: the same request should get the same answer (cacheable).</summary>
     public bool Deterministic;
@@ -104,27 +103,6 @@ internal struct LlmRequestInfo
                         return "The maximum output tokens must be a positive integer.";
                     }
                 }
-                else if (reader.ValueTextEquals("messages"u8) || reader.ValueTextEquals("input"u8))
-                {
-                    reader.Read();
-                    if (reader.TokenType == JsonTokenType.StartArray)
-                    {
-                        var depth = reader.CurrentDepth;
-                        while (reader.Read() && !(reader.TokenType == JsonTokenType.EndArray && reader.CurrentDepth == depth))
-                        {
-                            if (reader.CurrentDepth == depth + 1 && reader.TokenType is JsonTokenType.StartObject or JsonTokenType.String)
-                            {
-                                info.MessageCount++;
-                            }
-
-                            CountText(ref reader, ref info);
-                        }
-                    }
-                    else
-                    {
-                        CountValue(ref reader, ref info);
-                    }
-                }
                 else if (reader.ValueTextEquals("temperature"u8))
                 {
                     reader.Read();
@@ -149,16 +127,15 @@ internal struct LlmRequestInfo
                         reader.Skip();
                     }
                 }
-                else if (reader.ValueTextEquals("user"u8) || reader.ValueTextEquals("metadata"u8))
+                else if (PromptReader.IsPrompt(ref reader))
                 {
-                    reader.Read();
-                    reader.Skip();
+                    // messages, input, prompt, instructions, tools, response_format...: see PromptReader.
+                    PromptReader.Read(body, ref reader, ref info.Prompt);
                 }
                 else
                 {
-                    // prompt, instructions, tools, functions, response_format...: their text is all prompt.
                     reader.Read();
-                    CountValue(ref reader, ref info);
+                    reader.Skip();
                 }
             }
 
@@ -184,28 +161,4 @@ internal struct LlmRequestInfo
     /// <summary>The worst-case output this request can produce, for reservations.</summary>
     public readonly long MaxOutputFor(ModelOptions model) =>
         MaxOutputTokens ?? (model.DefaultMaxOutputTokens > 0 ? model.DefaultMaxOutputTokens : 4096);
-
-    private static void CountValue(ref Utf8JsonReader reader, ref LlmRequestInfo info)
-    {
-        if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
-        {
-            var depth = reader.CurrentDepth;
-            while (reader.Read() && reader.CurrentDepth > depth)
-            {
-                CountText(ref reader, ref info);
-            }
-        }
-        else
-        {
-            CountText(ref reader, ref info);
-        }
-    }
-
-    private static void CountText(ref Utf8JsonReader reader, ref LlmRequestInfo info)
-    {
-        if (reader.TokenType == JsonTokenType.String)
-        {
-            info.PromptTextBytes += reader.ValueSpan.Length;
-        }
-    }
 }
