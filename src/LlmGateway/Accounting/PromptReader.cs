@@ -21,16 +21,16 @@ internal interface IPromptSink
 /// <summary>
 /// The size of a request's prompt, read on the request path with no tokenizer: what <see cref="PromptTokens.Bound"/>
 /// needs. <see cref="TextBytes"/> are the bytes of the strings as they appear in the JSON (escapes included), never
-/// fewer than their UTF-8 bytes.
+/// fewer than their UTF-8 bytes. (Ints: a body is one array, so no count exceeds its length.)
 /// </summary>
 internal struct PromptSize : IPromptSink
 {
-    public long TextBytes;
-    public long JsonBytes;
+    public int TextBytes;
+    public int JsonBytes;
     public int JsonStrings;
     public int JsonMembers;
     public int Messages;
-    public long TokenIds;
+    public int TokenIds;
 
     public void Message() => Messages++;
 

@@ -46,7 +46,7 @@ internal static class PromptTokens
     /// <summary>The prompt's tokens from its sizes alone: an upper bound for a model with a tokenizer, bytes / 4 for the estimate.</summary>
     public static long Bound(in PromptSize size, TokenizerKind kind)
     {
-        var bytes = size.TextBytes + size.JsonBytes;
+        var bytes = (long)size.TextBytes + size.JsonBytes;
         return (kind == TokenizerKind.Estimate ? Estimate(bytes) : bytes) + size.TokenIds + Framing(size.Messages, size.JsonStrings, size.JsonMembers);
     }
 

@@ -45,9 +45,9 @@ internal sealed class LlmCall
     }
 
     private bool _settled;
-    private TokenizerKind _countedKind;
-    private long _countedTokens = -1;
-    private long _countedCap;
+
+    /// <summary>The last count of the prompt; rare, so allocated only when made.</summary>
+    private PromptCount? _count;
 
     public string RequestId { get; }
 
@@ -148,15 +148,14 @@ internal sealed class LlmCall
     /// </summary>
     public long CountPromptTokens(TokenizerKind kind, long cap = long.MaxValue)
     {
-        if (_countedTokens >= 0 && _countedKind == kind && (_countedTokens <= _countedCap || cap <= _countedCap))
+        if (_count is { } last && last.Kind == kind && (last.Tokens <= last.Cap || cap <= last.Cap))
         {
-            return _countedTokens;
+            return last.Tokens;
         }
 
-        _countedTokens = PromptTokens.Count(Body.Span, Request.Prompt, kind, cap);
-        _countedKind = kind;
-        _countedCap = cap;
-        return _countedTokens;
+        var tokens = PromptTokens.Count(Body.Span, Request.Prompt, kind, cap);
+        _count = new PromptCount(kind, tokens, cap);
+        return tokens;
     }
 
     /// <summary>
@@ -189,4 +188,7 @@ internal sealed class LlmCall
 
         CostUsd = CostCalculator.Cost(Usage, ServedModel.Prices);
     }
+
+    /// <param name="Tokens">The count; when over <paramref name="Cap"/>, it stopped there and is only "more than the cap".</param>
+    private sealed record PromptCount(TokenizerKind Kind, long Tokens, long Cap);
 }
