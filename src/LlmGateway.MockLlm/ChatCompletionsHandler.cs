@@ -12,7 +12,7 @@ internal sealed class ChatCompletionsHandler(MockRequestLog log) : MockHandler(l
 
     protected override async Task RespondAsync(MockCall call)
     {
-        var prompt = new MockPrompt();
+        var prompt = new MockPrompt(call.Model);
         string? lastUserText = null;
         string? lastRole = null;
         var messages = call.Root.GetPropertyOrDefault("messages");
@@ -21,6 +21,7 @@ internal sealed class ChatCompletionsHandler(MockRequestLog log) : MockHandler(l
             foreach (var message in messages.EnumerateArray())
             {
                 lastRole = message.GetString("role");
+                prompt.AddMessage(lastRole, message.GetString("name"));
                 var text = prompt.AppendContent(message.GetPropertyOrDefault("content"));
                 if (lastRole == "user")
                 {

@@ -10,7 +10,7 @@ internal sealed class CompletionsHandler(MockRequestLog log) : MockHandler(log)
 
     protected override async Task RespondAsync(MockCall call)
     {
-        var prompt = new MockPrompt();
+        var prompt = new MockPrompt(call.Model);
         string? lastText = null;
         var input = call.Root.GetPropertyOrDefault("prompt");
         if (input.ValueKind == JsonValueKind.String)

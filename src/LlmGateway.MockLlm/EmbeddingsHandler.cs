@@ -61,7 +61,7 @@ internal sealed class EmbeddingsHandler(MockRequestLog log) : MockHandler(log)
         var isText = item.ValueKind == JsonValueKind.String;
         var text = isText ? item.GetString()! : item.GetRawText();
         var tokens = isText
-            ? Math.Max(1, (Encoding.UTF8.GetByteCount(text) + 3) / 4)
+            ? Math.Max(1, MockTokenizers.For(model)?.CountTokens(text) ?? (Encoding.UTF8.GetByteCount(text) + 3) / 4)
             : item.ValueKind == JsonValueKind.Array ? item.GetArrayLength() : 1;
 
         writer.WriteStartObject();

@@ -7,16 +7,18 @@ internal sealed class ResponsesHandler(MockRequestLog log) : MockHandler(log)
 {
     protected override async Task RespondAsync(MockCall call)
     {
-        var prompt = new MockPrompt();
+        var prompt = new MockPrompt(call.Model);
         string? lastUserText = null;
         if (call.Root.GetString("instructions") is { } instructions)
         {
+            prompt.AddMessage("developer");
             prompt.Append(instructions);
         }
 
         var input = call.Root.GetPropertyOrDefault("input");
         if (input.ValueKind == JsonValueKind.String)
         {
+            prompt.AddMessage("user");
             lastUserText = prompt.AppendContent(input);
         }
         else if (input.ValueKind == JsonValueKind.Array)
@@ -25,6 +27,7 @@ internal sealed class ResponsesHandler(MockRequestLog log) : MockHandler(log)
             {
                 // Message items carry "content"; a function_call_output item carries "output".
                 var content = item.GetPropertyOrDefault("content");
+                prompt.AddMessage(item.GetString("role"));
                 var text = content.ValueKind == JsonValueKind.Undefined
                     ? prompt.AppendContent(item.GetPropertyOrDefault("output"))
                     : prompt.AppendContent(content);

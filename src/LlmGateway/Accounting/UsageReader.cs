@@ -26,7 +26,8 @@ internal struct JsonPayloadInfo
 internal static class UsageReader
 {
     /// <summary>Returns false when the bytes are not one valid JSON object.</summary>
-    public static bool TryRead(ReadOnlySpan<byte> json, out JsonPayloadInfo info)
+    /// <param name="text">When given, receives the generated text itself (for models whose tokens the gateway can count).</param>
+    public static bool TryRead(ReadOnlySpan<byte> json, out JsonPayloadInfo info, DeliveredText? text = null)
     {
         info = default;
         var reader = new Utf8JsonReader(json, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
@@ -37,7 +38,7 @@ internal static class UsageReader
                 return false;
             }
 
-            ReadObject(ref reader, ref info, depth: 1, inResponse: false);
+            ReadObject(ref reader, ref info, depth: 1, inResponse: false, text);
             return !reader.Read();
         }
         catch (JsonException)
@@ -46,7 +47,7 @@ internal static class UsageReader
         }
     }
 
-    private static void ReadObject(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool inResponse)
+    private static void ReadObject(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool inResponse, DeliveredText? text)
     {
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
@@ -79,13 +80,13 @@ internal static class UsageReader
                     }
                     else
                     {
-                        ReadValue(ref reader, ref info, depth + 1, countText: false);
-                        ReadArrayRest(ref reader, ref info, depth + 1);
+                        ReadValue(ref reader, ref info, depth + 1, countText: false, text);
+                        ReadArrayRest(ref reader, ref info, depth + 1, text);
                     }
                 }
                 else
                 {
-                    ReadValue(ref reader, ref info, depth + 1, countText: false);
+                    ReadValue(ref reader, ref info, depth + 1, countText: false, text);
                 }
 
                 continue;
@@ -104,35 +105,36 @@ internal static class UsageReader
             reader.Read();
             if (isResponse && reader.TokenType == JsonTokenType.StartObject)
             {
-                ReadObject(ref reader, ref info, depth + 1, inResponse: true);
+                ReadObject(ref reader, ref info, depth + 1, inResponse: true, text);
             }
             else
             {
-                ReadValue(ref reader, ref info, depth + 1, countText);
+                ReadValue(ref reader, ref info, depth + 1, countText, text);
             }
         }
     }
 
-    private static void ReadArrayRest(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth)
+    private static void ReadArrayRest(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, DeliveredText? text)
     {
         while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
         {
-            ReadValue(ref reader, ref info, depth, countText: false);
+            ReadValue(ref reader, ref info, depth, countText: false, text);
         }
     }
 
-    private static void ReadValue(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool countText)
+    private static void ReadValue(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool countText, DeliveredText? text)
     {
         switch (reader.TokenType)
         {
             case JsonTokenType.StartObject:
-                ReadObject(ref reader, ref info, depth, inResponse: false);
+                ReadObject(ref reader, ref info, depth, inResponse: false, text);
                 break;
             case JsonTokenType.StartArray:
-                ReadArrayRest(ref reader, ref info, depth);
+                ReadArrayRest(ref reader, ref info, depth, text);
                 break;
             case JsonTokenType.String when countText:
                 info.TextBytes += reader.HasValueSequence ? reader.ValueSequence.Length : reader.ValueSpan.Length;
+                text?.Append(ref reader);
                 break;
         }
     }

@@ -17,6 +17,13 @@ namespace LlmGateway.Budgets;
 /// </summary>
 internal sealed class BudgetGuard
 {
+    /// <summary>
+    /// A call reserves its prompt's cheap bound (up to ~4× the count for English text) only while that bound is
+    /// under 1/<see cref="NearLimitShare"/> of every budget and TPM limit it counts against; above, the
+    /// over-reservation could refuse calls that fit, so the prompt is counted.
+    /// </summary>
+    private const int NearLimitShare = 64;
+
     private readonly IAdmissionStore _store;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger<BudgetGuard> _logger;
@@ -119,21 +126,44 @@ internal sealed class BudgetGuard
     private async ValueTask<GatewayError?> ReserveAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, bool free = false)
     {
         var policy = call.Caller.Policy;
-        var promptTokens = TokenEstimator.Prompt(call.Request.PromptTextBytes, call.Request.MessageCount);
         var maxOutput = call.Endpoint == LlmEndpoint.Embeddings ? 0 : call.Request.MaxOutputFor(model.Options);
+        var window = model.Options.ContextWindow;
+        var inputCap = call.RunId is not null ? policy.Runs.MaxInputTokens : 0;
 
-        if (model.Options.ContextWindow > 0 && promptTokens > model.Options.ContextWindow)
+        // The cheap bound first (Accounting/PromptTokens); the tokenizer's count only where the bound would be
+        // refused or is a large share of a limit. The estimate has nothing better to count with.
+        var kind = model.Tokenizer;
+        var counted = kind == TokenizerKind.Estimate;
+        var promptTokens = PromptTokens.Bound(call.Request.Prompt, kind);
+        if (!counted && ((window > 0 && promptTokens > window) || (inputCap > 0 && promptTokens > inputCap)))
         {
-            return ContextTooLong($"The prompt is about {promptTokens} tokens, more than the {model.Options.ContextWindow}-token context window of '{model.Name}'.");
+            promptTokens = call.CountPromptTokens(kind, CountCap(window, inputCap));
+            counted = true;
         }
 
-        if (call.RunId is not null && policy.Runs.MaxInputTokens > 0 && promptTokens > policy.Runs.MaxInputTokens)
+        if (window > 0 && promptTokens > window)
         {
-            return ContextTooLong($"The prompt is about {promptTokens} tokens, more than the run's input cap of {policy.Runs.MaxInputTokens} tokens (Gateway:Runs:MaxInputTokens).");
+            return ContextTooLong(counted && kind != TokenizerKind.Estimate
+                ? $"The prompt has more than {window} tokens ({TokenizerNames.Name(kind)}), the context window of '{model.Name}'."
+                : $"The prompt is about {promptTokens} tokens, more than the {window}-token context window of '{model.Name}'.");
+        }
+
+        if (inputCap > 0 && promptTokens > inputCap)
+        {
+            return ContextTooLong(counted && kind != TokenizerKind.Estimate
+                ? $"The prompt has more than {inputCap} tokens ({TokenizerNames.Name(kind)}), the run's input cap (Gateway:Runs:MaxInputTokens)."
+                : $"The prompt is about {promptTokens} tokens, more than the run's input cap of {inputCap} tokens (Gateway:Runs:MaxInputTokens).");
         }
 
         var worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
         var ceiling = config.Options.Limits.MaxRequestUsd;
+        if (!counted && !free && ((ceiling > 0 && worstCase > ceiling) || NearLimit(policy, call.RunId is not null, model.Prices, promptTokens)))
+        {
+            promptTokens = call.CountPromptTokens(kind, CountCap(window, inputCap));
+            counted = true;
+            worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
+        }
+
         if (ceiling > 0 && worstCase > ceiling && !free)
         {
             return Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
@@ -163,23 +193,24 @@ internal sealed class BudgetGuard
             ReservationTtl = config.Options.Store.ReservationTtl,
         };
 
-        AdmissionResult result;
-        try
+        var (result, unavailable) = await TryReserveAsync(config, call, request, cancellationToken);
+        if (result is { IsAdmitted: false } && !counted && !free && RefusedBySize(result))
         {
-            result = await _store.ReserveAsync(request, cancellationToken);
-        }
-        catch (AdmissionStoreUnavailableException ex)
-        {
-            _metrics.RecordStoreUnavailable(config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow);
-            BudgetLog.StoreUnavailable(_logger, call.RequestId, config.Options.Store.OnUnavailable.ToString(), ex.Message);
-            if (config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow)
+            // Refused with the cheap bound: the count may fit where the bound did not.
+            var exact = call.CountPromptTokens(kind, CountCap(window, inputCap));
+            if (exact < promptTokens)
             {
-                return null;
+                (result, unavailable) = await TryReserveAsync(config, call, request with
+                {
+                    ReserveUsd = CostCalculator.Cost(new TokenUsage(exact, 0, maxOutput, 0), model.Prices),
+                    ReserveTokens = exact + maxOutput,
+                }, cancellationToken);
             }
+        }
 
-            return new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                "The gateway's budget store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
-                true, null, TimeSpan.FromSeconds(1));
+        if (result is null)
+        {
+            return unavailable;
         }
 
         call.Admission = result;
@@ -194,6 +225,64 @@ internal sealed class BudgetGuard
         }
 
         return Describe(result, call);
+    }
+
+    /// <summary>The store's answer, or (when the store did not answer) null and the error its policy calls for (null: let the call through).</summary>
+    private async ValueTask<(AdmissionResult? Result, GatewayError? Unavailable)> TryReserveAsync(GatewayConfig config, LlmCall call, AdmissionRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await _store.ReserveAsync(request, cancellationToken), null);
+        }
+        catch (AdmissionStoreUnavailableException ex)
+        {
+            _metrics.RecordStoreUnavailable(config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow);
+            BudgetLog.StoreUnavailable(_logger, call.RequestId, config.Options.Store.OnUnavailable.ToString(), ex.Message);
+            if (config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow)
+            {
+                return (null, null);
+            }
+
+            return (null, new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
+                "The gateway's budget store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
+                true, null, TimeSpan.FromSeconds(1)));
+        }
+    }
+
+    private static bool NearLimit(CallerPolicy policy, bool inRun, ModelPrices prices, long promptTokens)
+    {
+        var usd = CostCalculator.Cost(new TokenUsage(promptTokens, 0, 0, 0), prices) * NearLimitShare;
+        var tokens = promptTokens * NearLimitShare;
+        return Near(usd, policy.UserBudget.Usd) || Near(tokens, policy.UserBudget.Tokens)
+            || Near(usd, policy.TeamBudget.Usd) || Near(tokens, policy.TeamBudget.Tokens)
+            || Near(tokens, policy.UserRates.TokensPerMinute) || Near(tokens, policy.KeyRates.TokensPerMinute)
+            || (inRun && (Near(usd, policy.Runs.Usd) || Near(tokens, policy.Runs.Tokens)));
+    }
+
+    private static bool Near(decimal scaled, decimal limit) => limit > 0 && scaled >= limit;
+
+    private static bool Near(long scaled, long limit) => limit > 0 && scaled >= limit;
+
+    /// <summary>Refused by a limit the prompt's size counts against (USD or token budget, TPM).</summary>
+    private static bool RefusedBySize(AdmissionResult result) =>
+        result.Rejection is AdmissionRejection.BudgetExceeded or AdmissionRejection.RateLimitExceeded
+        && result.FailedLimit is AdmissionLimit.Usd or AdmissionLimit.Tokens or AdmissionLimit.TokensPerMinute;
+
+    /// <summary>Counting past the smaller of the context window and the run's input cap decides nothing more: the call is refused.</summary>
+    private static long CountCap(int window, long inputCap)
+    {
+        var cap = long.MaxValue;
+        if (window > 0)
+        {
+            cap = window;
+        }
+
+        if (inputCap > 0 && inputCap < cap)
+        {
+            cap = inputCap;
+        }
+
+        return cap;
     }
 
     /// <summary>The loop guard's request hash: base64 of the body's SHA-256, hashed on the stack (one string, no array).</summary>

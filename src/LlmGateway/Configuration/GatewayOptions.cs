@@ -137,6 +137,13 @@ public sealed record ModelOptions
     public int DefaultMaxOutputTokens { get; init; }
     public string? DowngradeTo { get; init; }
     public List<string> Fallbacks { get; init; } = [];
+
+    /// <summary>
+    /// How prompts are counted for reservations, the context guard and cut streams: <c>o200k_base</c>,
+    /// <c>cl100k_base</c> or <c>estimate</c> (bytes / 4). Absent: from the upstream model name (gpt-4o, gpt-4.1,
+    /// gpt-5, o-series: o200k_base; gpt-4, gpt-3.5: cl100k_base; others: estimate).
+    /// </summary>
+    public string? Tokenizer { get; init; }
 }
 
 /// <summary>A gateway key: who the caller is and what it may use.</summary>

@@ -61,6 +61,11 @@ internal static class GatewayOptionsValidator
                 errors.Add($"{path}:DefaultMaxOutputTokens: must not be negative");
             }
 
+            if (model.Tokenizer is not null && !Accounting.TokenizerNames.TryParse(model.Tokenizer, out _))
+            {
+                errors.Add($"{path}:Tokenizer: unknown tokenizer '{model.Tokenizer}'; use {Accounting.TokenizerNames.Choices}");
+            }
+
             if (model.DowngradeTo is { Length: > 0 } downgrade && !options.Models.ContainsKey(downgrade))
             {
                 errors.Add($"{path}:DowngradeTo: unknown model '{downgrade}'");

@@ -30,8 +30,9 @@ internal enum CallOutcome
 /// </summary>
 internal sealed class LlmCall
 {
-    public LlmCall(string requestId, CallerKey caller, string? runId, LlmEndpoint endpoint, ModelRoute model, LlmRequestInfo request, LlmCallLimits limits, long startTimestamp)
+    public LlmCall(string requestId, CallerKey caller, string? runId, LlmEndpoint endpoint, ModelRoute model, LlmRequestInfo request, ReadOnlyMemory<byte> body, LlmCallLimits limits, long startTimestamp)
     {
+        Body = body;
         Limits = limits;
         RequestId = requestId;
         Caller = caller;
@@ -44,6 +45,9 @@ internal sealed class LlmCall
     }
 
     private bool _settled;
+
+    /// <summary>The last count of the prompt; rare, so allocated only when made.</summary>
+    private PromptCount? _count;
 
     public string RequestId { get; }
 
@@ -60,6 +64,9 @@ internal sealed class LlmCall
     public ModelRoute ServedModel { get; set; }
 
     public LlmRequestInfo Request { get; }
+
+    /// <summary>The caller's request body (valid while the call is handled), for counting its prompt's tokens.</summary>
+    public ReadOnlyMemory<byte> Body { get; }
 
     /// <summary>The gateway added stream_options.include_usage, so the usage chunk is the gateway's to remove.</summary>
     public bool InjectedIncludeUsage { get; set; }
@@ -121,6 +128,9 @@ internal sealed class LlmCall
     /// <summary>Bytes of generated text already delivered to the caller (for estimates of cut streams).</summary>
     public long DeliveredTextBytes { get; set; }
 
+    /// <summary>The delivered text itself, kept when the served model has a tokenizer (for counts of cut streams); the handler disposes it.</summary>
+    public DeliveredText? DeliveredText { get; set; }
+
     public decimal CostUsd { get; set; }
 
     /// <summary>The admission decision: the reservation to settle and the caller's rate-limit state for headers.</summary>
@@ -132,7 +142,26 @@ internal sealed class LlmCall
     /// <summary>Why the call failed, for the log; never contains secrets.</summary>
     public string? FailureDetail { get; set; }
 
-    /// <summary>Charges what the upstream reported, or estimates from the prompt and the delivered text.</summary>
+    /// <summary>
+    /// The prompt's tokens by the tokenizer of <paramref name="kind"/> (<see cref="PromptTokens.Count"/>), counted at
+    /// most once per tokenizer: a count stopped at a cap is reused for any lower cap.
+    /// </summary>
+    public long CountPromptTokens(TokenizerKind kind, long cap = long.MaxValue)
+    {
+        if (_count is { } last && last.Kind == kind && (last.Tokens <= last.Cap || cap <= last.Cap))
+        {
+            return last.Tokens;
+        }
+
+        var tokens = PromptTokens.Count(Body.Span, Request.Prompt, kind, cap);
+        _count = new PromptCount(kind, tokens, cap);
+        return tokens;
+    }
+
+    /// <summary>
+    /// Charges what the upstream reported, or, when it reported nothing (a stream cut before its usage), the
+    /// prompt and the delivered text by the served model's tokenizer (by bytes / 4 for the estimate).
+    /// </summary>
     public void SettleUsage()
     {
         if (_settled)
@@ -149,11 +178,17 @@ internal sealed class LlmCall
                 return;
             }
 
-            Usage = new TokenUsage(TokenEstimator.Prompt(Request.PromptTextBytes, Request.MessageCount), 0, TokenEstimator.FromTextBytes(DeliveredTextBytes), 0);
+            var kind = ServedModel.Tokenizer;
+            Usage = kind == TokenizerKind.Estimate || DeliveredText is not { } text
+                ? new TokenUsage(PromptTokens.Bound(Request.Prompt, TokenizerKind.Estimate), 0, PromptTokens.Estimate(DeliveredTextBytes), 0)
+                : new TokenUsage(CountPromptTokens(kind), 0, text.CountTokens(kind), 0);
             HasUsage = true;
             UsageEstimated = true;
         }
 
         CostUsd = CostCalculator.Cost(Usage, ServedModel.Prices);
     }
+
+    /// <param name="Tokens">The count; when over <paramref name="Cap"/>, it stopped there and is only "more than the cap".</param>
+    private sealed record PromptCount(TokenizerKind Kind, long Tokens, long Cap);
 }

@@ -225,6 +225,13 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             }
 
             call.DeliveredTextBytes = info.TextBytes;
+            if (!info.HasUsage && call.ServedModel.Tokenizer != TokenizerKind.Estimate)
+            {
+                // No usage to charge: read the answer's text once more, to count it (LlmCall.SettleUsage).
+                (call.DeliveredText ??= new DeliveredText()).Clear();
+                UsageReader.TryRead(bytes, out _, call.DeliveredText);
+            }
+
             call.Capture?.OnJson(bytes);
             call.Outcome = CallOutcome.Completed;
             call.SettleUsage();

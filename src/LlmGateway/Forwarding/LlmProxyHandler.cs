@@ -105,7 +105,7 @@ internal sealed class LlmProxyHandler
                 return;
             }
 
-            var call = new LlmCall(requestId, caller, runId, endpoint, model, request, config.CallLimits, start);
+            var call = new LlmCall(requestId, caller, runId, endpoint, model, request, body, config.CallLimits, start);
 
             // Response cache and run replay (Caching/): lookup before admission; a hit or replayed step is served below.
             await using var cached = await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
@@ -138,6 +138,7 @@ internal sealed class LlmProxyHandler
             {
                 Complete(context, call);
                 await _budgets.CompleteAsync(call);
+                call.DeliveredText?.Dispose();
             }
         }
         finally

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using LlmGateway.Accounting;
 using LlmGateway.Configuration;
 
 namespace LlmGateway.Forwarding;
@@ -18,10 +19,8 @@ internal struct LlmRequestInfo
     /// <summary>How many completions the provider generates: the larger of <c>n</c> and <c>best_of</c> (1 when absent).</summary>
     public long Choices;
 
-    /// <summary>UTF-8 bytes of the prompt's string values, for the token estimate.</summary>
-    public long PromptTextBytes;
-
-    public int MessageCount;
+    /// <summary>The prompt's size (text bytes, messages, tool definitions), for its token bound.</summary>
+    public PromptSize Prompt;
 
     /// <summary>temperature 0 or a seed: the same request should get the same answer (cacheable).</summary>
     public bool Deterministic;
@@ -167,27 +166,6 @@ internal struct LlmRequestInfo
                         return $"'{name}' must be a positive integer.";
                     }
                 }
-                else if (reader.ValueTextEquals("messages"u8) || reader.ValueTextEquals("input"u8))
-                {
-                    reader.Read();
-                    if (reader.TokenType == JsonTokenType.StartArray)
-                    {
-                        var depth = reader.CurrentDepth;
-                        while (reader.Read() && !(reader.TokenType == JsonTokenType.EndArray && reader.CurrentDepth == depth))
-                        {
-                            if (reader.CurrentDepth == depth + 1 && reader.TokenType is JsonTokenType.StartObject or JsonTokenType.String)
-                            {
-                                info.MessageCount++;
-                            }
-
-                            CountText(ref reader, ref info);
-                        }
-                    }
-                    else
-                    {
-                        CountValue(ref reader, ref info);
-                    }
-                }
                 else if (reader.ValueTextEquals("temperature"u8))
                 {
                     if (Duplicate(ref seen, ReadFields.Temperature, "temperature", ref errorParam) is { } duplicate)
@@ -224,16 +202,15 @@ internal struct LlmRequestInfo
                         return "'seed' must be an integer.";
                     }
                 }
-                else if (reader.ValueTextEquals("user"u8) || reader.ValueTextEquals("metadata"u8))
+                else if (PromptReader.IsPrompt(ref reader))
                 {
-                    reader.Read();
-                    reader.Skip();
+                    // messages, input, prompt, instructions, tools, response_format...: see PromptReader.
+                    PromptReader.Read(body, ref reader, ref info.Prompt);
                 }
                 else
                 {
-                    // prompt, instructions, tools, functions, response_format...: their text is all prompt.
                     reader.Read();
-                    CountValue(ref reader, ref info);
+                    reader.Skip();
                 }
             }
 
@@ -281,30 +258,6 @@ internal struct LlmRequestInfo
         : reader.ValueTextEquals("max_completion_tokens"u8) ? ReadFields.MaxCompletionTokens
         : reader.ValueTextEquals("max_output_tokens"u8) ? ReadFields.MaxOutputTokens
         : null;
-
-    private static void CountValue(ref Utf8JsonReader reader, ref LlmRequestInfo info)
-    {
-        if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
-        {
-            var depth = reader.CurrentDepth;
-            while (reader.Read() && reader.CurrentDepth > depth)
-            {
-                CountText(ref reader, ref info);
-            }
-        }
-        else
-        {
-            CountText(ref reader, ref info);
-        }
-    }
-
-    private static void CountText(ref Utf8JsonReader reader, ref LlmRequestInfo info)
-    {
-        if (reader.TokenType == JsonTokenType.String)
-        {
-            info.PromptTextBytes += reader.ValueSpan.Length;
-        }
-    }
 }
 
 /// <summary>The top-level fields the gateway reads, to refuse any that appears twice.</summary>

@@ -33,6 +33,12 @@ internal sealed class SseRelay
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         var writer = context.Response.BodyWriter;
         var state = new RelayState();
+        if (call.ServedModel.Tokenizer != TokenizerKind.Estimate)
+        {
+            // Kept so that a stream cut before its usage chunk is charged by count (LlmCall.SettleUsage).
+            (call.DeliveredText ??= new DeliveredText()).Clear();
+        }
+
         var buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
         var start = 0;
         var end = 0;
@@ -281,7 +287,9 @@ internal sealed class SseRelay
             return;
         }
 
-        if (!UsageReader.TryRead(data, out var info))
+        // Responses streams' .done/.completed events repeat the whole text: only deltas are delivered text.
+        var text = call.Endpoint != LlmEndpoint.Responses || eventName.EndsWith(".delta"u8) ? call.DeliveredText : null;
+        if (!UsageReader.TryRead(data, out var info, text))
         {
             state.Garbage = true;
             return;

@@ -68,6 +68,20 @@ public sealed class MockLlmTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ChatCompletion_OpenAiModel_CountsThePromptAsOpenAiDoes()
+    {
+        var response = await PostAsync("/v1/chat/completions", """{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","name":"ann","content":"Hello there, how are you?"}]}""");
+
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var o200k = Microsoft.ML.Tokenizers.TiktokenTokenizer.CreateForEncoding("o200k_base");
+        int Count(string text) => o200k.CountTokens(text);
+
+        // OpenAI's cookbook: 3 per message, role and content, 1 and the name's tokens for a name, 3 for the reply.
+        var expected = 3 + (3 + Count("system") + Count("Be brief.")) + (3 + Count("user") + Count("Hello there, how are you?") + 1 + Count("ann"));
+        Assert.Equal(expected, json.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+    }
+
+    [Fact]
     public async Task ChatStream_WithIncludeUsage_DiffersOnlyByUsageChunkAndNullUsage()
     {
         var plain = await (await PostAsync("/v1/chat/completions", StreamBody)).Content.ReadAsStringAsync();

@@ -41,6 +41,40 @@ public sealed class GatewayConfigLoaderTests
     }
 
     [Fact]
+    public void Load_UnknownTokenizer_NamesKeyPathAndChoices()
+    {
+        var errors = Errors(Valid.Replace("\"Fallbacks\": []", "\"Fallbacks\": [], \"Tokenizer\": \"o200k\""));
+
+        Assert.Contains("Gateway:Models:m:Tokenizer: unknown tokenizer 'o200k'; use o200k_base, cl100k_base or estimate", errors);
+    }
+
+    [Fact]
+    public void Load_Tokenizer_DefaultsFromTheUpstreamName_ElseTheKey_UnlessSet()
+    {
+        var config = Load("""
+        {
+          "Gateway": {
+            "Providers": { "p": { "BaseUrl": "http://127.0.0.1:9/v1" } },
+            "Models": {
+              "m1": { "Provider": "p", "UpstreamModel": "gpt-4o-2024-08-06", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 },
+              "gpt-4-turbo": { "Provider": "p", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 },
+              "gpt-4o": { "Provider": "p", "UpstreamModel": "my-azure-deployment", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 },
+              "pinned": { "Provider": "p", "UpstreamModel": "gpt-4o", "Tokenizer": "estimate", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 },
+              "custom": { "Provider": "p", "Tokenizer": "cl100k_base", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 }
+            },
+            "Keys": [ { "Key": "sk-1", "User": "u" } ]
+          }
+        }
+        """);
+
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.O200kBase, config.Models["m1"].Tokenizer);
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Cl100kBase, config.Models["gpt-4-turbo"].Tokenizer);
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Estimate, config.Models["gpt-4o"].Tokenizer); // the name sent upstream decides
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Estimate, config.Models["pinned"].Tokenizer);
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Cl100kBase, config.Models["custom"].Tokenizer);
+    }
+
+    [Fact]
     public void Load_ModelWithoutPrice_NamesKeyPath()
     {
         Assert.Contains(Errors(Valid.Replace("\"OutputUsdPerMTok\": 2, ", "")), e => e.StartsWith("Gateway:Models:m:OutputUsdPerMTok:", StringComparison.Ordinal));

@@ -17,18 +17,33 @@ public sealed class LlmRequestInfoTests
         Assert.True(info.Stream);
         Assert.False(info.IncludeUsage);
         Assert.Equal(256, info.MaxOutputTokens);
-        Assert.Equal(2, info.MessageCount);
-        Assert.Equal("system".Length + "be brief".Length + "user".Length + "hello".Length, info.PromptTextBytes);
+        Assert.Equal(2, info.Prompt.Messages);
+        Assert.Equal("system".Length + "be brief".Length + "user".Length + "hello".Length, info.Prompt.TextBytes);
+        Assert.Equal(0, info.Prompt.JsonMembers);
     }
 
     [Fact]
-    public void TryParse_CountsPromptTextOfToolsAndInput_NotModelOrUser()
+    public void TryParse_SizesInputInstructionsAndTools_NotModelOrUser()
     {
-        var error = Parse("""{"user":"someone-long-name","model":"m","input":"abcd","instructions":"efgh","tools":[{"type":"function","function":{"name":"ij"}}]}""", out var info);
+        const string Tools = """[{"type":"function","function":{"name":"ij"}}]""";
+        var error = Parse($$"""{"user":"someone-long-name","model":"m","input":"abcd","instructions":"efgh","tools":{{Tools}}}""", out var info);
 
         Assert.Null(error);
-        Assert.Equal(4 + 4 + "function".Length + 2, info.PromptTextBytes);
-        Assert.Equal(0, info.MessageCount);
+        Assert.Equal(4 + 4, info.Prompt.TextBytes);
+        Assert.Equal(2, info.Prompt.Messages); // the input string and the instructions are one message each
+        Assert.Equal(Tools.Length, info.Prompt.JsonBytes); // tool definitions count as their whole JSON text
+        Assert.Equal(2, info.Prompt.JsonStrings);
+        Assert.Equal(1, info.Prompt.JsonMembers);
+    }
+
+    [Fact]
+    public void TryParse_TokenIdsInPrompt_CountOneEach()
+    {
+        var error = Parse("""{"model":"m","prompt":[[1,2,3],[4,5]],"logit_bias":{"7":-100}}""", out var info);
+
+        Assert.Null(error);
+        Assert.Equal(5, info.Prompt.TokenIds);
+        Assert.Equal(0, info.Prompt.Messages);
     }
 
     [Theory]
