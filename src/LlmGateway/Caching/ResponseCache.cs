@@ -161,12 +161,14 @@ internal sealed class ResponseCache
         }
         else
         {
-            // An identical miss is in flight: its answer, when it comes in time, is this call's answer too.
+            // An identical miss is in flight: its answer, when it comes in time, is this call's answer too, but only
+            // when it came from the model this call asked for. A leader that fell back or was downgraded answered for
+            // another model: this call goes upstream itself, where its own admission (and X-Gateway-No-Downgrade) decides.
             hit = null;
             try
             {
                 var shared = await flight.Task.WaitAsync(options.SingleFlightWait, cancellationToken);
-                hit = shared is not null && shared.CanServe(stream) ? shared : null;
+                hit = shared is not null && shared.CanServe(stream) && IsFor(shared, state) ? shared : null;
             }
             catch (TimeoutException)
             {
@@ -310,7 +312,7 @@ internal sealed class ResponseCache
                 var now = _timeProvider.GetUtcNow();
                 answer = new CachedAnswer(call.Endpoint, call.ServedModel.Name, built.Kind, built.Body, call.Usage, call.CostUsd, now, now + state.Ttl);
                 // An answer from another model (a fallback or downgrade) is not the answer to this key.
-                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && call.ServedModel.Name == state.KeyModel)
+                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && IsFor(answer, state))
                 {
                     await _store.SetAsync(key, answer);
                 }
@@ -334,10 +336,17 @@ internal sealed class ResponseCache
         {
             if (state.Flight is { } flight)
             {
-                _flights.Complete(state.Key!, flight, answer);
+                _flights.Complete(state.Key!, flight, answer is not null && IsFor(answer, state) ? answer : null);
             }
         }
     }
+
+    /// <summary>
+    /// Whether an answer may serve the call under its cache key: only one served by the model the key was computed for
+    /// (the requested model; a hit is never downgraded), never a fallback's or a downgrade's.
+    /// </summary>
+    private static bool IsFor(CachedAnswer answer, CachedCall state) =>
+        string.Equals(answer.Model, state.KeyModel, StringComparison.Ordinal) && answer.Endpoint == state.Call.Endpoint;
 
     private static string ScopeOf(CacheOptions options, CallerKey caller)
     {
