@@ -79,6 +79,13 @@ internal sealed class ResponseCache
                 return state;
             }
 
+            // Recordings take the gateway's memory (or Redis's): only keys the operator trusts with that may record.
+            if (!call.Caller.Options.AllowRecord)
+            {
+                state.Error = GatewayError.PermissionDenied($"Your key may not record runs ({CacheHeaders.Record}): an operator allows it with \"AllowRecord\": true on the key in Gateway:Keys.");
+                return state;
+            }
+
             state.RecordRunId = call.RunId;
             state.RequestHash = canonical.Hash(call.Endpoint, call.ServedModel, "replay");
             state.RequestBody = body.ToArray();
@@ -324,7 +331,11 @@ internal sealed class ResponseCache
                 try
                 {
                     var step = RecordedStep.Serialize(call.Caller.User, state.RequestHash!, state.RequestBody!, call.Request.Stream, recorded);
-                    await _recordings.AppendAsync(run, step, state.Options.RecordingTtl, CancellationToken.None);
+                    if (await _recordings.AppendAsync(run, step, state.Options.RecordingTtl, CancellationToken.None) == 0)
+                    {
+                        CacheLog.RecordingFailed(_logger, call.RequestId, run,
+                            $"the recording is full (Gateway:Cache:RecordingMaxRunBytes {state.Options.RecordingMaxRunBytes} bytes); this and later steps of the run are not recorded");
+                    }
                 }
                 catch (Exception ex)
                 {
