@@ -156,7 +156,18 @@ internal sealed class ResponseCache
         }
         else if (_flights.TryLead(key, out var flight))
         {
-            hit = await LookupAsync(key, stream, cancellationToken);
+            try
+            {
+                hit = await LookupAsync(key, stream, cancellationToken);
+            }
+            catch
+            {
+                // The caller went away (the only way a lookup throws): end the flight, or it stays for good and every
+                // later identical call waits SingleFlightWait for it, then misses.
+                _flights.Complete(key, flight, null);
+                throw;
+            }
+
             if (hit is null)
             {
                 state.Flight = flight;
@@ -334,7 +345,7 @@ internal sealed class ResponseCache
                     if (await _recordings.AppendAsync(run, step, state.Options.RecordingTtl, CancellationToken.None) == 0)
                     {
                         CacheLog.RecordingFailed(_logger, call.RequestId, run,
-                            $"the recording is full (Gateway:Cache:RecordingMaxRunBytes {state.Options.RecordingMaxRunBytes} bytes); this and later steps of the run are not recorded");
+                            $"the recording is full (Gateway:Cache:RecordingMaxRunBytes {state.Options.RecordingMaxRunBytes} bytes, or in memory RecordingMaxBytes); this and later steps of the run are not recorded");
                     }
                 }
                 catch (Exception ex)
