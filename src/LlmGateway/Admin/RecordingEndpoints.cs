@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 namespace LlmGateway.Admin;
 
 /// <summary>
-/// /admin/recordings: the runs recorded with X-Gateway-Record (list), one recording as JSONL (one step per line:
+/// /admin/recordings: the runs recorded with X-Gateway-Record (list, with each one's steps and their bytes), one recording as JSONL (one step per line:
 /// step number, user, endpoint, model, request, response, usage, cost), and deletion.
 /// </summary>
 internal static class RecordingEndpoints
@@ -30,7 +30,7 @@ internal static class RecordingEndpoints
             for (var i = 0; i < data.Length; i++)
             {
                 var r = recordings[i];
-                data[i] = new { run = r.RunId, steps = r.Steps, updated = r.UpdatedAt, expires = r.ExpiresAt };
+                data[i] = new { run = r.RunId, steps = r.Steps, bytes = r.Bytes, updated = r.UpdatedAt, expires = r.ExpiresAt };
             }
 
             return Results.Json(new { @object = "list", data });

@@ -2,6 +2,7 @@ using LlmGateway.Caching;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
 using LlmGateway.Replay;
+using LlmGateway.Telemetry;
 using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -20,7 +21,7 @@ public static class CacheServiceCollectionExtensions
     /// a RedisCache on the gateway's multiplexer when Gateway:Redis is set at start-up (every replica on that Redis
     /// shares it, under Gateway:Store:KeyPrefix + "cache:"); without Redis, a MemoryDistributedCache, which the
     /// response cache does not use as a tier (it would only hold a second copy in this process). Recordings are in
-    /// memory, or in Redis when Gateway:Redis is set.
+    /// memory (bounded; its size is the llm_gateway_recordings_* gauges), or in Redis when Gateway:Redis is set.
     /// </summary>
     public static IServiceCollection AddGatewayCache(this IServiceCollection services)
     {
@@ -44,10 +45,17 @@ public static class CacheServiceCollectionExtensions
         });
         services.TryAddSingleton<IRecordingStore>(static sp =>
         {
-            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
-            return string.IsNullOrWhiteSpace(options.Redis)
-                ? new InMemoryRecordingStore(sp.GetRequiredService<TimeProvider>())
-                : new RedisRecordingStore(sp.GetRequiredService<RedisConnection>(), options.Store.KeyPrefix, options.Store.Timeout, sp.GetRequiredService<TimeProvider>());
+            var config = sp.GetRequiredService<GatewayConfigProvider>();
+            var options = config.Current.Options;
+            var timeProvider = sp.GetRequiredService<TimeProvider>();
+            if (!string.IsNullOrWhiteSpace(options.Redis))
+            {
+                return new RedisRecordingStore(sp.GetRequiredService<RedisConnection>(), () => config.Current.Options.Cache, options.Store.KeyPrefix, options.Store.Timeout, timeProvider);
+            }
+
+            var memory = new InMemoryRecordingStore(() => config.Current.Options.Cache, timeProvider);
+            sp.GetRequiredService<GatewayMetrics>().ObserveRecordings(memory.Size);
+            return memory;
         });
         services.TryAddSingleton<ResponseCache>();
         services.AddHostedService<ResponseCacheWarmup>();

@@ -79,6 +79,13 @@ internal sealed class ResponseCache
                 return state;
             }
 
+            // Recordings take the gateway's memory (or Redis's): only keys the operator trusts with that may record.
+            if (!call.Caller.Options.AllowRecord)
+            {
+                state.Error = GatewayError.PermissionDenied($"Your key may not record runs ({CacheHeaders.Record}): an operator allows it with \"AllowRecord\": true on the key in Gateway:Keys.");
+                return state;
+            }
+
             state.RecordRunId = call.RunId;
             state.RequestHash = canonical.Hash(call.Endpoint, call.ServedModel, "replay");
             state.RequestBody = body.ToArray();
@@ -149,7 +156,18 @@ internal sealed class ResponseCache
         }
         else if (_flights.TryLead(key, out var flight))
         {
-            hit = await LookupAsync(key, stream, cancellationToken);
+            try
+            {
+                hit = await LookupAsync(key, stream, cancellationToken);
+            }
+            catch
+            {
+                // The caller went away (the only way a lookup throws): end the flight, or it stays for good and every
+                // later identical call waits SingleFlightWait for it, then misses.
+                _flights.Complete(key, flight, null);
+                throw;
+            }
+
             if (hit is null)
             {
                 state.Flight = flight;
@@ -161,12 +179,14 @@ internal sealed class ResponseCache
         }
         else
         {
-            // An identical miss is in flight: its answer, when it comes in time, is this call's answer too.
+            // An identical miss is in flight: its answer, when it comes in time, is this call's answer too, but only
+            // when it came from the model this call asked for. A leader that fell back or was downgraded answered for
+            // another model: this call goes upstream itself, where its own admission (and X-Gateway-No-Downgrade) decides.
             hit = null;
             try
             {
                 var shared = await flight.Task.WaitAsync(options.SingleFlightWait, cancellationToken);
-                hit = shared is not null && shared.CanServe(stream) ? shared : null;
+                hit = shared is not null && shared.CanServe(stream) && IsFor(shared, state) ? shared : null;
             }
             catch (TimeoutException)
             {
@@ -310,7 +330,7 @@ internal sealed class ResponseCache
                 var now = _timeProvider.GetUtcNow();
                 answer = new CachedAnswer(call.Endpoint, call.ServedModel.Name, built.Kind, built.Body, call.Usage, call.CostUsd, now, now + state.Ttl);
                 // An answer from another model (a fallback or downgrade) is not the answer to this key.
-                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && call.ServedModel.Name == state.KeyModel)
+                if (state.Store && state.Key is { } key && built.Body.Length <= state.Options.MaxEntryBytes && IsFor(answer, state))
                 {
                     await _store.SetAsync(key, answer);
                 }
@@ -322,7 +342,11 @@ internal sealed class ResponseCache
                 try
                 {
                     var step = RecordedStep.Serialize(call.Caller.User, state.RequestHash!, state.RequestBody!, call.Request.Stream, recorded);
-                    await _recordings.AppendAsync(run, step, state.Options.RecordingTtl, CancellationToken.None);
+                    if (await _recordings.AppendAsync(run, step, state.Options.RecordingTtl, CancellationToken.None) == 0)
+                    {
+                        CacheLog.RecordingFailed(_logger, call.RequestId, run,
+                            $"the recording is full (Gateway:Cache:RecordingMaxRunBytes {state.Options.RecordingMaxRunBytes} bytes, or in memory RecordingMaxBytes); this and later steps of the run are not recorded");
+                    }
                 }
                 catch (Exception ex)
                 {
@@ -334,10 +358,17 @@ internal sealed class ResponseCache
         {
             if (state.Flight is { } flight)
             {
-                _flights.Complete(state.Key!, flight, answer);
+                _flights.Complete(state.Key!, flight, answer is not null && IsFor(answer, state) ? answer : null);
             }
         }
     }
+
+    /// <summary>
+    /// Whether an answer may serve the call under its cache key: only one served by the model the key was computed for
+    /// (the requested model; a hit is never downgraded), never a fallback's or a downgrade's.
+    /// </summary>
+    private static bool IsFor(CachedAnswer answer, CachedCall state) =>
+        string.Equals(answer.Model, state.KeyModel, StringComparison.Ordinal) && answer.Endpoint == state.Call.Endpoint;
 
     private static string ScopeOf(CacheOptions options, CallerKey caller)
     {

@@ -78,6 +78,20 @@ internal sealed class StoreDeadline : IDisposable
         }
     }
 
+    /// <inheritdoc cref="BoundAsync{T}(Task{T}, TimeSpan, CancellationToken)"/>
+    public static async Task BoundAsync(Task call, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await call.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Observe(call);
+            throw;
+        }
+    }
+
     /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
     public static void Observe(Task task) =>
         task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);

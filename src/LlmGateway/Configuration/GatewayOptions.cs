@@ -168,6 +168,9 @@ public sealed record KeyOptions
 
     public int Rpm { get; init; }
     public int Tpm { get; init; }
+
+    /// <summary>May record runs with X-Gateway-Record (default false: 403 permission_denied, recordings take memory).</summary>
+    public bool AllowRecord { get; init; }
 }
 
 /// <summary>Per-user policy.</summary>
@@ -250,6 +253,15 @@ public sealed record CacheOptions
 
     /// <summary>How long a recorded run (X-Gateway-Record) is kept after its last step. Default 7 days.</summary>
     public TimeSpan RecordingTtl { get; init; } = TimeSpan.FromDays(7);
+
+    /// <summary>Bytes all recordings kept in this process's memory may take together; the least recently recorded go first. Default 128 MiB.</summary>
+    public long RecordingMaxBytes { get; init; } = 128L * 1024 * 1024;
+
+    /// <summary>Recordings kept (in memory, or in Redis's index); beyond, the least recently recorded go first. Default 1000.</summary>
+    public int RecordingMaxRuns { get; init; } = 1000;
+
+    /// <summary>Bytes one recording may take (memory and Redis); a step past it, and every later step of the run, is not recorded. Default 16 MiB.</summary>
+    public long RecordingMaxRunBytes { get; init; } = 16L * 1024 * 1024;
 }
 
 /// <summary>Retries, timeouts, circuit breakers and the retry guards.</summary>

@@ -398,6 +398,21 @@ internal static class GatewayOptionsValidator
         {
             errors.Add($"{path}:RecordingTtl: must be positive");
         }
+
+        if (cache.RecordingMaxBytes <= 0)
+        {
+            errors.Add($"{path}:RecordingMaxBytes: must be positive");
+        }
+
+        if (cache.RecordingMaxRuns <= 0)
+        {
+            errors.Add($"{path}:RecordingMaxRuns: must be positive");
+        }
+
+        if (cache.RecordingMaxRunBytes <= 0)
+        {
+            errors.Add($"{path}:RecordingMaxRunBytes: must be positive");
+        }
     }
 
     private static void CheckBudget(List<string> errors, string path, BudgetOptions? budget)

@@ -1,27 +1,64 @@
 using LlmGateway.Caching;
+using LlmGateway.Configuration;
 using LlmGateway.Redis;
 using StackExchange.Redis;
 
 namespace LlmGateway.Replay;
 
 /// <summary>
-/// Recordings shared by every replica: a Redis list per run (<c>{prefix}rec:{run}</c>, RPUSH in order, expiring after
-/// Gateway:Cache:RecordingTtl), an index sorted by last update (<c>{prefix}recs</c>) and INCR cursors for replays.
-/// Every call is bounded by the store timeout (Gateway:Store:Timeout); failures surface as exceptions. Each command
-/// or transaction touches one key, so the store also works on a Redis Cluster.
+/// Recordings shared by every replica: a Redis list per run (<c>{prefix}rec:{run}</c>, RPUSH in order) with a hash
+/// beside it counting its bytes (<c>…:meta</c>), both expiring Gateway:Cache:RecordingTtl after the run's last step;
+/// an index sorted by last update (<c>{prefix}recs</c>) trimmed to RecordingMaxRuns, the least recently recorded
+/// first; and INCR cursors for replays (<c>…:replay:{run}</c>), expiring too. Every call is bounded by the store
+/// timeout (Gateway:Store:Timeout); failures surface as exceptions.
 /// </summary>
+/// <remarks>
+/// Every key of one run (list, meta, cursors) sits in the list's hash slot (a hash tag), so each script or
+/// transaction touches one slot and the store also works on a Redis Cluster. The total across runs is bounded by
+/// RecordingMaxRuns × RecordingMaxRunBytes and the TTL; Redis's own maxmemory bounds the rest.
+/// </remarks>
 internal sealed class RedisRecordingStore : IRecordingStore
 {
+    // The run's bytes so far and whether it is full decide, atomically, whether the step is recorded.
+    private static readonly RedisScript Append = new("recording-append", """
+        local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
+        local cost = tonumber(ARGV[2])
+        if redis.call('HEXISTS', KEYS[2], 'full') == 1 or used + cost > tonumber(ARGV[3]) then
+          redis.call('HSET', KEYS[2], 'full', 1)
+          redis.call('PEXPIRE', KEYS[2], ARGV[4])
+          redis.call('PEXPIRE', KEYS[1], ARGV[4])
+          return 0
+        end
+        redis.call('HINCRBY', KEYS[2], 'bytes', cost)
+        redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+        redis.call('PEXPIRE', KEYS[1], ARGV[4])
+        return n
+        """);
+
+    // A cursor only for a recording that is kept: a replay of anything else leaves no key behind.
+    private static readonly RedisScript NextStep = new("recording-next-step", """
+        if redis.call('EXISTS', KEYS[1]) == 0 then
+          return 1
+        end
+        local step = redis.call('INCR', KEYS[2])
+        redis.call('PEXPIRE', KEYS[2], ARGV[1])
+        return step
+        """);
+
     private readonly RedisConnection _redis;
+    private readonly Func<CacheOptions> _options;
     private readonly string _prefix;
     private readonly TimeSpan _timeout;
     private readonly TimeProvider _timeProvider;
 
-    public RedisRecordingStore(RedisConnection redis, string keyPrefix, TimeSpan timeout, TimeProvider timeProvider)
+    public RedisRecordingStore(RedisConnection redis, Func<CacheOptions> options, string keyPrefix, TimeSpan timeout, TimeProvider timeProvider)
     {
         ArgumentNullException.ThrowIfNull(redis);
+        ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         _redis = redis;
+        _options = options;
         _prefix = keyPrefix;
         _timeout = timeout;
         _timeProvider = timeProvider;
@@ -31,19 +68,26 @@ internal sealed class RedisRecordingStore : IRecordingStore
 
     public async ValueTask<int> AppendAsync(string runId, byte[] step, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
+        var options = _options();
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var key = ListKey(runId);
+        var list = ListKey(runId);
         var now = _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
-        // The list and the index are separate keys (in a Cluster, possibly on different nodes): a transaction each,
-        // sent together. Listing skips an index entry whose list is gone, so a failure between them leaves no ghost.
-        var transaction = database.CreateTransaction();
-        var length = transaction.ListRightPushAsync(key, step);
-        _ = transaction.KeyExpireAsync(key, ttl);
+        // The run's keys and the index are in different slots (in a Cluster, possibly on different nodes): a script and
+        // a transaction, sent together. Listing skips an index entry whose list is gone, so a failure between them leaves no ghost.
+        var appended = _redis.EvaluateAsync(Append, [list, RunKey(list, ":meta")], [step, step.Length, options.RecordingMaxRunBytes, Milliseconds(ttl)]);
         var index = database.CreateTransaction();
         _ = index.SortedSetAddAsync(Index, runId, now);
         _ = index.SortedSetRemoveRangeByScoreAsync(Index, double.NegativeInfinity, now - ttl.TotalMilliseconds);
-        await Bound(Task.WhenAll(transaction.ExecuteAsync(), index.ExecuteAsync()), cancellationToken).ConfigureAwait(false);
-        return (int)await length.ConfigureAwait(false);
+        var runs = index.SortedSetLengthAsync(Index);
+        await StoreDeadline.BoundAsync(Task.WhenAll(appended, index.ExecuteAsync()), _timeout, cancellationToken).ConfigureAwait(false);
+
+        var excess = await runs.ConfigureAwait(false) - options.RecordingMaxRuns;
+        if (excess > 0)
+        {
+            await EvictOldestAsync(database, excess, cancellationToken).ConfigureAwait(false);
+        }
+
+        return (int)(long)await appended.ConfigureAwait(false);
     }
 
     public async ValueTask<byte[]?> GetStepAsync(string runId, int step, CancellationToken cancellationToken = default)
@@ -64,42 +108,85 @@ internal sealed class RedisRecordingStore : IRecordingStore
     {
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
         var entries = await Bound(database.SortedSetRangeByRankWithScoresAsync(Index), cancellationToken).ConfigureAwait(false);
-        var list = new List<RecordingInfo>();
-        foreach (var entry in entries)
+
+        // Every run's length, TTL and bytes in one pipelined round trip (the index holds at most RecordingMaxRuns).
+        var details = new (Task<long> Steps, Task<TimeSpan?> Ttl, Task<RedisValue> Bytes)[entries.Length];
+        for (var i = 0; i < entries.Length; i++)
         {
-            var runId = (string)entry.Element!;
-            var key = ListKey(runId);
-            var steps = await Bound(database.ListLengthAsync(key), cancellationToken).ConfigureAwait(false);
-            var ttl = await Bound(database.KeyTimeToLiveAsync(key), cancellationToken).ConfigureAwait(false);
+            var list = ListKey((string)entries[i].Element!);
+            details[i] = (database.ListLengthAsync(list), database.KeyTimeToLiveAsync(list), database.HashGetAsync(RunKey(list, ":meta"), "bytes"));
+        }
+
+        var all = new Task[details.Length * 3];
+        for (var i = 0; i < details.Length; i++)
+        {
+            (all[3 * i], all[(3 * i) + 1], all[(3 * i) + 2]) = (details[i].Steps, details[i].Ttl, details[i].Bytes);
+        }
+
+        await StoreDeadline.BoundAsync(Task.WhenAll(all), _timeout, cancellationToken).ConfigureAwait(false);
+        var now = _timeProvider.GetUtcNow();
+        var result = new List<RecordingInfo>();
+        for (var i = 0; i < entries.Length; i++)
+        {
+            var (steps, ttl, bytes) = (details[i].Steps.Result, details[i].Ttl.Result, details[i].Bytes.Result);
             if (steps > 0 && ttl is { } left)
             {
-                list.Add(new RecordingInfo(runId, (int)steps, DateTimeOffset.FromUnixTimeMilliseconds((long)entry.Score), _timeProvider.GetUtcNow() + left));
+                result.Add(new RecordingInfo((string)entries[i].Element!, (int)steps, DateTimeOffset.FromUnixTimeMilliseconds((long)entries[i].Score), now + left,
+                    bytes.TryParse(out long count) ? count : 0));
             }
         }
 
-        list.Sort(static (a, b) => string.CompareOrdinal(a.RunId, b.RunId));
-        return list;
+        result.Sort(static (a, b) => string.CompareOrdinal(a.RunId, b.RunId));
+        return result;
     }
 
     public async ValueTask<bool> DeleteAsync(string runId, CancellationToken cancellationToken = default)
     {
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
-        await Bound(database.SortedSetRemoveAsync(Index, runId), cancellationToken).ConfigureAwait(false);
-        return await Bound(database.KeyDeleteAsync(ListKey(runId)), cancellationToken).ConfigureAwait(false);
+        var list = ListKey(runId);
+        var index = database.SortedSetRemoveAsync(Index, runId);
+        var meta = database.KeyDeleteAsync(RunKey(list, ":meta"));
+        var deleted = database.KeyDeleteAsync(list);
+        await StoreDeadline.BoundAsync(Task.WhenAll(index, meta, deleted), _timeout, cancellationToken).ConfigureAwait(false);
+        return await deleted.ConfigureAwait(false);
     }
 
     public async ValueTask<int> NextReplayStepAsync(string recordedRunId, string replayRunId, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
-        var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
-        RedisKey key = _prefix + "replay:" + recordedRunId + ":" + replayRunId;
-        var transaction = database.CreateTransaction();
-        var step = transaction.StringIncrementAsync(key);
-        _ = transaction.KeyExpireAsync(key, ttl);
-        await Bound(transaction.ExecuteAsync(), cancellationToken).ConfigureAwait(false);
-        return (int)await step.ConfigureAwait(false);
+        var list = ListKey(recordedRunId);
+        var step = await Bound(_redis.EvaluateAsync(NextStep, [list, RunKey(list, ":replay:" + replayRunId)], [Milliseconds(ttl)]), cancellationToken).ConfigureAwait(false);
+        return (int)(long)step;
+    }
+
+    /// <summary>Drops the <paramref name="count"/> least recently recorded runs from the index, with their keys.</summary>
+    private async Task EvictOldestAsync(IDatabase database, long count, CancellationToken cancellationToken)
+    {
+        var oldest = await Bound(database.SortedSetRangeByRankAsync(Index, 0, count - 1), cancellationToken).ConfigureAwait(false);
+        var calls = new List<Task> { database.SortedSetRemoveAsync(Index, oldest) };
+        foreach (var run in oldest)
+        {
+            var list = ListKey((string)run!);
+            calls.Add(database.KeyDeleteAsync([list, RunKey(list, ":meta")]));
+        }
+
+        await StoreDeadline.BoundAsync(Task.WhenAll(calls), _timeout, cancellationToken).ConfigureAwait(false);
     }
 
     private RedisKey ListKey(string runId) => _prefix + "rec:" + runId;
+
+    /// <summary>
+    /// A key in the same hash slot as the run's list: the list's own hash tag when its name has one (a prefix such as
+    /// <c>{gw}:</c>), else the whole list name as the tag. Redis Cluster then serves a script over both.
+    /// </summary>
+    internal static RedisKey RunKey(RedisKey list, string suffix)
+    {
+        var name = (string)list!;
+        var open = name.IndexOf('{', StringComparison.Ordinal);
+        var hasTag = open >= 0 && name.IndexOf('}', open + 1) > open + 1;
+        return hasTag ? name + suffix : "{" + name + "}" + suffix;
+    }
+
+    private static long Milliseconds(TimeSpan value) => Math.Max(1, (long)value.TotalMilliseconds);
 
     private Task<IDatabase> DatabaseAsync(CancellationToken cancellationToken) => Bound(_redis.DatabaseAsync(), cancellationToken);
 

@@ -54,6 +54,7 @@ internal sealed class GatewayMetrics
     private readonly ConcurrentDictionary<string, int> _circuitStates = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, BudgetState> _budgets = new(StringComparer.Ordinal);
     private volatile string? _configVersion;
+    private volatile Func<(long Bytes, int Runs)>? _recordings;
 
     /// <param name="auditLog">The Gateway:AuditLog file's writer, when one is configured: its drops are counted.</param>
     public GatewayMetrics(IMeterFactory meterFactory, AuditFileLoggerProvider? auditLog = null)
@@ -107,6 +108,10 @@ internal sealed class GatewayMetrics
             "Spend in the current budget period in US dollars, by caller.");
         meter.CreateObservableGauge("llm_gateway_budget_limit_usd", () => ObserveBudgets(limit: true), "USD",
             "Budget limit for the current period in US dollars, by caller (0 means no limit).");
+        meter.CreateObservableGauge("llm_gateway_recordings_bytes", () => ObserveRecordings(bytes: true), "By",
+            "Bytes the run recordings kept in this gateway's memory take (Gateway:Cache:RecordingMaxBytes).");
+        meter.CreateObservableGauge("llm_gateway_recordings_runs", () => ObserveRecordings(bytes: false), unit: null,
+            "Run recordings kept in this gateway's memory (Gateway:Cache:RecordingMaxRuns).");
     }
 
     /// <summary>A request answered to the caller: counts it and records its duration.</summary>
@@ -275,6 +280,18 @@ internal sealed class GatewayMetrics
     private static Histogram<double> CreateDurationHistogram(Meter meter, string name, string description, double[] buckets) =>
         meter.CreateHistogram(name, "s", description, tags: null,
             new InstrumentAdvice<double> { HistogramBucketBoundaries = buckets });
+
+    /// <summary>Where the recordings gauges read the in-memory recording store's size; without one they have no series.</summary>
+    public void ObserveRecordings(Func<(long Bytes, int Runs)> size) => _recordings = size;
+
+    private IEnumerable<Measurement<long>> ObserveRecordings(bool bytes)
+    {
+        if (_recordings is { } size)
+        {
+            var (total, runs) = size();
+            yield return new Measurement<long>(bytes ? total : runs);
+        }
+    }
 
     private IEnumerable<Measurement<int>> ObserveConfigInfo()
     {

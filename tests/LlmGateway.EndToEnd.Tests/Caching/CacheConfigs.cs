@@ -5,6 +5,7 @@ namespace LlmGateway.EndToEnd.Tests.Caching;
 /// <summary>Gateway configs with the response cache on, pointing at a MockLlmServer.</summary>
 public static class CacheConfigs
 {
+    /// <summary>Alice's key may record runs (AllowRecord); Bob's may not.</summary>
     public const string Alice = "sk-cache-alice";
     public const string Bob = "sk-cache-bob";
 
@@ -21,7 +22,7 @@ public static class CacheConfigs
           "mock-embed": { "Provider": "mock", "InputUsdPerMTok": 0.02, "OutputUsdPerMTok": 0 }
         },
         "Keys": [
-          { "Key": "{{Alice}}", "User": "alice" },
+          { "Key": "{{Alice}}", "User": "alice", "AllowRecord": true },
           { "Key": "{{Bob}}", "User": "bob" }
         ],
         "Cache": { "Enabled": true, "Ttl": "{{ttl}}", "Scope": "{{scope}}"{{extraCache}} },

@@ -117,10 +117,32 @@ public sealed class RunReplayTests : IAsyncLifetime
         Assert.Equal("step three", second.GetProperty("request").GetProperty("input").GetString());
         Assert.Equal("list", second.GetProperty("response").GetProperty("object").GetString());
 
+        // The in-memory store's size, as scraped.
+        var metrics = await _gateway.Client.GetStringAsync("/metrics");
+        Assert.Contains("\nllm_gateway_recordings_runs 1\n", metrics, StringComparison.Ordinal);
+        var bytes = metrics.Split('\n').Single(l => l.StartsWith("llm_gateway_recordings_bytes ", StringComparison.Ordinal));
+        Assert.True(long.Parse(bytes.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture) > lines.Sum(l => l.Length), bytes);
+
         using var deleted = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Delete, "/admin/recordings/rec-admin"));
         Assert.Equal(HttpStatusCode.OK, deleted.StatusCode);
         using var gone = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings/rec-admin"));
         Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+    }
+
+    [Fact]
+    public async Task KeyWithoutAllowRecord_Recording_Is403PermissionDenied_BeforeAnyUpstreamCall()
+    {
+        using var response = await _gateway.Client.SendAsync(Http.Post(Steps[0].Path, Steps[0].Body, CacheConfigs.Bob, ("X-Run-Id", "bob-rec"), ("X-Gateway-Record", "true")));
+
+        await Http.AssertErrorAsync(response, 403, "permission_denied", shouldRetry: false);
+        Assert.Contains("AllowRecord", (await Http.ErrorOf(response)).GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal(0, _mock!.Log.Count);
+        using var list = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings"));
+        Assert.Empty(JsonDocument.Parse(await list.Content.ReadAsStringAsync()).RootElement.GetProperty("data").EnumerateArray());
+
+        // Not asking to record is no reason to refuse.
+        using var plain = await _gateway.Client.SendAsync(Http.Post(Steps[0].Path, Steps[0].Body, CacheConfigs.Bob, ("X-Run-Id", "bob-rec"), ("X-Gateway-Record", "false")));
+        Assert.Equal(HttpStatusCode.OK, plain.StatusCode);
     }
 
     [Fact]
