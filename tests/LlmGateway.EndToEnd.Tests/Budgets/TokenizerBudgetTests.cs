@@ -115,6 +115,27 @@ public abstract class TokenizerBudgetTestsBase : IAsyncLifetime
         Assert.Equal(charged + 0.001m, reserved);
     }
 
+    protected async Task RunStreamCutBeforeItsUsage_IsChargedByCount()
+    {
+        var body = Http.Chat(model: "gpt-4o", content: Content, stream: true, extra: $",\"max_tokens\":{MaxTokens}");
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, "sk-watch", ("X-Mock-Fail-After-Chunks", "6")));
+        var events = Http.DataEvents(await response.Content.ReadAsStringAsync());
+        var delivered = string.Concat(events
+            .Where(e => e.StartsWith("{\"id\"", StringComparison.Ordinal))
+            .Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0].GetProperty("delta"))
+            .Select(d => d.TryGetProperty("content", out var c) ? c.GetString() : null));
+
+        var requestId = response.Headers.GetValues("X-Request-Id").Single();
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(requestId), "call record");
+        Assert.Equal("StreamBroken", record.Field("Outcome"));
+        Assert.Equal("True", record.Field("UsageEstimated"));
+
+        // The prompt as admission counts it (4 per message, 3 for the reply), the delivered text by o200k_base.
+        Assert.True(delivered.Length > "Mock reply to:".Length, delivered);
+        Assert.Equal((4 + 3 + Count("user") + Count(Content)).ToString(CultureInfo.InvariantCulture), record.Field("InputTokens"));
+        Assert.Equal(Count(delivered).ToString(CultureInfo.InvariantCulture), record.Field("OutputTokens"));
+    }
+
     private static int Count(string text) => TiktokenTokenizer.CreateForModel("gpt-4o").CountTokens(text);
 
     private static HttpRequestMessage Call(string key, int latencyMs) => Http.Post(
@@ -143,6 +164,9 @@ public sealed class TokenizerBudgetTests : TokenizerBudgetTestsBase
 
     [Fact]
     public Task Reservation_IsTheCountedPrompt_AtLeastWhatTheProviderCharges() => RunReservationCoversTheProvidersCharge();
+
+    [Fact]
+    public Task StreamCutBeforeItsUsage_IsChargedByTheTokensOfPromptAndDeliveredText() => RunStreamCutBeforeItsUsage_IsChargedByCount();
 }
 
 /// <summary>The same with the Redis store (a real redis-server).</summary>
