@@ -306,12 +306,19 @@ def upstream_requests(upstream_port):
     return int(body.decode().splitlines()[2].split()[2])
 
 
-def gateway_config(upstream_port, policies, redis=None, cache=False):
+def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=None, context_window=None):
     models = {
         # A context window large enough for the 1 MB prompt of the body-size runs (~260k estimated tokens).
         "bench-model": {"Provider": "upstream", "InputUsdPerMTok": 1.0, "OutputUsdPerMTok": 2.0, "ContextWindow": 2000000, "DefaultMaxOutputTokens": 1024},
         "bench-stream": {"Provider": "upstream-stream", "InputUsdPerMTok": 1.0, "OutputUsdPerMTok": 2.0, "ContextWindow": 2000000, "DefaultMaxOutputTokens": 1024},
     }
+    for model in models.values():
+        # The bench models' names imply no tokenizer (estimate); profile.py can set one, and a window that makes
+        # every request be counted (the prompt's byte bound over it, its count within).
+        if tokenizer:
+            model["Tokenizer"] = tokenizer
+        if context_window:
+            model["ContextWindow"] = context_window
     gateway = {
         "Redis": redis or "",
         "Providers": {

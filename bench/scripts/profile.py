@@ -90,6 +90,11 @@ def main():
     parser.add_argument("--perf", action="store_true")
     parser.add_argument("--connections", type=int, default=h.SAT_CONNS, help="wrk connections (default: the harness's saturation setting)")
     parser.add_argument("--delay-ms", type=int, default=0, help="pause per connection between requests: with --connections, a rough fixed rate (10 connections × 5 ms ≈ 2,000 req/s)")
+    parser.add_argument("--tokenizer", choices=["estimate", "o200k_base", "cl100k_base"],
+                        help="the bench models' Tokenizer (default: none set, i.e. estimate by their names)")
+    parser.add_argument("--context-window", type=int,
+                        help="the bench models' ContextWindow; 256 makes every 0.9 KB request be counted by the tokenizer "
+                             "(its byte bound, ~830, is over it; its count, ~190, within)")
     args = parser.parse_args()
     if args.seconds > 60:
         sys.exit("--seconds is capped at 60: every load run is bounded")
@@ -109,7 +114,8 @@ def main():
                 procs.append(h.start_redis(redis_port))
                 redis = f"127.0.0.1:{redis_port}"
             config = h.gateway_config(upstream_port, policies=args.variant not in ("gateway", "cache"), redis=redis,
-                                      cache=args.variant == "cache")
+                                      cache=args.variant == "cache", tokenizer=args.tokenizer,
+                                      context_window=args.context_window)
             if args.perf:
                 # Managed frames resolve through /tmp/perf-PID.map, which W^X double mapping would hide.
                 os.environ.update(DOTNET_PerfMapEnabled="1", DOTNET_EnableWriteXorExecute="0")

@@ -86,7 +86,14 @@ public abstract class TokenizerBudgetTestsBase : IAsyncLifetime
             await Http.AssertErrorAsync(rejected, 429, "budget_exceeded", shouldRetry: false);
         }
 
+        // A call is settled just after its answer reached the caller: wait until nothing is held.
         var user = await UserAsync("ten");
+        for (var deadline = DateTime.UtcNow.AddSeconds(5); user.GetProperty("reserved_usd").GetDecimal() != 0 && DateTime.UtcNow < deadline;)
+        {
+            await Task.Delay(20);
+            user = await UserAsync("ten");
+        }
+
         var spent = user.GetProperty("spent_usd").GetDecimal();
         Assert.True(spent <= Budget, $"spent ${spent} of a ${Budget} budget");
         Assert.Equal(admitted.Length * CallCost, spent);
@@ -113,6 +120,27 @@ public abstract class TokenizerBudgetTestsBase : IAsyncLifetime
 
         // Counted, not bounded by bytes: one token ($0.001) over OpenAI's count for the one message's framing.
         Assert.Equal(charged + 0.001m, reserved);
+    }
+
+    protected async Task RunStreamCutBeforeItsUsage_IsChargedByCount()
+    {
+        var body = Http.Chat(model: "gpt-4o", content: Content, stream: true, extra: $",\"max_tokens\":{MaxTokens}");
+        using var response = await Gateway.Client.SendAsync(Http.Post("/v1/chat/completions", body, "sk-watch", ("X-Mock-Fail-After-Chunks", "6")));
+        var events = Http.DataEvents(await response.Content.ReadAsStringAsync());
+        var delivered = string.Concat(events
+            .Where(e => e.StartsWith("{\"id\"", StringComparison.Ordinal))
+            .Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0].GetProperty("delta"))
+            .Select(d => d.TryGetProperty("content", out var c) ? c.GetString() : null));
+
+        var requestId = response.Headers.GetValues("X-Request-Id").Single();
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(requestId), "call record");
+        Assert.Equal("StreamBroken", record.Field("Outcome"));
+        Assert.Equal("True", record.Field("UsageEstimated"));
+
+        // The prompt as admission counts it (4 per message, 3 for the reply), the delivered text by o200k_base.
+        Assert.True(delivered.Length > "Mock reply to:".Length, delivered);
+        Assert.Equal((4 + 3 + Count("user") + Count(Content)).ToString(CultureInfo.InvariantCulture), record.Field("InputTokens"));
+        Assert.Equal(Count(delivered).ToString(CultureInfo.InvariantCulture), record.Field("OutputTokens"));
     }
 
     private static int Count(string text) => TiktokenTokenizer.CreateForModel("gpt-4o").CountTokens(text);
@@ -143,6 +171,9 @@ public sealed class TokenizerBudgetTests : TokenizerBudgetTestsBase
 
     [Fact]
     public Task Reservation_IsTheCountedPrompt_AtLeastWhatTheProviderCharges() => RunReservationCoversTheProvidersCharge();
+
+    [Fact]
+    public Task StreamCutBeforeItsUsage_IsChargedByTheTokensOfPromptAndDeliveredText() => RunStreamCutBeforeItsUsage_IsChargedByCount();
 }
 
 /// <summary>The same with the Redis store (a real redis-server).</summary>
