@@ -134,13 +134,13 @@ public abstract class TokenizerBudgetTestsBase : IAsyncLifetime
 
         var requestId = response.Headers.GetValues("X-Request-Id").Single();
         var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(requestId), "call record");
-        Assert.Equal("StreamBroken", record.Field("Outcome"));
-        Assert.Equal("True", record.Field("UsageEstimated"));
+        Assert.Equal("StreamBroken", record.GetStructuredStateValue("Outcome"));
+        Assert.Equal("True", record.GetStructuredStateValue("UsageEstimated"));
 
         // The prompt as admission counts it (4 per message, 3 for the reply), the delivered text by o200k_base.
         Assert.True(delivered.Length > "Mock reply to:".Length, delivered);
-        Assert.Equal((4 + 3 + Count("user") + Count(Content)).ToString(CultureInfo.InvariantCulture), record.Field("InputTokens"));
-        Assert.Equal(Count(delivered).ToString(CultureInfo.InvariantCulture), record.Field("OutputTokens"));
+        Assert.Equal((4 + 3 + Count("user") + Count(Content)).ToString(CultureInfo.InvariantCulture), record.GetStructuredStateValue("InputTokens"));
+        Assert.Equal(Count(delivered).ToString(CultureInfo.InvariantCulture), record.GetStructuredStateValue("OutputTokens"));
     }
 
     private static int Count(string text) => TiktokenTokenizer.CreateForModel("gpt-4o").CountTokens(text);
