@@ -29,8 +29,10 @@ public sealed class RedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyn
 
         _mock = await MockLlmServer.StartAsync();
 
-        // Both replicas get the same config file content, hence the same key prefix: one shared set of limits.
-        var config = TestConfigs.Budgets(_mock.BaseUrl, _redis.ConnectionString);
+        // Both replicas get the same config file content, hence the same key prefix: one shared set of limits. What
+        // these tests check is the sharing, not the store timeout: 200 concurrent calls from two replicas on two cores
+        // must not be refused store_unavailable because the machine is busy (they were, at 200 ms, under load).
+        var config = TestConfigs.Budgets(_mock.BaseUrl, _redis.ConnectionString, storeTimeout: "00:00:01");
         _a = await GatewayServer.StartAsync(config);
         _b = await GatewayProcess.StartAsync(config);
 

@@ -44,12 +44,13 @@ public static class TestConfigs
     /// One user per limit so tests stay independent. "metered" charges only output, $1000 per million tokens
     /// ($0.001 a token), and the mock is told to produce exactly max_tokens, so worst case == actual cost.
     /// </summary>
-    public static string Budgets(string mockBaseUrl, string? redis = null, string onUnavailable = "Deny") => $$"""
+    /// <param name="storeTimeout">Gateway:Store:Timeout; tests of limits across replicas give Redis more than a loaded machine's 200 ms.</param>
+    public static string Budgets(string mockBaseUrl, string? redis = null, string onUnavailable = "Deny", string storeTimeout = "00:00:00.200") => $$"""
     {
       "Gateway": {
         "Redis": "{{redis ?? ""}}",
         "AdminKey": "{{AdminKey}}",
-        "Store": { "OnUnavailable": "{{onUnavailable}}", "Timeout": "00:00:00.200", "KeyPrefix": "llmgw-{{Guid.NewGuid():N}}:" },
+        "Store": { "OnUnavailable": "{{onUnavailable}}", "Timeout": "{{storeTimeout}}", "KeyPrefix": "llmgw-{{Guid.NewGuid():N}}:" },
         "Providers": { "mock": { "BaseUrl": "{{mockBaseUrl}}/v1" } },
         "Models": {
           "metered": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 1000, "DefaultMaxOutputTokens": 10 },
