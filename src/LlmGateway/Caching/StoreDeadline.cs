@@ -92,9 +92,7 @@ internal sealed class StoreDeadline : IDisposable
         }
     }
 
-    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
-    public static void Observe(Task task) =>
-        task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    private static void Observe(Task task) => LlmGateway.Redis.RedisConnection.Observe(task);
 
     private TimeoutException TimedOut(Exception cancelled) =>
         new($"The store did not answer within {_timeout.TotalMilliseconds:0} ms (Gateway:Store:Timeout).", cancelled);

@@ -35,8 +35,15 @@ internal static class ConfigKeyChecker
 
         if (ElementType(type) is { } element)
         {
+            var isList = !IsDictionary(type);
             foreach (var child in section.GetChildren())
             {
+                if (isList && !int.TryParse(child.Key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
+                {
+                    errors.Add($"{child.Path}: unknown key ({section.Key} is a list)");
+                    continue;
+                }
+
                 Walk(child, element, errors);
             }
 
@@ -63,6 +70,10 @@ internal static class ConfigKeyChecker
     private static bool IsScalar(Type type) =>
         type.IsPrimitive || type.IsEnum || type == typeof(string) || type == typeof(decimal) || type == typeof(TimeSpan)
         || type == typeof(DateTimeOffset) || type == typeof(DateTime) || type == typeof(Uri);
+
+    private static bool IsDictionary(Type type) =>
+        type.IsGenericType && type.GetGenericTypeDefinition() is var definition
+        && (definition == typeof(Dictionary<,>) || definition == typeof(IDictionary<,>) || definition == typeof(IReadOnlyDictionary<,>));
 
     /// <summary>The value type of a dictionary or the element type of a list or array; null for other types.</summary>
     private static Type? ElementType(Type type)

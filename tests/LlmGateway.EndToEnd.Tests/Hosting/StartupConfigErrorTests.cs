@@ -9,7 +9,7 @@ public sealed class StartupConfigErrorTests
     {
       "Gateway": {
         "Providers": { "mock": { "BaseUrl": "http://127.0.0.1:9/v1" } },
-        "Models": { "m1": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2, "CacheWriteUsdPerMTok": 3 } },
+        "Models": { "m1": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2, "CacheWriteUsdPerMTok": 3, "Fallbacks": { "first": "m1" } } },
         "Keys": [ { "Key": "sk-a", "User": "a", "Colour": "red" } ],
         "Runs": { "Usd": 1, "Calls": 3, "Cals": 4 }
       }
@@ -25,6 +25,7 @@ public sealed class StartupConfigErrorTests
         Assert.Contains("config error: Gateway:Models:m1:CacheWriteUsdPerMTok: unknown key", output);
         Assert.Contains("config error: Gateway:Keys:0:Colour: unknown key", output);
         Assert.Contains("config error: Gateway:Runs:Cals: unknown key", output);
+        Assert.Contains("config error: Gateway:Models:m1:Fallbacks:first: unknown key (Fallbacks is a list)", output);
         Assert.DoesNotContain("ModelOptions", output);
         Assert.DoesNotContain("   at ", output); // no stack frame
         Assert.DoesNotContain("Unhandled exception", output);
@@ -34,7 +35,7 @@ public sealed class StartupConfigErrorTests
     public async Task WrongValueType_NamesTheKeyPath_NotADotNetType()
     {
         var config = UnknownKeys
-            .Replace(", \"CacheWriteUsdPerMTok\": 3", "", StringComparison.Ordinal)
+            .Replace(", \"CacheWriteUsdPerMTok\": 3, \"Fallbacks\": { \"first\": \"m1\" }", "", StringComparison.Ordinal)
             .Replace(", \"Colour\": \"red\"", "", StringComparison.Ordinal)
             .Replace(", \"Cals\": 4", "", StringComparison.Ordinal)
             .Replace("\"OutputUsdPerMTok\": 2", "\"OutputUsdPerMTok\": \"2x\"", StringComparison.Ordinal);
