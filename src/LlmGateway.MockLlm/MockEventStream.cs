@@ -121,8 +121,11 @@ internal sealed class MockEventStream : IDisposable
         if (_faults.StreamError)
         {
             // OpenAI's way of failing mid-stream: an error object as the last data event, no [DONE], then a normal end.
+            // Anthropic's: an "error" event (overloaded_error, as its API sends when it is overloaded mid-answer).
             _buffer.Clear();
-            _buffer.Write("data: {\"error\":{\"message\":\"mock stream error\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\n"u8);
+            _buffer.Write(MockFaults.IsMessages(_context)
+                ? "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"u8
+                : "data: {\"error\":{\"message\":\"mock stream error\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\n"u8);
             await SendBufferAsync();
             return;
         }

@@ -96,6 +96,12 @@ internal sealed class MockFaults
 
     public static async Task WriteErrorAsync(HttpContext context, int statusCode, string message)
     {
+        if (IsMessages(context))
+        {
+            await WriteAnthropicErrorAsync(context, statusCode, message);
+            return;
+        }
+
         var code = statusCode switch
         {
             StatusCodes.Status401Unauthorized => "invalid_api_key",
@@ -115,6 +121,38 @@ internal sealed class MockFaults
             writer.WriteString("type", code);
             writer.WriteNull("param");
             writer.WriteString("code", code);
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+
+        await MockJson.SendAsync(context, statusCode, buffer);
+    }
+
+    // Anthropic's routes answer in its shape: {"type":"error","error":{"type":...,"message":...}}; 529 is overloaded_error.
+    public static bool IsMessages(HttpContext context) => context.Request.Path.Value?.Contains("/v1/messages", StringComparison.Ordinal) == true;
+
+    private static async Task WriteAnthropicErrorAsync(HttpContext context, int statusCode, string message)
+    {
+        var type = statusCode switch
+        {
+            StatusCodes.Status401Unauthorized => "authentication_error",
+            StatusCodes.Status403Forbidden => "permission_error",
+            StatusCodes.Status404NotFound => "not_found_error",
+            StatusCodes.Status413PayloadTooLarge => "request_too_large",
+            StatusCodes.Status429TooManyRequests => "rate_limit_error",
+            529 => "overloaded_error",
+            >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+
+        using var buffer = new PooledBufferWriter(256);
+        using (var writer = MockJson.CreateWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("type", "error");
+            writer.WriteStartObject("error");
+            writer.WriteString("type", type);
+            writer.WriteString("message", message);
             writer.WriteEndObject();
             writer.WriteEndObject();
         }

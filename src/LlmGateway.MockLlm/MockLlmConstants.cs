@@ -20,6 +20,10 @@ internal static class MockLlmConstants
     public const string UsageCached = "X-Mock-Usage-Cached";
     public const string UsageReasoning = "X-Mock-Usage-Reasoning";
 
+    // Anthropic's cache usage on /v1/messages: cache_read_input_tokens and cache_creation_input_tokens.
+    public const string UsageCacheRead = "X-Mock-Usage-Cache-Read";
+    public const string UsageCacheWrite = "X-Mock-Usage-Cache-Write";
+
     // Fault injection.
     public const string Status = "X-Mock-Status";
     public const string RetryAfter = "X-Mock-Retry-After";

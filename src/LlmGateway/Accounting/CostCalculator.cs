@@ -8,14 +8,16 @@ internal static class CostCalculator
     private const decimal PerMillion = 1_000_000m;
 
     /// <summary>
-    /// Uncached input at the input price, cached input at the cached price, all output (reasoning
-    /// tokens included, they are billed as output) at the output price.
+    /// Uncached input at the input price, cached input (cache reads) at the cached price, cache writes at the cache-write
+    /// price, all output (reasoning tokens included, they are billed as output) at the output price.
     /// </summary>
     public static decimal Cost(in TokenUsage usage, in ModelPrices prices)
     {
-        var cached = Math.Clamp(usage.CachedInputTokens, 0, Math.Max(0, usage.InputTokens));
-        var uncached = Math.Max(0, usage.InputTokens - cached);
+        var input = Math.Max(0, usage.InputTokens);
+        var cached = Math.Clamp(usage.CachedInputTokens, 0, input);
+        var written = Math.Clamp(usage.CacheWriteTokens, 0, input - cached);
+        var uncached = input - cached - written;
         var output = Math.Max(0, usage.OutputTokens);
-        return ((uncached * prices.InputPerMTok) + (cached * prices.CachedInputPerMTok) + (output * prices.OutputPerMTok)) / PerMillion;
+        return ((uncached * prices.InputPerMTok) + (cached * prices.CachedInputPerMTok) + (written * prices.CacheWritePerMTok) + (output * prices.OutputPerMTok)) / PerMillion;
     }
 }

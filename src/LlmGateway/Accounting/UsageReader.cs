@@ -16,18 +16,23 @@ internal struct JsonPayloadInfo
 
     /// <summary>A top-level "error" object: the upstream reported a failure inside a 200 stream.</summary>
     public bool IsError;
+
+    /// <summary>Anthropic's usage as reported (when read as a Messages payload); <see cref="Usage"/> is its sum.</summary>
+    public MessagesUsage Messages;
 }
 
 /// <summary>
 /// Reads usage and generated-text size from OpenAI-shaped JSON in one forward pass with Utf8JsonReader,
 /// without building a document. Handles chat/completions, completions, embeddings and responses shapes
-/// (for Responses API stream events, the usage inside "response").
+/// (for Responses API stream events, the usage inside "response"), and Anthropic's Messages shapes (a message,
+/// and the stream events, message_start's usage inside "message").
 /// </summary>
 internal static class UsageReader
 {
     /// <summary>Returns false when the bytes are not one valid JSON object.</summary>
     /// <param name="text">When given, receives the generated text itself (for models whose tokens the gateway can count).</param>
-    public static bool TryRead(ReadOnlySpan<byte> json, out JsonPayloadInfo info, DeliveredText? text = null)
+    /// <param name="messages">Read as Anthropic's Messages API: its usage names and a nested "message".</param>
+    public static bool TryRead(ReadOnlySpan<byte> json, out JsonPayloadInfo info, DeliveredText? text = null, bool messages = false)
     {
         info = default;
         var reader = new Utf8JsonReader(json, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
@@ -38,7 +43,7 @@ internal static class UsageReader
                 return false;
             }
 
-            ReadObject(ref reader, ref info, depth: 1, inResponse: false, text);
+            ReadObject(ref reader, ref info, depth: 1, inResponse: false, text, messages);
             return !reader.Read();
         }
         catch (JsonException)
@@ -47,7 +52,7 @@ internal static class UsageReader
         }
     }
 
-    private static void ReadObject(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool inResponse, DeliveredText? text)
+    private static void ReadObject(ref Utf8JsonReader reader, ref JsonPayloadInfo info, int depth, bool inResponse, DeliveredText? text, bool messages = false)
     {
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
@@ -57,7 +62,16 @@ internal static class UsageReader
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.StartObject)
                 {
-                    info.Usage = ReadUsage(ref reader);
+                    if (messages)
+                    {
+                        info.Messages = ReadMessagesUsage(ref reader);
+                        info.Usage = info.Messages.ToTokenUsage();
+                    }
+                    else
+                    {
+                        info.Usage = ReadUsage(ref reader);
+                    }
+
                     info.HasUsage = true;
                 }
                 else
@@ -101,11 +115,11 @@ internal static class UsageReader
             }
 
             var countText = IsTextProperty(ref reader);
-            var isResponse = atTop && reader.ValueTextEquals("response"u8);
+            var isResponse = atTop && (messages ? reader.ValueTextEquals("message"u8) : reader.ValueTextEquals("response"u8));
             reader.Read();
             if (isResponse && reader.TokenType == JsonTokenType.StartObject)
             {
-                ReadObject(ref reader, ref info, depth + 1, inResponse: true, text);
+                ReadObject(ref reader, ref info, depth + 1, inResponse: true, text, messages);
             }
             else
             {
@@ -141,7 +155,52 @@ internal static class UsageReader
 
     private static bool IsTextProperty(ref Utf8JsonReader reader) =>
         reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8) || reader.ValueTextEquals("delta"u8)
-        || reader.ValueTextEquals("arguments"u8) || reader.ValueTextEquals("refusal"u8) || reader.ValueTextEquals("reasoning_content"u8);
+        || reader.ValueTextEquals("arguments"u8) || reader.ValueTextEquals("refusal"u8) || reader.ValueTextEquals("reasoning_content"u8)
+        || reader.ValueTextEquals("partial_json"u8) || reader.ValueTextEquals("thinking"u8);
+
+    /// <summary>Anthropic's usage: each figure present or not (null counts as absent).</summary>
+    private static MessagesUsage ReadMessagesUsage(ref Utf8JsonReader reader)
+    {
+        var usage = default(MessagesUsage);
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (reader.ValueTextEquals("input_tokens"u8))
+            {
+                usage.Input = ReadOptionalLong(ref reader);
+            }
+            else if (reader.ValueTextEquals("output_tokens"u8))
+            {
+                usage.Output = ReadOptionalLong(ref reader);
+            }
+            else if (reader.ValueTextEquals("cache_read_input_tokens"u8))
+            {
+                usage.CacheRead = ReadOptionalLong(ref reader);
+            }
+            else if (reader.ValueTextEquals("cache_creation_input_tokens"u8))
+            {
+                usage.CacheWrite = ReadOptionalLong(ref reader);
+            }
+            else
+            {
+                reader.Read();
+                reader.Skip();
+            }
+        }
+
+        return usage;
+    }
+
+    private static long? ReadOptionalLong(ref Utf8JsonReader reader)
+    {
+        reader.Read();
+        if (reader.TokenType != JsonTokenType.Number)
+        {
+            reader.Skip();
+            return null;
+        }
+
+        return reader.TryGetInt64(out var value) && value > 0 ? value : 0;
+    }
 
     private static TokenUsage ReadUsage(ref Utf8JsonReader reader)
     {

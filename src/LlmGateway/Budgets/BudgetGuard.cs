@@ -88,6 +88,31 @@ internal sealed class BudgetGuard
         return error;
     }
 
+    /// <summary>
+    /// Admits a call that generates nothing and is never charged (Anthropic's count_tokens): it counts against the
+    /// caller's requests per minute only, not against budgets, token limits or a run.
+    /// </summary>
+    public async ValueTask<GatewayError?> AdmitRequestOnlyAsync(GatewayConfig config, LlmCall call, CancellationToken cancellationToken)
+    {
+        var policy = call.Caller.Policy;
+        var request = new AdmissionRequest
+        {
+            User = call.Caller.User,
+            UserRateLimits = new RateLimits(policy.UserRates.RequestsPerMinute, 0),
+            KeyId = call.Caller.Id,
+            KeyRateLimits = new RateLimits(policy.KeyRates.RequestsPerMinute, 0),
+            ReservationTtl = config.Options.Store.ReservationTtl,
+        };
+        var (result, unavailable) = await TryReserveAsync(config, call, request, cancellationToken);
+        if (result is null)
+        {
+            return unavailable;
+        }
+
+        call.Admission = result;
+        return result.IsAdmitted ? null : Describe(result, call);
+    }
+
     /// <summary>Moves the call's reservation to another model (a fallback): released, then reserved at that model's prices.</summary>
     public async ValueTask<GatewayError?> SwitchModelAsync(GatewayConfig config, LlmCall call, ModelRoute model, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
     {

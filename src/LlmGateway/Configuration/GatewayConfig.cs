@@ -93,6 +93,9 @@ internal sealed class ProviderRoute
         Completions = new Uri(baseUrl + "/completions");
         Embeddings = new Uri(baseUrl + "/embeddings");
         Responses = new Uri(baseUrl + "/responses");
+        Messages = new Uri(baseUrl + "/messages");
+        CountTokens = new Uri(baseUrl + "/messages/count_tokens");
+        Api = ApiDialects.Of(options);
         DestinationPrefix = ChatCompletions.GetLeftPart(UriPartial.Authority);
     }
 
@@ -115,6 +118,13 @@ internal sealed class ProviderRoute
 
     public Uri Responses { get; }
 
+    public Uri Messages { get; }
+
+    public Uri CountTokens { get; }
+
+    /// <summary>The API this provider speaks (<see cref="ProviderOptions.Api"/>).</summary>
+    public ApiDialect Api { get; }
+
     /// <summary>Scheme, host and port: YARP's destination prefix, built once rather than per attempt.</summary>
     public string DestinationPrefix { get; }
 
@@ -123,6 +133,8 @@ internal sealed class ProviderRoute
         LlmEndpoint.ChatCompletions => ChatCompletions,
         LlmEndpoint.Completions => Completions,
         LlmEndpoint.Embeddings => Embeddings,
+        LlmEndpoint.Messages => Messages,
+        LlmEndpoint.CountTokens => CountTokens,
         _ => Responses,
     };
 }
@@ -139,7 +151,8 @@ internal sealed class ModelRoute
         Prices = new ModelPrices(
             options.InputUsdPerMTok ?? 0m,
             options.CachedInputUsdPerMTok ?? options.InputUsdPerMTok ?? 0m,
-            options.OutputUsdPerMTok ?? 0m);
+            options.OutputUsdPerMTok ?? 0m,
+            options.CacheWriteUsdPerMTok ?? options.InputUsdPerMTok ?? 0m);
         Tokenizer = Accounting.TokenizerNames.TryParse(options.Tokenizer, out var tokenizer) ? tokenizer : Accounting.TokenizerNames.DefaultFor(UpstreamModel);
     }
 
@@ -160,14 +173,62 @@ internal sealed class ModelRoute
     public Accounting.TokenizerKind Tokenizer { get; }
 }
 
-/// <summary>USD per million tokens.</summary>
-internal readonly record struct ModelPrices(decimal InputPerMTok, decimal CachedInputPerMTok, decimal OutputPerMTok);
+/// <summary>USD per million tokens; <see cref="CacheWritePerMTok"/> prices Anthropic's cache writes (default: the input price).</summary>
+internal readonly record struct ModelPrices(decimal InputPerMTok, decimal CachedInputPerMTok, decimal OutputPerMTok, decimal CacheWritePerMTok)
+{
+    public ModelPrices(decimal inputPerMTok, decimal cachedInputPerMTok, decimal outputPerMTok)
+        : this(inputPerMTok, cachedInputPerMTok, outputPerMTok, inputPerMTok)
+    {
+    }
+}
 
-/// <summary>The four OpenAI-compatible generation endpoints the gateway forwards.</summary>
+/// <summary>The generation endpoints the gateway forwards: OpenAI's four, and Anthropic's Messages API.</summary>
 internal enum LlmEndpoint
 {
     ChatCompletions,
     Completions,
     Embeddings,
     Responses,
+
+    /// <summary>Anthropic's POST /v1/messages.</summary>
+    Messages,
+
+    /// <summary>Anthropic's POST /v1/messages/count_tokens: forwarded, never charged, admitted under RPM only.</summary>
+    CountTokens,
+}
+
+/// <summary>The API a provider speaks, and so the routes its models are served on.</summary>
+internal enum ApiDialect
+{
+    OpenAi,
+    Anthropic,
+}
+
+/// <summary>Reads <see cref="ProviderOptions.Api"/>, and the dialect of an endpoint.</summary>
+internal static class ApiDialects
+{
+    public const string OpenAiName = "openai";
+    public const string AnthropicName = "anthropic";
+
+    /// <summary>The configured Api, else inferred: a provider keyed by <c>x-api-key</c> is Anthropic's.</summary>
+    public static ApiDialect Of(ProviderOptions options) =>
+        TryParse(options.Api, out var api) ? api
+        : string.Equals(options.AuthHeader, "x-api-key", StringComparison.OrdinalIgnoreCase) ? ApiDialect.Anthropic : ApiDialect.OpenAi;
+
+    public static bool TryParse(string? name, out ApiDialect api)
+    {
+        api = ApiDialect.OpenAi;
+        if (string.Equals(name, OpenAiName, StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        api = ApiDialect.Anthropic;
+        return string.Equals(name, AnthropicName, StringComparison.OrdinalIgnoreCase);
+    }
+
+    public static ApiDialect Of(LlmEndpoint endpoint) =>
+        endpoint is LlmEndpoint.Messages or LlmEndpoint.CountTokens ? ApiDialect.Anthropic : ApiDialect.OpenAi;
+
+    public static string Name(ApiDialect api) => api == ApiDialect.Anthropic ? AnthropicName : OpenAiName;
 }

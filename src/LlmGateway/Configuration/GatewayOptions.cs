@@ -109,8 +109,14 @@ public sealed record ProviderOptions
     /// <summary>Name of an environment variable holding the key, e.g. OPENAI_API_KEY; used when ApiKey is empty.</summary>
     public string? ApiKeyEnv { get; init; }
 
-    /// <summary>Header that carries the key: "Authorization" (sent as Bearer) or e.g. "api-key" (sent raw).</summary>
+    /// <summary>Header that carries the key: "Authorization" (sent as Bearer) or e.g. "api-key" / "x-api-key" (sent raw).</summary>
     public string AuthHeader { get; init; } = "Authorization";
+
+    /// <summary>
+    /// The API the provider speaks: "openai" (chat/completions, completions, embeddings, responses) or "anthropic"
+    /// (messages). Absent: "anthropic" when AuthHeader is x-api-key, else "openai".
+    /// </summary>
+    public string? Api { get; init; }
 
     /// <summary>Extra headers added to every upstream request (values may be secrets: never logged).</summary>
     public Dictionary<string, string> Headers { get; init; } = new(StringComparer.OrdinalIgnoreCase);
@@ -132,6 +138,10 @@ public sealed record ModelOptions
 
     public decimal? InputUsdPerMTok { get; init; }
     public decimal? CachedInputUsdPerMTok { get; init; }
+
+    /// <summary>Price of Anthropic's cache writes (cache_creation_input_tokens); absent: the input price.</summary>
+    public decimal? CacheWriteUsdPerMTok { get; init; }
+
     public decimal? OutputUsdPerMTok { get; init; }
     public int ContextWindow { get; init; }
     public int DefaultMaxOutputTokens { get; init; }

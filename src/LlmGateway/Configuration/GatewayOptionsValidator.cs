@@ -34,6 +34,11 @@ internal static class GatewayOptionsValidator
             {
                 errors.Add($"{path}:AuthHeader: must not be empty");
             }
+
+            if (provider.Api is not null && !ApiDialects.TryParse(provider.Api, out _))
+            {
+                errors.Add($"{path}:Api: unknown API '{provider.Api}'; use {ApiDialects.OpenAiName} or {ApiDialects.AnthropicName}");
+            }
         }
 
         foreach (var (name, model) in options.Models)
@@ -51,6 +56,7 @@ internal static class GatewayOptionsValidator
             CheckPrice(errors, $"{path}:InputUsdPerMTok", model.InputUsdPerMTok, required: true);
             CheckPrice(errors, $"{path}:OutputUsdPerMTok", model.OutputUsdPerMTok, required: true);
             CheckPrice(errors, $"{path}:CachedInputUsdPerMTok", model.CachedInputUsdPerMTok, required: false);
+            CheckPrice(errors, $"{path}:CacheWriteUsdPerMTok", model.CacheWriteUsdPerMTok, required: false);
             if (model.ContextWindow < 0)
             {
                 errors.Add($"{path}:ContextWindow: must not be negative");
@@ -66,9 +72,16 @@ internal static class GatewayOptionsValidator
                 errors.Add($"{path}:Tokenizer: unknown tokenizer '{model.Tokenizer}'; use {Accounting.TokenizerNames.Choices}");
             }
 
-            if (model.DowngradeTo is { Length: > 0 } downgrade && !options.Models.ContainsKey(downgrade))
+            if (model.DowngradeTo is { Length: > 0 } downgrade)
             {
-                errors.Add($"{path}:DowngradeTo: unknown model '{downgrade}'");
+                if (!options.Models.ContainsKey(downgrade))
+                {
+                    errors.Add($"{path}:DowngradeTo: unknown model '{downgrade}'");
+                }
+                else
+                {
+                    CheckSameApi(errors, options, $"{path}:DowngradeTo", name, model, downgrade);
+                }
             }
 
             for (var i = 0; i < model.Fallbacks.Count; i++)
@@ -76,6 +89,10 @@ internal static class GatewayOptionsValidator
                 if (!options.Models.ContainsKey(model.Fallbacks[i]))
                 {
                     errors.Add($"{path}:Fallbacks:{i}: unknown model '{model.Fallbacks[i]}'");
+                }
+                else
+                {
+                    CheckSameApi(errors, options, $"{path}:Fallbacks:{i}", name, model, model.Fallbacks[i]);
                 }
             }
         }
@@ -428,6 +445,26 @@ internal static class GatewayOptionsValidator
         }
 
         CheckNonNegative(errors, $"{path}:Tokens", budget.Tokens);
+    }
+
+    /// <summary>
+    /// A stand-in (fallback, downgrade) gets the caller's body unchanged, so it must speak the API of the model it stands
+    /// in for: an OpenAI body sent to Anthropic's /messages (or the reverse) is refused by the provider, or worse, misread.
+    /// </summary>
+    private static void CheckSameApi(List<string> errors, GatewayOptions options, string path, string name, ModelOptions model, string standIn)
+    {
+        if (model.Provider is null || !options.Providers.TryGetValue(model.Provider, out var provider)
+            || options.Models[standIn].Provider is not { } standInProviderName || !options.Providers.TryGetValue(standInProviderName, out var standInProvider))
+        {
+            return;
+        }
+
+        var api = ApiDialects.Of(provider);
+        var standInApi = ApiDialects.Of(standInProvider);
+        if (api != standInApi)
+        {
+            errors.Add($"{path}: model '{standIn}' speaks the {ApiDialects.Name(standInApi)} API (provider '{standInProviderName}'), but '{name}' speaks {ApiDialects.Name(api)}; a stand-in must speak the same API as the model it stands in for");
+        }
     }
 
     private static void CheckPrice(List<string> errors, string path, decimal? price, bool required)

@@ -5,11 +5,15 @@ using Microsoft.Net.Http.Headers;
 namespace LlmGateway.Errors;
 
 /// <summary>
-/// An error the gateway itself answers, in OpenAI's shape. <see cref="ShouldRetry"/> becomes the
-/// <c>x-should-retry</c> header that OpenAI's SDKs obey, so an error a retry cannot fix is not retried.
+/// An error the gateway itself answers: in OpenAI's shape, or on Anthropic's routes (/v1/messages) in Anthropic's
+/// (<see cref="AnthropicError"/>), one refusal in two dialects. <see cref="ShouldRetry"/> becomes the
+/// <c>x-should-retry</c> header that both vendors' SDKs obey, so an error a retry cannot fix is not retried.
 /// </summary>
 internal readonly record struct GatewayError(int Status, string Code, string Type, string Message, bool ShouldRetry, string? Param = null, TimeSpan? RetryAfter = null)
 {
+    /// <summary>The upstream cannot take the call now (its circuit is open, its queue full): Anthropic's 529 overloaded_error.</summary>
+    public bool Overloaded { get; init; }
+
     public static GatewayError InvalidApiKey(string message) =>
         new(StatusCodes.Status401Unauthorized, GatewayErrorCodes.InvalidApiKey, "invalid_request_error", message, false);
 
@@ -40,10 +44,11 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
         new(StatusCodes.Status500InternalServerError, GatewayErrorCodes.InternalError, "server_error",
             $"The gateway failed unexpectedly while handling this request (request id {requestId}). It was logged; retry, and report the request id if it persists.", true);
 
-    /// <summary>Writes the error as the whole response. Headers already set (X-Request-Id) are kept.</summary>
+    /// <summary>Writes the error as the whole response, in the dialect of the route. Headers already set (X-Request-Id) are kept.</summary>
     public Task WriteAsync(HttpResponse response)
     {
-        response.StatusCode = Status;
+        var anthropic = AnthropicError.IsAnthropicRoute(response.HttpContext.Request);
+        response.StatusCode = anthropic ? AnthropicError.Status(this) : Status;
         response.ContentType = "application/json";
         var headers = response.Headers;
         headers["x-should-retry"] = ShouldRetry ? "true" : "false";
@@ -53,7 +58,15 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
         }
 
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
-        WriteJson(buffer);
+        if (anthropic)
+        {
+            AnthropicError.WriteJson(this, buffer, response.Headers[Forwarding.GatewayHeaders.RequestId].ToString());
+        }
+        else
+        {
+            WriteJson(buffer);
+        }
+
         response.ContentLength = buffer.WrittenCount;
         return response.Body.WriteAsync(buffer.WrittenMemory).AsTask();
     }

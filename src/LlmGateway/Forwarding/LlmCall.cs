@@ -116,12 +116,20 @@ internal sealed class LlmCall
         Outcome = CallOutcome.Completed;
         UpstreamHeadersTimestamp = 0;
         UpstreamEndTimestamp = 0;
+        StreamUsage = default;
+        StreamUsageFinal = false;
     }
 
     /// <summary>Usage as the upstream reported it, or as estimated when it did not.</summary>
     public TokenUsage Usage { get; set; }
 
     public bool HasUsage { get; set; }
+
+    /// <summary>An Anthropic stream's usage so far: message_start's, updated by each message_delta.</summary>
+    public MessagesUsage StreamUsage;
+
+    /// <summary>An Anthropic stream's message_delta (its final usage) was read: its output count is the whole answer's.</summary>
+    public bool StreamUsageFinal { get; set; }
 
     public bool UsageEstimated { get; set; }
 
@@ -170,6 +178,29 @@ internal sealed class LlmCall
         }
 
         _settled = true;
+        if (Endpoint == LlmEndpoint.CountTokens)
+        {
+            // Counting generates nothing and is free; settled at zero, so the call still counts as a request.
+            Usage = default;
+            HasUsage = true;
+            CostUsd = 0;
+            return;
+        }
+
+        if (HasUsage && Endpoint == LlmEndpoint.Messages && Request.Stream && !StreamUsageFinal && UpstreamHeadersTimestamp != 0)
+        {
+            // A Messages stream cut before its message_delta: message_start gave the input, and the output so far is
+            // what was delivered, counted by the served model's tokenizer (by bytes / 4 for the estimate).
+            var delivered = ServedModel.Tokenizer == TokenizerKind.Estimate || DeliveredText is not { } deliveredText
+                ? PromptTokens.Estimate(DeliveredTextBytes)
+                : deliveredText.CountTokens(ServedModel.Tokenizer);
+            if (delivered > Usage.OutputTokens)
+            {
+                Usage = Usage with { OutputTokens = delivered };
+                UsageEstimated = true;
+            }
+        }
+
         if (!HasUsage)
         {
             if (UpstreamHeadersTimestamp == 0 || Outcome is CallOutcome.UpstreamFailed or CallOutcome.UpstreamStatus || (Outcome == CallOutcome.UpstreamGarbage && DeliveredTextBytes == 0))

@@ -212,7 +212,8 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
 
             call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
             var bytes = buffer.AsSpan(0, length);
-            if (!UsageReader.TryRead(bytes, out var info))
+            var messages = call.Endpoint is Configuration.LlmEndpoint.Messages or Configuration.LlmEndpoint.CountTokens;
+            if (!UsageReader.TryRead(bytes, out var info, messages: messages))
             {
                 FailGarbage(call, $"The provider '{call.ServedModel.Provider.Name}' answered 200 with a body that is not valid JSON.");
                 return;
@@ -229,7 +230,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             {
                 // No usage to charge: read the answer's text once more, to count it (LlmCall.SettleUsage).
                 (call.DeliveredText ??= new DeliveredText()).Clear();
-                UsageReader.TryRead(bytes, out _, call.DeliveredText);
+                UsageReader.TryRead(bytes, out _, call.DeliveredText, messages);
             }
 
             call.Capture?.OnJson(bytes);

@@ -15,7 +15,7 @@ using Yarp.ReverseProxy.Forwarder;
 namespace LlmGateway.Forwarding;
 
 /// <summary>
-/// The request path of /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses:
+/// The request path of /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and Anthropic's /v1/messages:
 /// authenticate, read and check the body, pick the provider by model, forward through YARP, then account
 /// for what was served. Every refusal happens before any upstream call.
 /// </summary>
@@ -79,7 +79,7 @@ internal sealed class LlmProxyHandler
         try
         {
             var body = buffer.AsMemory(0, length);
-            var parseError = LlmRequestInfo.TryParse(body.Span, out var request, out var param);
+            var parseError = LlmRequestInfo.TryParse(body.Span, out var request, out var param, endpoint);
             if (parseError is not null)
             {
                 await RejectAsync(context, caller, GatewayError.InvalidRequest(parseError, param), start, model: null);
@@ -98,6 +98,12 @@ internal sealed class LlmProxyHandler
                 return;
             }
 
+            if (model.Provider.Api != ApiDialects.Of(endpoint))
+            {
+                await RejectAsync(context, caller, GatewayError.InvalidRequest(WrongApi(model, endpoint), "model"), start, model.Name);
+                return;
+            }
+
             if (!model.Provider.IsUsable)
             {
                 await RejectAsync(context, caller, GatewayError.UpstreamUnavailable(
@@ -108,7 +114,8 @@ internal sealed class LlmProxyHandler
             var call = new LlmCall(requestId, caller, runId, endpoint, model, request, body, config.CallLimits, start);
 
             // Response cache and run replay (Caching/): lookup before admission; a hit or replayed step is served below.
-            await using var cached = await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
+            // count_tokens answers are never cached, recorded or replayed: they cost nothing and change nothing.
+            await using var cached = endpoint == LlmEndpoint.CountTokens ? CachedCall.None : await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
             if (cached.Error is { } cacheError)
             {
                 await RejectAsync(context, caller, cacheError, start, model.Name);
@@ -120,7 +127,10 @@ internal sealed class LlmProxyHandler
             call.InjectedIncludeUsage = request.Stream && request.IncludeUsage != true && endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions;
 
             var allowDowngrade = !string.Equals(context.Request.Headers["X-Gateway-No-Downgrade"], "true", StringComparison.OrdinalIgnoreCase);
-            if (await _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree) is { } refusal)
+            var admission = endpoint == LlmEndpoint.CountTokens
+                ? _budgets.AdmitRequestOnlyAsync(config, call, context.RequestAborted)
+                : _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree);
+            if (await admission is { } refusal)
             {
                 RateLimitHeaders.Write(context.Response.Headers, call.Admission);
                 await RejectAsync(context, caller, refusal, start, model.Name);
@@ -284,16 +294,16 @@ internal sealed class LlmProxyHandler
         return outcome.Kind switch
         {
             AttemptKind.CircuitOpen => GatewayError.UpstreamUnavailable(
-                $"The provider '{provider}' is failing for model '{model}' and its circuit is open; no request is sent to it until it may close.", shouldRetry: true, outcome.RetryAfter),
+                $"The provider '{provider}' is failing for model '{model}' and its circuit is open; no request is sent to it until it may close.", shouldRetry: true, outcome.RetryAfter) with { Overloaded = true },
             AttemptKind.BulkheadFull => GatewayError.UpstreamUnavailable(
-                $"The provider '{provider}' is at its concurrency limit (Gateway:Providers:{provider}:MaxConcurrency) and its queue is full.", shouldRetry: true, TimeSpan.FromSeconds(1)),
+                $"The provider '{provider}' is at its concurrency limit (Gateway:Providers:{provider}:MaxConcurrency) and its queue is full.", shouldRetry: true, TimeSpan.FromSeconds(1)) with { Overloaded = true },
             _ when outcome.Status == StatusCodes.Status429TooManyRequests => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
                 $"The provider '{provider}' is rate limiting model '{model}' ({attempts}).{tooLong}", true, null, outcome.RetryAfter ?? TimeSpan.FromSeconds(1)),
             _ when outcome.Reason == "timeout" => GatewayError.UpstreamTimeout(
                 $"The provider '{provider}' did not answer within {options.AttemptTimeout.TotalSeconds:0.#} s (Gateway:Resilience:AttemptTimeout), {attempts}."),
             _ when outcome.Reason == "connection" => GatewayError.UpstreamError($"The provider '{provider}' could not be reached ({attempts})."),
             _ => new GatewayError(StatusCodes.Status502BadGateway, GatewayErrorCodes.UpstreamError, "upstream_error",
-                $"The provider '{provider}' answered {outcome.Status} for model '{model}' ({attempts}).{tooLong}", true, null, outcome.RetryAfter),
+                $"The provider '{provider}' answered {outcome.Status} for model '{model}' ({attempts}).{tooLong}", true, null, outcome.RetryAfter) { Overloaded = outcome.Status == 529 },
         };
     }
 
@@ -328,7 +338,15 @@ internal sealed class LlmProxyHandler
         if (call.HasUsage)
         {
             var usage = call.Usage;
-            _metrics.RecordTokens(user, served.Name, usage.InputTokens - usage.CachedInputTokens, usage.OutputTokens, usage.CachedInputTokens);
+            if (call.Endpoint == LlmEndpoint.Messages)
+            {
+                _metrics.RecordMessagesTokens(user, served.Name, usage.UncachedInputTokens, usage.OutputTokens, usage.CachedInputTokens, usage.CacheWriteTokens);
+            }
+            else
+            {
+                _metrics.RecordTokens(user, served.Name, usage.InputTokens - usage.CachedInputTokens, usage.OutputTokens, usage.CachedInputTokens);
+            }
+
             _metrics.RecordCost(user, call.Caller.Team ?? "", served.Name, call.CostUsd);
         }
 
@@ -340,6 +358,10 @@ internal sealed class LlmProxyHandler
                 upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
         }
     }
+
+    private static string WrongApi(ModelRoute model, LlmEndpoint endpoint) => model.Provider.Api == ApiDialect.Anthropic
+        ? $"The model '{model.Name}' speaks Anthropic's Messages API (provider '{model.Provider.Name}'): call it on POST /v1/messages."
+        : $"The model '{model.Name}' speaks OpenAI's API (provider '{model.Provider.Name}'): call it on POST /v1/chat/completions (or /v1/responses), not on {(endpoint == LlmEndpoint.CountTokens ? "/v1/messages/count_tokens" : "/v1/messages")}.";
 
     /// <param name="model">The configured model the request named, or null when it named none the config knows.</param>
     private Task RejectAsync(HttpContext context, CallerKey? caller, GatewayError error, long start, string? model)

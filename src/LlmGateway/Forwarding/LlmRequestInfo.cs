@@ -27,10 +27,11 @@ internal struct LlmRequestInfo
 
     /// <summary>
     /// Parses the body. Returns an error message naming the problem when it is not a JSON object, is
-    /// malformed, or lacks a string "model".
+    /// malformed, or lacks a string "model" (on <see cref="LlmEndpoint.Messages"/>, also a positive "max_tokens").
     /// </summary>
-    public static string? TryParse(ReadOnlySpan<byte> body, out LlmRequestInfo info, out string? errorParam)
+    public static string? TryParse(ReadOnlySpan<byte> body, out LlmRequestInfo info, out string? errorParam, LlmEndpoint endpoint = LlmEndpoint.ChatCompletions)
     {
+        var maxTokensGiven = false;
         info = default;
         info.Choices = 1;
         errorParam = null;
@@ -138,6 +139,7 @@ internal struct LlmRequestInfo
                     {
                         // Several of the names: the provider reads one of them, so the reservation covers the largest.
                         info.MaxOutputTokens = Math.Max(info.MaxOutputTokens ?? 0, max);
+                        maxTokensGiven |= maxField == ReadFields.MaxTokens;
                     }
                     else if (reader.TokenType != JsonTokenType.Null)
                     {
@@ -228,6 +230,13 @@ internal struct LlmRequestInfo
         {
             errorParam = "model";
             return "The request body has no 'model'. Name the model to use, e.g. \"model\": \"gpt-4o-mini\".";
+        }
+
+        if (endpoint == LlmEndpoint.Messages && !maxTokensGiven)
+        {
+            // The Messages API requires it, and it bounds the reservation (thinking budgets are part of it).
+            errorParam = "max_tokens";
+            return "'max_tokens' is required on /v1/messages and must be a positive integer.";
         }
 
         return null;

@@ -190,7 +190,7 @@ internal sealed class SseRelay
 
         try
         {
-            WriteErrorEvent(writer, error);
+            WriteErrorEvent(writer, error, call.Endpoint == LlmEndpoint.Messages);
             await writer.FlushAsync(aborted);
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException)
@@ -288,8 +288,9 @@ internal sealed class SseRelay
         }
 
         // Responses streams' .done/.completed events repeat the whole text: only deltas are delivered text.
+        var messages = call.Endpoint == LlmEndpoint.Messages;
         var text = call.Endpoint != LlmEndpoint.Responses || eventName.EndsWith(".delta"u8) ? call.DeliveredText : null;
-        if (!UsageReader.TryRead(data, out var info, text))
+        if (!UsageReader.TryRead(data, out var info, text, messages))
         {
             state.Garbage = true;
             return;
@@ -297,11 +298,27 @@ internal sealed class SseRelay
 
         if (info.HasUsage)
         {
-            call.Usage = info.Usage;
+            if (messages)
+            {
+                // message_start's usage, updated by each message_delta's cumulative figures.
+                call.StreamUsage.Update(info.Messages);
+                call.Usage = call.StreamUsage.ToTokenUsage();
+                call.StreamUsageFinal |= eventName.SequenceEqual("message_delta"u8);
+            }
+            else
+            {
+                call.Usage = info.Usage;
+            }
+
             call.HasUsage = true;
         }
 
-        if (call.Endpoint == LlmEndpoint.Responses)
+        if (messages)
+        {
+            state.TextBytes += info.TextBytes;
+            state.Finished |= eventName.SequenceEqual("message_stop"u8);
+        }
+        else if (call.Endpoint == LlmEndpoint.Responses)
         {
             // Responses streams end with a terminal event and no [DONE]; their .done/.completed events repeat
             // the whole text, so only deltas count toward the delivered text.
@@ -413,10 +430,20 @@ internal sealed class SseRelay
         return index;
     }
 
-    private static void WriteErrorEvent(PipeWriter writer, GatewayError error)
+    private static void WriteErrorEvent(PipeWriter writer, GatewayError error, bool anthropic)
     {
-        writer.Write("data: "u8);
-        error.WriteJson(writer);
+        if (anthropic)
+        {
+            // Anthropic's streams name their events; its SDKs read an error event as the stream's failure.
+            writer.Write("event: error\ndata: "u8);
+            AnthropicError.WriteJson(error, writer);
+        }
+        else
+        {
+            writer.Write("data: "u8);
+            error.WriteJson(writer);
+        }
+
         writer.Write("\n\n"u8);
     }
 

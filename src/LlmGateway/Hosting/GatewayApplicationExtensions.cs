@@ -58,7 +58,7 @@ public static class GatewayApplicationExtensions
         return builder;
     }
 
-    /// <summary>Maps the OpenAI-compatible routes, /metrics, /healthz and /readyz (and the quick-start mock when enabled).</summary>
+    /// <summary>Maps the OpenAI-compatible routes, Anthropic's Messages API, /metrics, /healthz and /readyz (and the quick-start mock when enabled).</summary>
     public static WebApplication MapLlmGateway(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
@@ -79,6 +79,8 @@ public static class GatewayApplicationExtensions
         app.MapPost("/v1/completions", context => proxy.HandleAsync(context, LlmEndpoint.Completions));
         app.MapPost("/v1/embeddings", context => proxy.HandleAsync(context, LlmEndpoint.Embeddings));
         app.MapPost("/v1/responses", context => proxy.HandleAsync(context, LlmEndpoint.Responses));
+        app.MapPost("/v1/messages", context => proxy.HandleAsync(context, LlmEndpoint.Messages));
+        app.MapPost("/v1/messages/count_tokens", context => proxy.HandleAsync(context, LlmEndpoint.CountTokens));
         app.MapGet("/v1/models", models.HandleAsync);
         app.MapGatewayTools();
         app.MapGatewayMetrics();

@@ -134,6 +134,15 @@ internal sealed class GatewayMetrics
         AddTokens(user, model, TelemetryTagValues.CachedInput, cachedInput);
     }
 
+    /// <summary>Anthropic's usage: uncached input, output, cache reads (type cache_read) and cache writes (type cache_write).</summary>
+    public void RecordMessagesTokens(string user, string model, long input, long output, long cacheRead, long cacheWrite)
+    {
+        AddTokens(user, model, TelemetryTagValues.Input, input);
+        AddTokens(user, model, TelemetryTagValues.Output, output);
+        AddTokens(user, model, TelemetryTagValues.CacheRead, cacheRead);
+        AddTokens(user, model, TelemetryTagValues.CacheWrite, cacheWrite);
+    }
+
     public void RecordCost(string user, string? team, string model, decimal usd)
     {
         if (usd <= 0)

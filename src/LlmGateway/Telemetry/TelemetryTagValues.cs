@@ -8,6 +8,12 @@ internal static class TelemetryTagValues
     public const string Output = "output";
     public const string CachedInput = "cached_input";
 
+    /// <summary>Anthropic's cache_read_input_tokens (on /v1/messages; OpenAI's cached tokens are <see cref="CachedInput"/>).</summary>
+    public const string CacheRead = "cache_read";
+
+    /// <summary>Anthropic's cache_creation_input_tokens.</summary>
+    public const string CacheWrite = "cache_write";
+
     // TelemetryTags.Result on llm_gateway_cache_requests_total
     public const string Hit = "hit";
     public const string Miss = "miss";
