@@ -3,7 +3,11 @@ using Microsoft.AspNetCore.Http;
 
 namespace LlmGateway.Budgets;
 
-/// <summary>OpenAI's x-ratelimit-* headers, describing the caller's gateway limits (never the provider's).</summary>
+/// <summary>
+/// OpenAI's x-ratelimit-* headers, describing the caller's gateway limits (never the provider's); on Anthropic's routes
+/// also the same figures as Anthropic names them (anthropic-ratelimit-requests-limit, -remaining, and -reset as an
+/// RFC 3339 time), which Anthropic's SDKs and agents read.
+/// </summary>
 internal static class RateLimitHeaders
 {
     // Every answer carries these headers: the values that repeat (small numbers, durations under a minute, the
@@ -15,7 +19,8 @@ internal static class RateLimitHeaders
     private static FormattedLimit? s_requestsLimit;
     private static FormattedLimit? s_tokensLimit;
 
-    public static void Write(IHeaderDictionary headers, AdmissionResult? admission)
+    /// <param name="anthropic">The call is on Anthropic's routes: the anthropic-ratelimit-* headers too.</param>
+    public static void Write(IHeaderDictionary headers, AdmissionResult? admission, bool anthropic = false)
     {
         if (admission is null)
         {
@@ -24,6 +29,25 @@ internal static class RateLimitHeaders
 
         Write(headers, admission.Requests, ref s_requestsLimit, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests");
         Write(headers, admission.Tokens, ref s_tokensLimit, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
+        if (anthropic)
+        {
+            var now = DateTimeOffset.UtcNow;
+            WriteAnthropic(headers, admission.Requests, now, "anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset");
+            WriteAnthropic(headers, admission.Tokens, now, "anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset");
+        }
+    }
+
+    private static void WriteAnthropic(IHeaderDictionary headers, RateLimitSnapshot snapshot, DateTimeOffset now, string limit, string remaining, string reset)
+    {
+        if (snapshot.Limit <= 0)
+        {
+            return;
+        }
+
+        headers[limit] = Number(snapshot.Limit);
+        headers[remaining] = Number(Math.Max(0, snapshot.Remaining));
+        var at = now + (snapshot.ResetAfter > TimeSpan.Zero ? snapshot.ResetAfter : TimeSpan.Zero);
+        headers[reset] = at.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
     }
 
     private static void Write(IHeaderDictionary headers, RateLimitSnapshot snapshot, ref FormattedLimit? lastLimit, string limit, string remaining, string reset)

@@ -279,7 +279,7 @@ internal sealed class ResponseCache
         headers[GatewayHeaders.Model] = answer.Model;
         headers[GatewayHeaders.Attempts] = "0";
         headers[GatewayHeaders.CostUsd] = call.CostUsd.ToString("0.##########", CultureInfo.InvariantCulture);
-        Budgets.RateLimitHeaders.Write(headers, call.Admission);
+        Budgets.RateLimitHeaders.Write(headers, call.Admission, call.Endpoint is LlmEndpoint.Messages or LlmEndpoint.CountTokens);
         if (state.Result is { } cacheResult)
         {
             headers[CacheHeaders.Cache] = cacheResult;

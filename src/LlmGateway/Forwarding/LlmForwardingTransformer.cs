@@ -155,7 +155,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             headers[GatewayHeaders.Downgrade] = downgrade;
         }
 
-        Budgets.RateLimitHeaders.Write(headers, call.Admission);
+        Budgets.RateLimitHeaders.Write(headers, call.Admission, Configuration.ApiDialects.Of(call.Endpoint) == Configuration.ApiDialect.Anthropic);
     }
 
     private async Task RelayJsonAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, LlmCall call, CancellationToken cancellationToken)

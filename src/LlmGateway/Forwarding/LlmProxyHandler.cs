@@ -132,7 +132,7 @@ internal sealed class LlmProxyHandler
                 : _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree);
             if (await admission is { } refusal)
             {
-                RateLimitHeaders.Write(context.Response.Headers, call.Admission);
+                RateLimitHeaders.Write(context.Response.Headers, call.Admission, ApiDialects.Of(endpoint) == ApiDialect.Anthropic);
                 await RejectAsync(context, caller, refusal, start, model.Name);
                 return;
             }

@@ -113,10 +113,18 @@ public sealed class AnthropicErrorTests : MessagesTestBase
     }
 
     [Fact]
-    public async Task RateLimit_IsRateLimitError429_WithRetryAfter()
+    public async Task RateLimit_IsRateLimitError429_WithRetryAfter_AndAnthropicRateLimitHeaders()
     {
         using var client = Client(key: "sk-rpm");
-        await client.Messages.Create(Params(UserTurn("mock-claude", "first")));
+        using var first = await RawAsync("sk-rpm", UserTurn("mock-claude", "first"));
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+
+        // The caller's gateway limit, in Anthropic's names next to OpenAI's.
+        Assert.Equal("1", first.Headers.GetValues("anthropic-ratelimit-requests-limit").Single());
+        Assert.Equal("0", first.Headers.GetValues("anthropic-ratelimit-requests-remaining").Single());
+        var reset = DateTimeOffset.Parse(first.Headers.GetValues("anthropic-ratelimit-requests-reset").Single(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(reset, DateTimeOffset.UtcNow.AddSeconds(-5), DateTimeOffset.UtcNow.AddMinutes(2));
+        Assert.Equal("1", first.Headers.GetValues("x-ratelimit-limit-requests").Single());
 
         var ex = await Assert.ThrowsAsync<AnthropicRateLimitException>(() => client.Messages.Create(Params(UserTurn("mock-claude", "second"))));
 
