@@ -22,7 +22,7 @@ internal sealed record CachedAnswer(LlmEndpoint Endpoint, string Model, CachedBo
 {
     /// <summary>Whether this answer can serve a request in the given form.</summary>
     public bool CanServe(bool stream) => stream
-        ? Kind == CachedBodyKind.Sse || Endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions
+        ? Kind == CachedBodyKind.Sse || Endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions or LlmEndpoint.Messages
         : Kind == CachedBodyKind.Json;
 }
 
@@ -50,6 +50,7 @@ internal static class CachedAnswerSerializer
             CachedInputTokens = answer.Usage.CachedInputTokens,
             OutputTokens = answer.Usage.OutputTokens,
             ReasoningTokens = answer.Usage.ReasoningTokens,
+            CacheWriteTokens = answer.Usage.CacheWriteTokens,
         });
         var payloadLength = 4 + meta.Length + answer.Body.Length;
         var value = new byte[HeaderSize + payloadLength];
@@ -101,7 +102,7 @@ internal static class CachedAnswerSerializer
             }
 
             return new CachedAnswer(endpoint, meta.Model, kind, payload[(4 + metaLength)..].ToArray(),
-                new TokenUsage(meta.InputTokens, meta.CachedInputTokens, meta.OutputTokens, meta.ReasoningTokens), cost,
+                new TokenUsage(meta.InputTokens, meta.CachedInputTokens, meta.OutputTokens, meta.ReasoningTokens, meta.CacheWriteTokens), cost,
                 DateTimeOffset.FromUnixTimeMilliseconds(meta.Created), DateTimeOffset.FromUnixTimeMilliseconds(meta.Expires));
         }
         catch (JsonException)
@@ -122,5 +123,8 @@ internal static class CachedAnswerSerializer
         public long CachedInputTokens { get; set; }
         public long OutputTokens { get; set; }
         public long ReasoningTokens { get; set; }
+
+        /// <summary>Anthropic's cache writes; absent (0) in entries stored before it was kept.</summary>
+        public long CacheWriteTokens { get; set; }
     }
 }

@@ -18,6 +18,11 @@ internal static class CachedAnswerRenderer
             return answer.Body;
         }
 
+        if (answer.Endpoint == LlmEndpoint.Messages)
+        {
+            return MessagesStreamRenderer.Render(answer.Body);
+        }
+
         using var document = JsonDocument.Parse(answer.Body);
         var root = document.RootElement;
         var chat = answer.Endpoint == LlmEndpoint.ChatCompletions;

@@ -8,7 +8,8 @@ namespace LlmGateway.Caching;
 /// <summary>
 /// Collects an answer as the relay forwards it, so a complete one can be cached or recorded: a JSON body as it is;
 /// a chat or text completion stream assembled into the equivalent non-streamed completion (role, content, tool
-/// calls, finish reason, usage), so one entry serves both forms; any other stream (/v1/responses) as its raw events.
+/// calls, finish reason, usage), an Anthropic Messages stream into its message (<see cref="MessagesStreamAssembly"/>),
+/// so one entry serves both forms; any other stream (/v1/responses) as its raw events.
 /// Past <c>maxBytes</c> it gives up: the answer is not stored.
 /// </summary>
 internal sealed class ResponseCapture
@@ -18,6 +19,7 @@ internal sealed class ResponseCapture
     private byte[]? _json;
     private ArrayBufferWriter<byte>? _raw;
     private StreamAssembly? _stream;
+    private MessagesStreamAssembly? _messages;
     private bool _failed;
 
     public ResponseCapture(LlmEndpoint endpoint, long maxBytes)
@@ -46,7 +48,7 @@ internal sealed class ResponseCapture
             return;
         }
 
-        if (_endpoint is not (LlmEndpoint.ChatCompletions or LlmEndpoint.Completions))
+        if (_endpoint is not (LlmEndpoint.ChatCompletions or LlmEndpoint.Completions or LlmEndpoint.Messages))
         {
             _raw ??= new ArrayBufferWriter<byte>();
             if (_raw.WrittenCount + evt.Length > _maxBytes)
@@ -67,6 +69,14 @@ internal sealed class ResponseCapture
 
         try
         {
+            if (_endpoint == LlmEndpoint.Messages)
+            {
+                _messages ??= new MessagesStreamAssembly();
+                _messages.Add(data);
+                _failed |= _messages.Size > _maxBytes;
+                return;
+            }
+
             _stream ??= new StreamAssembly(_endpoint);
             _stream.Add(data);
             if (_stream.Size > _maxBytes)
@@ -98,7 +108,7 @@ internal sealed class ResponseCapture
             return (CachedBodyKind.Sse, _raw.WrittenSpan.ToArray());
         }
 
-        var body = _stream?.Build();
+        var body = _messages?.Build() ?? _stream?.Build();
         return body is null || body.Length > _maxBytes ? null : (CachedBodyKind.Json, body);
     }
 

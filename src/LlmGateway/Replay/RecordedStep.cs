@@ -42,6 +42,7 @@ internal static class RecordedStep
             writer.WriteNumber("cached_input_tokens", answer.Usage.CachedInputTokens);
             writer.WriteNumber("output_tokens", answer.Usage.OutputTokens);
             writer.WriteNumber("reasoning_tokens", answer.Usage.ReasoningTokens);
+            writer.WriteNumber("cache_write_tokens", answer.Usage.CacheWriteTokens);
             writer.WriteEndObject();
             writer.WriteNumber("cost_usd", answer.CostUsd);
             writer.WriteEndObject();
@@ -67,7 +68,8 @@ internal static class RecordedStep
                 : (CachedBodyKind.Sse, Encoding.UTF8.GetBytes(root.GetProperty("response_sse").GetString()!));
             var usage = root.GetProperty("usage");
             var answer = new CachedAnswer(endpoint, root.GetProperty("model").GetString()!, kind, body,
-                new TokenUsage(usage.GetProperty("input_tokens").GetInt64(), usage.GetProperty("cached_input_tokens").GetInt64(), usage.GetProperty("output_tokens").GetInt64(), usage.GetProperty("reasoning_tokens").GetInt64()),
+                new TokenUsage(usage.GetProperty("input_tokens").GetInt64(), usage.GetProperty("cached_input_tokens").GetInt64(), usage.GetProperty("output_tokens").GetInt64(), usage.GetProperty("reasoning_tokens").GetInt64(),
+                    usage.TryGetProperty("cache_write_tokens", out var written) ? written.GetInt64() : 0),
                 root.GetProperty("cost_usd").GetDecimal(), root.GetProperty("recorded_at").GetDateTimeOffset(), DateTimeOffset.MaxValue);
             return (root.GetProperty("user").GetString()!, root.GetProperty("request_hash").GetString()!, answer);
         }
