@@ -354,7 +354,7 @@ internal sealed class LlmProxyHandler
         if (_logger.IsEnabled(LogLevel.Information))
         {
             ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
-                call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
+                call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.CacheWriteTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
                 upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
         }
     }

@@ -35,6 +35,57 @@ public sealed class AnthropicSdkTests : MessagesTestBase
         Assert.False(upstream.Headers.ContainsKey("Authorization"));
         Assert.Equal(AnthropicVersion, upstream.Headers["anthropic-version"]);
         Assert.Equal("prompt-caching-2024-07-31", upstream.Headers["anthropic-beta"]);
+
+        // The same figures in the call log and the metrics: uncached input, cache reads and writes, output.
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.GetSnapshot().LastOrDefault(r => r.Id.Name == "LlmCall"), "the call record");
+        Assert.Equal("1300", record.GetStructuredStateValue("InputTokens"));
+        Assert.Equal("1000", record.GetStructuredStateValue("CachedInputTokens"));
+        Assert.Equal("200", record.GetStructuredStateValue("CacheWriteTokens"));
+        Assert.Equal("0.00165", record.GetStructuredStateValue("CostUsd"));
+        var scrape = await Gateway.Client.GetStringAsync("/metrics");
+        Assert.Equal(100, Sample(scrape, "llm_gateway_tokens_total", "type=\"input\""));
+        Assert.Equal(1000, Sample(scrape, "llm_gateway_tokens_total", "type=\"cache_read\""));
+        Assert.Equal(200, Sample(scrape, "llm_gateway_tokens_total", "type=\"cache_write\""));
+        Assert.Equal(20, Sample(scrape, "llm_gateway_tokens_total", "type=\"output\""));
+        Assert.Equal(0.00165, Sample(scrape, "llm_gateway_cost_usd_total", "team=\"research\""), 9);
+    }
+
+    /// <summary>The value of the one sample of a metric for alice's mock-claude calls that has the given label.</summary>
+    private static double Sample(string scrape, string metric, string label)
+    {
+        var line = scrape.Split('\n').Single(l => l.StartsWith(metric + "{", StringComparison.Ordinal)
+            && l.Contains(label, StringComparison.Ordinal) && l.Contains("model=\"mock-claude\"", StringComparison.Ordinal) && l.Contains("user=\"alice\"", StringComparison.Ordinal));
+        return double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public async Task RecordedRun_IsReplayed_WithNoUpstreamCall()
+    {
+        var body = UserTurn("mock-claude", "record this turn");
+        using (var recorded = await Gateway.Client.SendAsync(Http.Post("/v1/messages", body, key: null, ("x-api-key", TestConfigs.Key), ("X-Run-Id", "rec-claude"), ("X-Gateway-Record", "true"))))
+        {
+            Assert.Equal(HttpStatusCode.OK, recorded.StatusCode);
+        }
+
+        // A step is stored once its answer is complete, which the caller may see first.
+        await Http.EventuallyAsync(async () =>
+        {
+            using var jsonl = await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/recordings/rec-claude"));
+            return jsonl.StatusCode == HttpStatusCode.OK && (await jsonl.Content.ReadAsStringAsync()).Contains("record this turn", StringComparison.Ordinal) ? (bool?)true : null;
+        }, "the step recorded");
+
+        using var client = Client(headers: [("X-Run-Id", "replay-claude"), ("X-Gateway-Replay-Of", "rec-claude")]);
+        var text = new StringBuilder();
+        await foreach (var streamEvent in client.Messages.CreateStreaming(Params(body)))
+        {
+            if (streamEvent.TryPickContentBlockDelta(out var delta) && delta.Delta.TryPickText(out var piece))
+            {
+                text.Append(piece.Text);
+            }
+        }
+
+        Assert.Equal("Mock reply to: record this turn", text.ToString());
+        Assert.Single(Mock.Log.Snapshot());
     }
 
     [Fact]

@@ -32,7 +32,7 @@ public abstract class MessagesTestBase : GatewayTestBase
           "mock-small": { "Provider": "openai-mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2 }
         },
         "Keys": [
-          { "Key": "{{TestConfigs.Key}}", "Id": "alice-key", "User": "alice" },
+          { "Key": "{{TestConfigs.Key}}", "Id": "alice-key", "User": "alice", "AllowRecord": true },
           { "Key": "sk-bob", "User": "bob", "Models": [ "mock-small" ] },
           { "Key": "sk-poor", "User": "poor" },
           { "Key": "sk-loop", "User": "looper" },
