@@ -9,7 +9,7 @@ public sealed class StartupConfigErrorTests
     {
       "Gateway": {
         "Providers": { "mock": { "BaseUrl": "http://127.0.0.1:9/v1" } },
-        "Models": { "m1": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2, "CacheWriteUsdPerMTok": 3, "Fallbacks": { "first": "m1" } } },
+        "Models": { "m1": { "Provider": "mock", "InputUsdPerMTok": 1, "OutputUsdPerMTok": 2, "CacheWritePrice": 3, "Fallbacks": { "first": "m1" } } },
         "Keys": [ { "Key": "sk-a", "User": "a", "Colour": "red" } ],
         "Runs": { "Usd": 1, "Calls": 3, "Cals": 4 }
       }
@@ -22,7 +22,7 @@ public sealed class StartupConfigErrorTests
         var (exitCode, output) = await GatewayProcess.RunToExitAsync(UnknownKeys, "--config", "{config}", "--urls", "http://127.0.0.1:0");
 
         Assert.Equal(2, exitCode);
-        Assert.Contains("config error: Gateway:Models:m1:CacheWriteUsdPerMTok: unknown key", output);
+        Assert.Contains("config error: Gateway:Models:m1:CacheWritePrice: unknown key", output);
         Assert.Contains("config error: Gateway:Keys:0:Colour: unknown key", output);
         Assert.Contains("config error: Gateway:Runs:Cals: unknown key", output);
         Assert.Contains("config error: Gateway:Models:m1:Fallbacks:first: unknown key (Fallbacks is a list)", output);
@@ -35,7 +35,7 @@ public sealed class StartupConfigErrorTests
     public async Task WrongValueType_NamesTheKeyPath_NotADotNetType()
     {
         var config = UnknownKeys
-            .Replace(", \"CacheWriteUsdPerMTok\": 3, \"Fallbacks\": { \"first\": \"m1\" }", "", StringComparison.Ordinal)
+            .Replace(", \"CacheWritePrice\": 3, \"Fallbacks\": { \"first\": \"m1\" }", "", StringComparison.Ordinal)
             .Replace(", \"Colour\": \"red\"", "", StringComparison.Ordinal)
             .Replace(", \"Cals\": 4", "", StringComparison.Ordinal)
             .Replace("\"OutputUsdPerMTok\": 2", "\"OutputUsdPerMTok\": \"2x\"", StringComparison.Ordinal);
