@@ -43,6 +43,24 @@ public sealed class AnthropicResilienceTests : MessagesTestBase
     }
 
     [Fact]
+    public async Task StreamCutByTheProvider_EndsWithAnAnthropicErrorEvent_AndIsChargedForWhatWasDelivered()
+    {
+        using var response = await SendAsync(UserTurn("mock-claude", "one two three four five six", stream: true), ("X-Mock-Fail-After-Chunks", "2"), ("X-Run-Id", "cut-by-provider"));
+        var body = await response.Content.ReadAsStringAsync();
+
+        var last = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^1];
+        Assert.StartsWith("event: error\ndata: ", last, StringComparison.Ordinal);
+        using var error = JsonDocument.Parse(last["event: error\ndata: ".Length..]);
+        Assert.Equal("error", error.RootElement.GetProperty("type").GetString());
+        Assert.Equal("api_error", error.RootElement.GetProperty("error").GetProperty("type").GetString());
+        Assert.Equal("upstream_error", error.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Single(Mock.Log.Snapshot());
+        var record = await Http.EventuallyAsync(() => Gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "the call record");
+        Assert.Equal("StreamBroken", record.GetStructuredStateValue("Outcome"));
+        Assert.True(long.Parse(record.GetStructuredStateValue("OutputTokens")!, System.Globalization.CultureInfo.InvariantCulture) >= 2);
+    }
+
+    [Fact]
     public async Task UnexpectedException_OnMessagesRoute_IsAnthropicShaped500_WithTheRequestId()
     {
         await using var gateway = await GatewayServer.StartAsync(Config(Mock.BaseUrl), services: s => s.AddSingleton<IHttpForwarder>(new ThrowingForwarder()));
