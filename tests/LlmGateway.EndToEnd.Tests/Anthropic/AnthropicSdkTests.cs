@@ -207,7 +207,8 @@ public sealed class AnthropicSdkTests : MessagesTestBase
             }
         });
         Assert.Equal(2, deltas);
-        Assert.Contains("overloaded", failure.ToString(), StringComparison.OrdinalIgnoreCase);
+        var sseError = Assert.IsType<global::Anthropic.Exceptions.AnthropicSseException>(failure);
+        Assert.Contains("overloaded", sseError.ToString(), StringComparison.OrdinalIgnoreCase);
     }
 
     [Fact]
