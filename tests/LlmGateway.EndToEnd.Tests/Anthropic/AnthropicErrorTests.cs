@@ -113,6 +113,44 @@ public sealed class AnthropicErrorTests : MessagesTestBase
     }
 
     [Fact]
+    public async Task RunDeadlinePassed_IsRateLimitError429_NamingTheLimit_NotToBeRetried()
+    {
+        using var client = Client(key: "sk-deadline", headers: [("X-Run-Id", "late-run")]);
+        await client.Messages.Create(Params(UserTurn("mock-claude", "first step")));
+        await Task.Delay(50); // the run's deadline is 1 ms after its first call
+
+        var ex = await Assert.ThrowsAsync<AnthropicRateLimitException>(() => client.Messages.Create(Params(UserTurn("mock-claude", "second step"))));
+
+        AssertAnthropicError(ex, HttpStatusCode.TooManyRequests, "rate_limit_error", "run_deadline_exceeded");
+        Assert.Contains("deadline", ex.ApiMessage);
+    }
+
+    [Fact]
+    public async Task HaltedRun_IsPermissionError403()
+    {
+        using (var halt = await Gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/halted-run/halt")))
+        {
+            Assert.Equal(HttpStatusCode.OK, halt.StatusCode);
+        }
+
+        using var client = Client(headers: [("X-Run-Id", "halted-run")]);
+        var ex = await Assert.ThrowsAsync<AnthropicForbiddenException>(() => client.Messages.Create(Params(UserTurn("mock-claude", "hi"))));
+
+        AssertAnthropicError(ex, HttpStatusCode.Forbidden, "permission_error", "run_halted");
+        Assert.Empty(Mock.Log.Snapshot());
+    }
+
+    [Fact]
+    public async Task BodyOverTheLimit_IsRequestTooLarge413()
+    {
+        using var client = Client();
+
+        var ex = await Assert.ThrowsAsync<AnthropicContentTooLargeException>(() => client.Messages.Create(Params(UserTurn("mock-claude", new string('x', 70_000)))));
+
+        AssertAnthropicError(ex, HttpStatusCode.RequestEntityTooLarge, "request_too_large", "request_too_large");
+    }
+
+    [Fact]
     public async Task RateLimit_IsRateLimitError429_WithRetryAfter_AndAnthropicRateLimitHeaders()
     {
         using var client = Client(key: "sk-rpm");

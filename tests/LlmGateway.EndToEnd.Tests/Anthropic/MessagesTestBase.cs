@@ -48,6 +48,7 @@ public abstract class MessagesTestBase : GatewayTestBase
         },
         "Teams": { "research": { } },
         "Cache": { "Enabled": true, "ChargeHits": true },
+        "Limits": { "MaxRequestBodyBytes": 65536 },
         "Resilience": {
           "MaxAttempts": 3, "MaxRetryWait": "00:00:05", "MaxTotalRetryWait": "00:00:10", "RetryBaseDelay": "00:00:00.020",
           "AttemptTimeout": "00:00:05", "StreamIdleTimeout": "00:00:05", "MinRetriesPerSecond": 100, "MaxRetriesPerRun": 0,
