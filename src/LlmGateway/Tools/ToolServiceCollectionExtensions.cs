@@ -23,6 +23,9 @@ public static class ToolServiceCollectionExtensions
         });
         services.TryAddSingleton<ToolRegistry>();
         services.TryAddSingleton<ToolForwardingTransformer>();
+        services.TryAddSingleton<ToolForwarder>();
+        services.TryAddSingleton<ToolCallAdmission>();
+        services.TryAddSingleton<IdempotentToolExecution>();
         services.TryAddSingleton<ToolCallHandler>();
         return services;
     }
