@@ -27,7 +27,7 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
         IdempotencyClaim? claim = null;
         if (call.IdempotencyKey is { } key)
         {
-            storeKey = ScopeKey(call.Caller.User, route.Name, key);
+            storeKey = ScopeKey(call.Caller.User, route.Name, call.IdempotencyScope ?? key);
             var hash = RequestHash(call.Method, call.Path, context.Request.QueryString.Value, body);
             var attempts = route.Options.MaxAttempts;
             var claimTtl = route.Options.Timeout * attempts + route.Options.MaxRetryWait * (attempts - 1) + TimeSpan.FromSeconds(30);
@@ -40,7 +40,8 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
                 var policy = config.Options.Store.OnUnavailable;
                 ToolLog.IdempotencyStoreUnavailable(logger, call.RequestId, policy.ToString(), ex.Message);
                 metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
-                if (policy == StoreFailurePolicy.Deny)
+                // An approved call never runs without the store that makes it one execution, whatever the policy.
+                if (policy == StoreFailurePolicy.Deny || call.IdempotencyScope is not null)
                 {
                     await ToolCallResponses.RejectAsync(context, audit, ToolCallResponses.StoreUnavailable(), metrics).ConfigureAwait(false);
                     return;

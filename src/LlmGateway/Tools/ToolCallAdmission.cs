@@ -65,12 +65,22 @@ internal sealed class ToolCallAdmission(IAdmissionStore admissions, GatewayMetri
         return (null, error);
     }
 
-    /// <summary>Every admitted tool call counts once against the run's calls ceiling; it costs nothing.</summary>
-    public async ValueTask SettleAsync(Reservation reservation, string requestId)
+    /// <summary>
+    /// An admitted tool call counts once against the run's calls ceiling (it costs nothing), unless
+    /// <paramref name="countsAsCall"/> is false: its reservation is then released.
+    /// </summary>
+    public async ValueTask FinishAsync(Reservation reservation, bool countsAsCall, string requestId)
     {
         try
         {
-            await admissions.SettleAsync(reservation, 0m, 0, CancellationToken.None).ConfigureAwait(false);
+            if (countsAsCall)
+            {
+                await admissions.SettleAsync(reservation, 0m, 0, CancellationToken.None).ConfigureAwait(false);
+            }
+            else
+            {
+                await admissions.ReleaseAsync(reservation, CancellationToken.None).ConfigureAwait(false);
+            }
         }
         catch (AdmissionStoreUnavailableException ex)
         {

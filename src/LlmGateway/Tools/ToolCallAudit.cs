@@ -34,4 +34,7 @@ internal sealed class ToolCallAudit(long start, string requestId, string method)
     public string? IdempotencyKey { get; set; }
 
     public bool Replayed { get; set; }
+
+    /// <summary>The approval the call was held for, when its rule needs one.</summary>
+    public string? ApprovalId { get; set; }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using LlmGateway.Approvals;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Forwarding;
@@ -13,7 +14,8 @@ namespace LlmGateway.Tools;
 
 /// <summary>
 /// The request path of <c>/tools/{tool}/{**path}</c>: authenticate, find the tool, check the key's rules (reading
-/// the body only when a rule constrains it), count the call against the run (<see cref="ToolCallAdmission"/>), then
+/// the body only when a rule constrains it or the call is keyed, retried or held), count the call against the run
+/// (<see cref="ToolCallAdmission"/>), hold it for approval when its rule says so (<see cref="ApprovalGate"/>), then
 /// execute it (<see cref="IdempotentToolExecution"/>, which forwards through <see cref="ToolForwarder"/>).
 /// Every call ends with one audit record.
 /// </summary>
@@ -23,11 +25,13 @@ internal sealed class ToolCallHandler
     private readonly ToolRegistry _tools;
     private readonly ToolCallAdmission _admission;
     private readonly IdempotentToolExecution _execution;
+    private readonly ApprovalGate _approvals;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, GatewayMetrics metrics, ILoggerFactory loggerFactory)
     {
+        _approvals = approvals;
         _config = config;
         _tools = tools;
         _admission = admission;
@@ -58,7 +62,7 @@ internal sealed class ToolCallHandler
 
             ToolAuditLog.ToolCall(_audit, audit.RequestId, DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), audit.Caller?.Id, audit.Caller?.User, audit.RunId,
                 audit.Tool, audit.Method, audit.Path, audit.Denied ? "denied" : "allowed", audit.Rule, audit.Reason, status, Math.Round(seconds * 1000, 3),
-                audit.Attempts, audit.IdempotencyKey, audit.Replayed);
+                audit.Attempts, audit.IdempotencyKey, audit.Replayed, audit.ApprovalId);
         }
     }
 
@@ -113,7 +117,7 @@ internal sealed class ToolCallHandler
 
         // The body is read whole only when something needs it: a body rule, the request hash of a keyed call, or a retry.
         ReadOnlyMemory<byte>? body = null;
-        if (ToolRequestReader.HasBody(request) && (needsBody || idempotencyKey is not null || route.Options.MaxAttempts > 1))
+        if (ToolRequestReader.HasBody(request) && (needsBody || idempotencyKey is not null || route.Options.MaxAttempts > 1 || rule is { RequiresApproval: true }))
         {
             var (bytes, readError) = await ToolRequestReader.ReadBodyAsync(request, config.Options.Limits.MaxRequestBodyBytes, context.RequestAborted).ConfigureAwait(false);
             if (readError is { } tooLarge)
@@ -143,13 +147,32 @@ internal sealed class ToolCallHandler
             return;
         }
 
+        var countsAsCall = true;
         try
         {
+            string? approvalId = null;
+            if (rule.RequiresApproval)
+            {
+                var held = new ApprovalGate.HeldCall(audit.RequestId, caller, runId, route.Name, method, audit.Path, request.QueryString.Value ?? string.Empty,
+                    rule.Approvers, rule.ApprovalTtl, body);
+                (approvalId, var holdError) = await _approvals.HoldAsync(config.Options.Approvals, held, context.RequestAborted).ConfigureAwait(false);
+                audit.ApprovalId = approvalId;
+                if (holdError is { } notApproved)
+                {
+                    // A call still waiting for its approval is not a call yet: its repeats do not use up the run's calls.
+                    countsAsCall = notApproved.Code != GatewayErrorCodes.ApprovalPending;
+                    await RejectAsync(context, audit, notApproved).ConfigureAwait(false);
+                    return;
+                }
+            }
+
             var call = new ToolCall(audit.RequestId, caller, runId, route, method, audit.Path,
                 RequestUtilities.MakeDestinationAddress(route.BaseUrl, new PathString(audit.Path), request.QueryString))
             {
-                IdempotencyKey = idempotencyKey,
-                RetrySafe = idempotencyKey is not null || ToolConstants.IsIdempotentMethod(method),
+                // An approved call executes once per approval: the approval keys it in the idempotency store.
+                IdempotencyKey = idempotencyKey ?? (approvalId is null ? null : "approval:" + approvalId),
+                IdempotencyScope = approvalId is null ? null : "approval:" + approvalId,
+                RetrySafe = idempotencyKey is not null || approvalId is not null || ToolConstants.IsIdempotentMethod(method),
             };
             await _execution.ExecuteAsync(context, call, body, config, audit).ConfigureAwait(false);
         }
@@ -157,7 +180,7 @@ internal sealed class ToolCallHandler
         {
             if (reservation is not null)
             {
-                await _admission.SettleAsync(reservation, audit.RequestId).ConfigureAwait(false);
+                await _admission.FinishAsync(reservation, countsAsCall, audit.RequestId).ConfigureAwait(false);
             }
         }
     }
