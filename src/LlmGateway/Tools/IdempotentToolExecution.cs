@@ -54,7 +54,7 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
                     audit.Replayed = true;
                     audit.Reason = "replayed";
                     metrics.RecordIdempotentReplay(route.Name);
-                    await ReplayAsync(context, call, claim.Response!).ConfigureAwait(false);
+                    await ToolCallResponses.WriteStoredAsync(context, call.RequestId, claim.Response!, ToolConstants.ReplayedHeader, "true").ConfigureAwait(false);
                     return;
                 case IdempotencyState.KeyReused:
                     await ToolCallResponses.RejectAsync(context, audit, new GatewayError(StatusCodes.Status422UnprocessableEntity, GatewayErrorCodes.IdempotencyKeyReused, "invalid_request_error",
@@ -136,31 +136,6 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
         {
             // The claim expires by itself; until then repeats wait and get 409.
             ToolLog.IdempotencyStoreUnavailable(logger, call.RequestId, "complete", ex.Message);
-        }
-    }
-
-    private static async Task ReplayAsync(HttpContext context, ToolCall call, StoredToolResponse stored)
-    {
-        var response = context.Response;
-        response.Clear();
-        response.StatusCode = stored.Status;
-        foreach (var (name, values) in stored.Headers)
-        {
-            response.Headers.Append(name, values);
-        }
-
-        response.Headers[GatewayHeaders.RequestId] = call.RequestId;
-        response.Headers[GatewayHeaders.Attempts] = "0";
-        response.Headers[ToolConstants.ReplayedHeader] = "true";
-        if (stored.Body is { } body)
-        {
-            response.ContentLength = body.Length;
-            await response.Body.WriteAsync(body, context.RequestAborted).ConfigureAwait(false);
-        }
-        else
-        {
-            response.Headers[ToolConstants.ReplayBodyHeader] = "omitted";
-            response.ContentLength = 0;
         }
     }
 }

@@ -45,6 +45,9 @@ internal sealed class ToolCall
 
     public long MaxStoredBytes { get; set; }
 
+    /// <summary>X-Gateway-Cache on the tool's answer: MISS for a read the run cache may keep; null otherwise.</summary>
+    public string? CacheHeader { get; set; }
+
     public int Attempts { get; set; }
 
     public int UpstreamStatus { get; set; }

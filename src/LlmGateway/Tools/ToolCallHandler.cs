@@ -26,11 +26,13 @@ internal sealed class ToolCallHandler
     private readonly ToolCallAdmission _admission;
     private readonly IdempotentToolExecution _execution;
     private readonly ApprovalGate _approvals;
+    private readonly ToolRunCache _runCache;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, GatewayMetrics metrics, ILoggerFactory loggerFactory)
     {
+        _runCache = runCache;
         _approvals = approvals;
         _config = config;
         _tools = tools;
@@ -148,8 +150,26 @@ internal sealed class ToolCallHandler
         }
 
         var countsAsCall = true;
+        var runCache = runId is null ? null : route.Options.RunCache;
+        var cachedRead = runCache is not null && ToolRunCache.IsCached(runCache, method);
+        var pathAndQuery = audit.Path + request.QueryString.Value;
         try
         {
+            if (cachedRead && _runCache.TryGet(runId!, route.Name, caller.User, method, pathAndQuery, out var cached))
+            {
+                // Answered within the run: no call to the tool, no side effect; counted against the run's calls unless CountHits is false.
+                countsAsCall = runCache!.CountHits;
+                audit.Reason = "run_cache_hit";
+                await ToolCallResponses.WriteStoredAsync(context, audit.RequestId, cached!, ToolConstants.CacheHeader, "HIT").ConfigureAwait(false);
+                return;
+            }
+
+            if (runCache is not null && !cachedRead)
+            {
+                // A write of the run (any other method): what was read before may have changed.
+                _runCache.Clear(runId!, route.Name);
+            }
+
             string? approvalId = null;
             if (rule.RequiresApproval)
             {
@@ -174,7 +194,23 @@ internal sealed class ToolCallHandler
                 IdempotencyScope = approvalId is null ? null : "approval:" + approvalId,
                 RetrySafe = idempotencyKey is not null || approvalId is not null || ToolConstants.IsIdempotentMethod(method),
             };
+            if (cachedRead)
+            {
+                call.BufferResponse = true;
+                call.MaxStoredBytes = runCache!.MaxEntryBytes;
+                call.CacheHeader = "MISS";
+            }
+
             await _execution.ExecuteAsync(context, call, body, config, audit).ConfigureAwait(false);
+            if (cachedRead && call.Stored is { Status: >= 200 and < 300, Body: not null } answer)
+            {
+                _runCache.Store(runId!, route.Name, caller.User, method, pathAndQuery, answer, runCache!);
+            }
+            else if (runCache is not null && !cachedRead)
+            {
+                // Again after the write: a read of the run that ran alongside it may have stored what the write changed.
+                _runCache.Clear(runId!, route.Name);
+            }
         }
         finally
         {

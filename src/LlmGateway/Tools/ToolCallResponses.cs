@@ -36,6 +36,32 @@ internal static class ToolCallResponses
         return error.WriteAsync(response);
     }
 
+    /// <summary>Answers with a stored tool response (an idempotent replay or a run-cache hit), marked by <paramref name="markHeader"/>.</summary>
+    public static async Task WriteStoredAsync(HttpContext context, string requestId, StoredToolResponse stored, string markHeader, string markValue)
+    {
+        var response = context.Response;
+        response.Clear();
+        response.StatusCode = stored.Status;
+        foreach (var (name, values) in stored.Headers)
+        {
+            response.Headers.Append(name, values);
+        }
+
+        response.Headers[GatewayHeaders.RequestId] = requestId;
+        response.Headers[GatewayHeaders.Attempts] = "0";
+        response.Headers[markHeader] = markValue;
+        if (stored.Body is { } body)
+        {
+            response.ContentLength = body.Length;
+            await response.Body.WriteAsync(body, context.RequestAborted).ConfigureAwait(false);
+        }
+        else
+        {
+            response.Headers[ToolConstants.ReplayBodyHeader] = "omitted";
+            response.ContentLength = 0;
+        }
+    }
+
     public static GatewayError Denied(string tool, string method, string path, string why) =>
         GatewayError.PermissionDenied($"Your key may not call {method} {path} on tool '{tool}': {why}.");
 

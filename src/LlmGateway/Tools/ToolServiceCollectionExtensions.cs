@@ -24,6 +24,7 @@ public static class ToolServiceCollectionExtensions
         services.TryAddSingleton<ToolRegistry>();
         services.TryAddSingleton<ToolForwardingTransformer>();
         services.TryAddSingleton<ToolForwarder>();
+        services.TryAddSingleton<ToolRunCache>();
         services.TryAddSingleton<ToolCallAdmission>();
         services.TryAddSingleton<IdempotentToolExecution>();
         services.TryAddSingleton<ToolCallHandler>();
