@@ -72,6 +72,7 @@ public sealed class ApprovalTests : IAsyncLifetime
         var metrics = await _gateway.Client.GetStringAsync("/metrics");
         Assert.Contains("llm_gateway_approvals_total{decision=\"approved\",tool=\"ledger\"} 1", metrics, StringComparison.Ordinal);
         Assert.Contains("llm_gateway_approval_wait_seconds_count{tool=\"ledger\"}", metrics, StringComparison.Ordinal);
+        Assert.Contains("\nllm_gateway_approval_oldest_pending_seconds ", metrics, StringComparison.Ordinal);
     }
 
     [Fact]
