@@ -27,11 +27,13 @@ internal sealed class ToolCallHandler
     private readonly IdempotentToolExecution _execution;
     private readonly ApprovalGate _approvals;
     private readonly ToolRunCache _runCache;
+    private readonly IRunCacheGenerations _generations;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory)
     {
+        _generations = generations;
         _runCache = runCache;
         _approvals = approvals;
         _config = config;
@@ -155,19 +157,25 @@ internal sealed class ToolCallHandler
         var pathAndQuery = audit.Path + request.QueryString.Value;
         try
         {
-            if (cachedRead && _runCache.TryGet(runId!, route.Name, caller.User, method, pathAndQuery, out var cached))
+            long? generation = null;
+            if (cachedRead)
             {
-                // Answered within the run: no call to the tool, no side effect; counted against the run's calls unless CountHits is false.
-                countsAsCall = runCache!.CountHits;
-                audit.Reason = "run_cache_hit";
-                await ToolCallResponses.WriteStoredAsync(context, audit.RequestId, cached!, ToolConstants.CacheHeader, "HIT").ConfigureAwait(false);
-                return;
+                generation = await _generations.CurrentAsync(runId!, route.Name, context.RequestAborted).ConfigureAwait(false);
+                if (generation is { } current && _runCache.TryGet(runId!, route.Name, caller.User, method, pathAndQuery, current, out var cached))
+                {
+                    // Answered within the run: no call to the tool, no side effect; counted against the run's calls unless CountHits is false.
+                    countsAsCall = runCache!.CountHits;
+                    audit.Reason = "run_cache_hit";
+                    await ToolCallResponses.WriteStoredAsync(context, audit.RequestId, cached!, ToolConstants.CacheHeader, "HIT").ConfigureAwait(false);
+                    return;
+                }
             }
-
-            if (runCache is not null && !cachedRead)
+            else if (runCache is not null && !await InvalidateAsync(runId!, route.Name, context.RequestAborted).ConfigureAwait(false))
             {
-                // A write of the run (any other method): what was read before may have changed.
-                _runCache.Clear(runId!, route.Name);
+                // A write whose invalidation cannot be recorded could be followed by a stale read on another replica.
+                countsAsCall = false;
+                await RejectAsync(context, audit, ToolCallResponses.StoreUnavailable()).ConfigureAwait(false);
+                return;
             }
 
             string? approvalId = null;
@@ -202,14 +210,14 @@ internal sealed class ToolCallHandler
             }
 
             await _execution.ExecuteAsync(context, call, body, config, audit).ConfigureAwait(false);
-            if (cachedRead && call.Stored is { Status: >= 200 and < 300, Body: not null } answer)
+            if (cachedRead && generation is { } storedUnder && call.Stored is { Status: >= 200 and < 300, Body: not null } answer)
             {
-                _runCache.Store(runId!, route.Name, caller.User, method, pathAndQuery, answer, runCache!);
+                _runCache.Store(runId!, route.Name, caller.User, method, pathAndQuery, storedUnder, answer, runCache!);
             }
             else if (runCache is not null && !cachedRead)
             {
                 // Again after the write: a read of the run that ran alongside it may have stored what the write changed.
-                _runCache.Clear(runId!, route.Name);
+                await InvalidateAsync(runId!, route.Name, CancellationToken.None).ConfigureAwait(false);
             }
         }
         finally
@@ -218,6 +226,21 @@ internal sealed class ToolCallHandler
             {
                 await _admission.FinishAsync(reservation, countsAsCall, audit.RequestId).ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>Forgets what the run read from the tool, here and (with Redis) on every replica; false when that could not be recorded.</summary>
+    private async ValueTask<bool> InvalidateAsync(string runId, string tool, CancellationToken cancellationToken)
+    {
+        _runCache.Clear(runId, tool);
+        try
+        {
+            await _generations.AdvanceAsync(runId, tool, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (RunCacheUnavailableException)
+        {
+            return false;
         }
     }
 

@@ -8,9 +8,9 @@ namespace LlmGateway.Tools;
 /// other method of the run to the tool clears the run's entries for that tool (before and after it is forwarded), so a
 /// write is never followed by a stale read. Never shared across runs or users. Bounded in bytes per run and tool
 /// (<see cref="ToolRunCacheOptions.MaxRunBytes"/>, oldest out first) and overall (<see cref="MaxTotalBytes"/>).
-/// One process's memory: with several replicas, a run's repeat may miss on another replica (never a stale hit there:
-/// each replica clears on the writes it forwards, so route a run to one replica, or turn RunCache off, when writes
-/// and reads of one run may go to different replicas).
+/// Entries are in each process's memory; with Redis a write forwarded by any replica also invalidates the entries the
+/// other replicas keep for the run (<see cref="IRunCacheGenerations"/>), so a run's repeat may miss on another replica
+/// but is never answered stale.
 /// </summary>
 internal sealed class ToolRunCache(TimeProvider time)
 {
@@ -53,7 +53,8 @@ internal sealed class ToolRunCache(TimeProvider time)
         return false;
     }
 
-    public bool TryGet(string run, string tool, string user, string method, string pathAndQuery, out StoredToolResponse? response)
+    /// <summary>The kept answer, if it was stored under <paramref name="generation"/> (no write of the run to the tool since) and is fresh.</summary>
+    public bool TryGet(string run, string tool, string user, string method, string pathAndQuery, long generation, out StoredToolResponse? response)
     {
         response = null;
         var now = time.GetUtcNow();
@@ -64,7 +65,7 @@ internal sealed class ToolRunCache(TimeProvider time)
                 return false;
             }
 
-            if (entry.ExpiresAt <= now)
+            if (entry.ExpiresAt <= now || entry.Generation != generation)
             {
                 Remove(entry);
                 return false;
@@ -75,7 +76,7 @@ internal sealed class ToolRunCache(TimeProvider time)
         }
     }
 
-    public void Store(string run, string tool, string user, string method, string pathAndQuery, StoredToolResponse response, ToolRunCacheOptions options)
+    public void Store(string run, string tool, string user, string method, string pathAndQuery, long generation, StoredToolResponse response, ToolRunCacheOptions options)
     {
         var key = EntryKey(user, method, pathAndQuery);
         var bytes = Size(key, response);
@@ -104,7 +105,7 @@ internal sealed class ToolRunCache(TimeProvider time)
                 Remove(existing);
             }
 
-            var entry = new Entry(group, key, response, now + options.Ttl, bytes);
+            var entry = new Entry(group, key, response, now + options.Ttl, bytes) { Generation = generation };
             entry.GroupNode = group.Order.AddLast(entry);
             entry.AllNode = _all.AddLast(entry);
             group.Entries[key] = entry;
@@ -192,6 +193,8 @@ internal sealed class ToolRunCache(TimeProvider time)
         public DateTimeOffset ExpiresAt { get; } = expiresAt;
 
         public long Bytes { get; } = bytes;
+
+        public long Generation { get; init; }
 
         public LinkedListNode<Entry>? GroupNode { get; set; }
 

@@ -8,7 +8,8 @@ namespace LlmGateway.EndToEnd.Tests.Tools;
 
 /// <summary>
 /// Two gateways sharing only a real redis-server (replica A in this process, replica B a separate
-/// <c>dotnet LlmGateway.dll</c> process): a call held on one is decided through the other's admin API.
+/// <c>dotnet LlmGateway.dll</c> process): a call held on one is decided through the other's admin API, and a write
+/// of a run through one invalidates the run cache of the other.
 /// </summary>
 [RequiresRedisServer]
 public sealed class ApprovalRedisReplicaTests : IClassFixture<RedisServerFixture>, IAsyncLifetime
@@ -96,6 +97,28 @@ public sealed class ApprovalRedisReplicaTests : IClassFixture<RedisServerFixture
         Assert.Contains("duplicate refund", (await Http.ErrorOf(deniedOnA)).GetProperty("message").GetString()!, StringComparison.Ordinal);
         await Http.AssertErrorAsync(haltedOnA, 403, "run_halted", shouldRetry: false);
         Assert.Equal(0, _tool.CountFor("/effects/refunds"));
+    }
+
+    [RedisFact]
+    public async Task RunCache_AWriteThroughB_InvalidatesWhatAKeepsForTheRun()
+    {
+        async Task<string?> ReadOnAAsync()
+        {
+            using var response = await _a.Client.SendAsync(ApprovalConfigs.Call(HttpMethod.Get, "/tools/catalog/items/7", run: "run-shared"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return response.Headers.TryGetValues("X-Gateway-Cache", out var values) ? values.Single() : null;
+        }
+
+        Assert.Equal("MISS", await ReadOnAAsync());
+        Assert.Equal("HIT", await ReadOnAAsync());
+        using (var write = await _b.Client.SendAsync(ApprovalConfigs.Call(HttpMethod.Put, "/tools/catalog/items/7", """{"name":"new"}""", run: "run-shared")))
+        {
+            Assert.Equal(HttpStatusCode.OK, write.StatusCode);
+        }
+
+        Assert.Equal("MISS", await ReadOnAAsync());
+        Assert.Equal("HIT", await ReadOnAAsync());
+        Assert.Equal(2, _tool.Requests().Count(r => r.Method == "GET"));
     }
 
     private static async Task<string> PendingOnAsync(HttpClient client, string run) =>

@@ -16,26 +16,26 @@ public sealed class ToolRunCacheTests
     public void Get_IsScopedByRunToolUserMethodPathAndQuery()
     {
         var options = new ToolRunCacheOptions();
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1?x=1", Answer("a"), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1?x=1", 0, Answer("a"), options);
 
-        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1?x=1", out var hit));
+        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1?x=1", 0, out var hit));
         Assert.Equal("a"u8.ToArray(), hit!.Body);
-        Assert.False(_cache.TryGet("run-2", "catalog", "alice", "GET", "/p/1?x=1", out _));
-        Assert.False(_cache.TryGet("run-1", "crm", "alice", "GET", "/p/1?x=1", out _));
-        Assert.False(_cache.TryGet("run-1", "catalog", "bob", "GET", "/p/1?x=1", out _));
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "HEAD", "/p/1?x=1", out _));
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1?x=2", out _));
+        Assert.False(_cache.TryGet("run-2", "catalog", "alice", "GET", "/p/1?x=1", 0, out _));
+        Assert.False(_cache.TryGet("run-1", "crm", "alice", "GET", "/p/1?x=1", 0, out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "bob", "GET", "/p/1?x=1", 0, out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "HEAD", "/p/1?x=1", 0, out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1?x=2", 0, out _));
     }
 
     [Fact]
     public void Entries_ExpireAfterTheirTtl()
     {
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", Answer("a"), new ToolRunCacheOptions { Ttl = TimeSpan.FromMinutes(5) });
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", 0, Answer("a"), new ToolRunCacheOptions { Ttl = TimeSpan.FromMinutes(5) });
 
         _time.Advance(TimeSpan.FromMinutes(4));
-        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", out _));
+        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 0, out _));
         _time.Advance(TimeSpan.FromMinutes(1));
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 0, out _));
         Assert.Equal(0, _cache.TotalBytes);
     }
 
@@ -43,30 +43,30 @@ public sealed class ToolRunCacheTests
     public void Clear_ForgetsTheRunsEntriesForTheToolOnly()
     {
         var options = new ToolRunCacheOptions();
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", Answer("a"), options);
-        _cache.Store("run-1", "crm", "alice", "GET", "/c/1", Answer("b"), options);
-        _cache.Store("run-2", "catalog", "alice", "GET", "/p/1", Answer("c"), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", 0, Answer("a"), options);
+        _cache.Store("run-1", "crm", "alice", "GET", "/c/1", 0, Answer("b"), options);
+        _cache.Store("run-2", "catalog", "alice", "GET", "/p/1", 0, Answer("c"), options);
 
         _cache.Clear("run-1", "catalog");
 
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", out _));
-        Assert.True(_cache.TryGet("run-1", "crm", "alice", "GET", "/c/1", out _));
-        Assert.True(_cache.TryGet("run-2", "catalog", "alice", "GET", "/p/1", out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 0, out _));
+        Assert.True(_cache.TryGet("run-1", "crm", "alice", "GET", "/c/1", 0, out _));
+        Assert.True(_cache.TryGet("run-2", "catalog", "alice", "GET", "/p/1", 0, out _));
     }
 
     [Fact]
     public void ARunsEntries_StayWithinMaxRunBytes_OldestOutFirst_AndLargeAnswersAreNotKept()
     {
         var options = new ToolRunCacheOptions { MaxRunBytes = 3000, MaxEntryBytes = 1500 };
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", Answer(new string('a', 1000)), options);
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/2", Answer(new string('b', 1000)), options);
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/3", Answer(new string('c', 1000)), options);
-        _cache.Store("run-1", "catalog", "alice", "GET", "/p/big", Answer(new string('d', 2000)), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", 0, Answer(new string('a', 1000)), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/2", 0, Answer(new string('b', 1000)), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/3", 0, Answer(new string('c', 1000)), options);
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/big", 0, Answer(new string('d', 2000)), options);
 
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", out _));
-        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/2", out _));
-        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/3", out _));
-        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/big", out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 0, out _));
+        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/2", 0, out _));
+        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/3", 0, out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/big", 0, out _));
         Assert.InRange(_cache.TotalBytes, 2000, 3000);
     }
 
@@ -77,12 +77,22 @@ public sealed class ToolRunCacheTests
         var body = new string('x', 1024 * 1024 - 1000);
         for (var run = 0; run < 100; run++)
         {
-            _cache.Store("run-" + run, "catalog", "alice", "GET", "/p/1", Answer(body), options);
+            _cache.Store("run-" + run, "catalog", "alice", "GET", "/p/1", 0, Answer(body), options);
         }
 
         Assert.InRange(_cache.TotalBytes, ToolRunCache.MaxTotalBytes - (1024 * 1024), ToolRunCache.MaxTotalBytes);
-        Assert.False(_cache.TryGet("run-0", "catalog", "alice", "GET", "/p/1", out _));
-        Assert.True(_cache.TryGet("run-99", "catalog", "alice", "GET", "/p/1", out _));
+        Assert.False(_cache.TryGet("run-0", "catalog", "alice", "GET", "/p/1", 0, out _));
+        Assert.True(_cache.TryGet("run-99", "catalog", "alice", "GET", "/p/1", 0, out _));
+    }
+
+    [Fact]
+    public void AnEntry_StoredUnderAnOlderGeneration_IsNotServed()
+    {
+        _cache.Store("run-1", "catalog", "alice", "GET", "/p/1", 3, Answer("a"), new ToolRunCacheOptions());
+
+        Assert.True(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 3, out _));
+        Assert.False(_cache.TryGet("run-1", "catalog", "alice", "GET", "/p/1", 4, out _));
+        Assert.Equal(0, _cache.TotalBytes);
     }
 
     [Theory]
