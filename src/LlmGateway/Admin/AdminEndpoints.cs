@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using LlmGateway.Approvals;
 using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
@@ -22,12 +23,27 @@ internal static class AdminEndpoints
     {
         var admin = endpoints.MapGroup("/admin").AddEndpointFilter(RequireAdminKey);
         admin.MapGet("/runs/{id}", GetRunAsync);
-        admin.MapPost("/runs/{id}/halt", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-run", id, () => store.HaltRunAsync(id, ct), new { run = id, halted = true }));
+        admin.MapPost("/runs/{id}/halt", (string id, IAdmissionStore store, ApprovalDecisions approvals, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-run", id, () => HaltAsync(store.HaltRunAsync(id, ct), approvals, id, null, ct), new { run = id, halted = true }));
         admin.MapPost("/runs/{id}/resume", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "resume-run", id, () => store.ResumeRunAsync(id, ct), new { run = id, halted = false }));
         admin.MapGet("/users/{id}", GetUserAsync);
-        admin.MapPost("/users/{id}/halt", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-user", id, () => store.HaltUserAsync(id, ct), new { user = id, halted = true }));
+        admin.MapPost("/users/{id}/halt", (string id, IAdmissionStore store, ApprovalDecisions approvals, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-user", id, () => HaltAsync(store.HaltUserAsync(id, ct), approvals, null, id, ct), new { user = id, halted = true }));
         admin.MapPost("/users/{id}/resume", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "resume-user", id, () => store.ResumeUserAsync(id, ct), new { user = id, halted = false }));
         RecordingEndpoints.Map(admin);
+        ApprovalEndpoints.Map(endpoints);
+    }
+
+    /// <summary>A halt also denies the calls of the run or user held for approval, on every replica (run_halted / user_halted).</summary>
+    private static async ValueTask HaltAsync(ValueTask halt, ApprovalDecisions approvals, string? runId, string? user, CancellationToken ct)
+    {
+        await halt;
+        try
+        {
+            await approvals.DenyHeldAsync(runId, user, ct);
+        }
+        catch (ApprovalStoreUnavailableException)
+        {
+            // The halt itself holds: a held call that is approved later is still refused by its admission.
+        }
     }
 
     private static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext context, EndpointFilterDelegate next)

@@ -28,6 +28,9 @@ public sealed record GatewayOptions
     /// <summary>How repeated tool calls with one Idempotency-Key are answered.</summary>
     public IdempotencyOptions Idempotency { get; init; } = new();
 
+    /// <summary>Human approval of tool calls (rules with Approval: true).</summary>
+    public ApprovalsOptions Approvals { get; init; } = new();
+
     public LimitsOptions Limits { get; init; } = new();
     public StoreOptions Store { get; init; } = new();
     public OtlpOptions Otlp { get; init; } = new();
@@ -328,6 +331,15 @@ public sealed record ToolRuleOptions
 
     /// <summary>JSON body fields (dotted paths for nested objects) and the values each may take; all must match.</summary>
     public Dictionary<string, List<string>> Body { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>A call this rule allows is held until a person approves it (Gateway:Approvals).</summary>
+    public bool Approval { get; init; }
+
+    /// <summary>Who may decide: approver names or groups of Gateway:Approvals:Approvers, or "admin"; empty = any approver.</summary>
+    public List<string> Approvers { get; init; } = [];
+
+    /// <summary>How long an approval (or denial) holds; default Gateway:Approvals:ApprovalTtl.</summary>
+    public TimeSpan? ApprovalTtl { get; init; }
 }
 
 /// <summary>A tool API forwarded under /tools/{tool}/.</summary>
@@ -354,6 +366,9 @@ public sealed record ToolOptions
     public TimeSpan MaxRetryWait { get; init; } = TimeSpan.FromSeconds(10);
 
     public ToolBreakerOptions Breaker { get; init; } = new();
+
+    /// <summary>Keep this tool's successful reads for the rest of a run (X-Run-Id); off when absent.</summary>
+    public ToolRunCacheOptions? RunCache { get; init; }
 }
 
 /// <summary>The circuit breaker of one tool: opens when too many attempts fail, answering 503 at once until it may close.</summary>

@@ -152,6 +152,7 @@ internal static class GatewayOptionsValidator
             }
         }
 
+        ApprovalOptionsValidator.Check(errors, options);
         CheckUser(errors, $"{root}:UserDefaults", options.UserDefaults, options);
         foreach (var (name, user) in options.Users)
         {

@@ -11,6 +11,8 @@ namespace LlmGateway.Errors;
 /// </summary>
 internal readonly record struct GatewayError(int Status, string Code, string Type, string Message, bool ShouldRetry, string? Param = null, TimeSpan? RetryAfter = null)
 {
+    public const string ApprovalIdHeader = "X-Gateway-Approval-Id";
+
     /// <summary>The upstream cannot take the call now (its circuit is open, its queue full): Anthropic's 529 overloaded_error.</summary>
     public bool Overloaded { get; init; }
 
@@ -40,9 +42,20 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
     public static GatewayError UpstreamTimeout(string message) =>
         new(StatusCodes.Status504GatewayTimeout, GatewayErrorCodes.UpstreamTimeout, "upstream_error", message, true);
 
+    /// <summary>A tool call held for a person's approval past Gateway:Approvals:Wait: retry the same call to keep waiting.</summary>
+    public static GatewayError ApprovalPending(string message, string approvalId) =>
+        new(StatusCodes.Status409Conflict, GatewayErrorCodes.ApprovalPending, "invalid_request_error", message, true, null, TimeSpan.FromSeconds(1)) { ApprovalId = approvalId };
+
+    /// <summary>An approver denied the held tool call; the message carries the approver's reason.</summary>
+    public static GatewayError ApprovalDenied(string message, string approvalId) =>
+        new(StatusCodes.Status403Forbidden, GatewayErrorCodes.ApprovalDenied, "permission_error", message, false) { ApprovalId = approvalId };
+
     public static GatewayError Internal(string requestId) =>
         new(StatusCodes.Status500InternalServerError, GatewayErrorCodes.InternalError, "server_error",
             $"The gateway failed unexpectedly while handling this request (request id {requestId}). It was logged; retry, and report the request id if it persists.", true);
+
+    /// <summary>The approval a held tool call waits for, sent as <c>X-Gateway-Approval-Id</c>.</summary>
+    public string? ApprovalId { get; init; }
 
     /// <summary>Writes the error as the whole response, in the dialect of the route. Headers already set (X-Request-Id) are kept.</summary>
     public Task WriteAsync(HttpResponse response)
@@ -55,6 +68,11 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
         if (RetryAfter is { } retryAfter)
         {
             headers[HeaderNames.RetryAfter] = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        if (ApprovalId is { } approvalId)
+        {
+            headers[ApprovalIdHeader] = approvalId;
         }
 
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);

@@ -22,5 +22,7 @@ internal static class GatewayErrorCodes
     public const string ReplayMiss = "replay_miss";
     public const string IdempotencyInProgress = "idempotency_in_progress";
     public const string IdempotencyKeyReused = "idempotency_key_reused";
+    public const string ApprovalPending = "approval_pending";
+    public const string ApprovalDenied = "approval_denied";
     public const string InternalError = "internal_error";
 }

@@ -28,10 +28,17 @@ internal static class GatewayEventIds
     public const int AuditRejection = 3101;
     public const int AuditFileWriteFailed = 3102;
     public const int AuditFileRecovered = 3103;
+    public const int AuditApprovalDecision = 3104;
 
     public const int ToolCallAudit = 4000;
     public const int ToolUpstreamFailed = 4001;
     public const int IdempotencyStoreUnavailable = 4002;
+
+    public const int ApprovalOpened = 4100;
+    public const int ApprovalStoreUnavailable = 4101;
+    public const int ApprovalWebhookFailed = 4102;
+    public const int ApprovalWebhookDropped = 4103;
+    public const int ApprovalSubscriptionFailed = 4104;
 
     public const int CacheStoreFailed = 5000;
     public const int CacheEntryCorrupt = 5001;

@@ -19,6 +19,7 @@ public static class GatewayServiceCollectionExtensions
         services.AddGatewayTelemetry();
         services.AddGatewayBudgets();
         services.AddGatewayTools();
+        services.AddGatewayApprovals();
         services.AddGatewayCache();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(new GatewayConfigFile(Path.GetFullPath(configPath), configPollInterval ?? TimeSpan.FromSeconds(1)));

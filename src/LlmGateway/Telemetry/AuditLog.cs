@@ -18,4 +18,8 @@ internal static partial class AuditLog
     [LoggerMessage(EventId = GatewayEventIds.AdminAction, EventName = "AdminAction", Level = LogLevel.Information,
         Message = "Admin action {Action} on {Target}")]
     public static partial void AdminAction(ILogger logger, string action, string target);
+
+    [LoggerMessage(EventId = GatewayEventIds.AuditApprovalDecision, EventName = "ApprovalDecision", Level = LogLevel.Information,
+        Message = "Approval {ApprovalId} {Decision} by {DecidedBy}: {Method} {Tool} {Path} of user {User} run {RunId}, held since {CreatedAt}: {Reason}")]
+    public static partial void ApprovalDecision(ILogger logger, string approvalId, string decision, string decidedBy, string method, string tool, string path, string user, string? runId, string createdAt, string reason);
 }

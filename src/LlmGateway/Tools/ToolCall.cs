@@ -34,6 +34,9 @@ internal sealed class ToolCall
     /// <summary>The effective idempotency key (the caller's, or derived from X-Run-Id and X-Gateway-Step), forwarded to the tool.</summary>
     public string? IdempotencyKey { get; set; }
 
+    /// <summary>The store key of an approved call ("approval:" + id): the approval, not the caller's key, makes it one execution.</summary>
+    public string? IdempotencyScope { get; set; }
+
     /// <summary>Retrying after a timeout, broken connection or transient status cannot repeat an effect.</summary>
     public bool RetrySafe { get; set; }
 
@@ -41,6 +44,9 @@ internal sealed class ToolCall
     public bool BufferResponse { get; set; }
 
     public long MaxStoredBytes { get; set; }
+
+    /// <summary>X-Gateway-Cache on the tool's answer: MISS for a read the run cache may keep; null otherwise.</summary>
+    public string? CacheHeader { get; set; }
 
     public int Attempts { get; set; }
 

@@ -1,9 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Sockets;
-using System.Security.Cryptography;
-using System.Text;
-using LlmGateway.Budgets;
+using LlmGateway.Approvals;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Forwarding;
@@ -11,58 +8,52 @@ using LlmGateway.Identity;
 using LlmGateway.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
-using Polly;
-using Polly.CircuitBreaker;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace LlmGateway.Tools;
 
 /// <summary>
 /// The request path of <c>/tools/{tool}/{**path}</c>: authenticate, find the tool, check the key's rules (reading
-/// the body only when a rule constrains it), count the call against the run, answer repeats of an idempotency key from
-/// the store, take a concurrency slot, then forward through YARP inside the tool's retry and circuit-breaker pipeline.
+/// the body only when a rule constrains it or the call is keyed, retried or held), count the call against the run
+/// (<see cref="ToolCallAdmission"/>), hold it for approval when its rule says so (<see cref="ApprovalGate"/>), then
+/// execute it (<see cref="IdempotentToolExecution"/>, which forwards through <see cref="ToolForwarder"/>).
 /// Every call ends with one audit record.
 /// </summary>
 internal sealed class ToolCallHandler
 {
-    private static readonly TimeSpan InFlightPollInterval = TimeSpan.FromMilliseconds(50);
-
     private readonly GatewayConfigProvider _config;
     private readonly ToolRegistry _tools;
-    private readonly IHttpForwarder _forwarder;
-    private readonly UpstreamHttpClient _client;
-    private readonly ToolForwardingTransformer _transformer;
-    private readonly IAdmissionStore _admissions;
-    private readonly IIdempotencyStore _idempotency;
+    private readonly ToolCallAdmission _admission;
+    private readonly IdempotentToolExecution _execution;
+    private readonly ApprovalGate _approvals;
+    private readonly ToolRunCache _runCache;
+    private readonly IRunCacheGenerations _generations;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
-    private readonly ILogger<ToolCallHandler> _logger;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, IHttpForwarder forwarder, UpstreamHttpClient client, ToolForwardingTransformer transformer,
-        IAdmissionStore admissions, IIdempotencyStore idempotency, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory)
     {
+        _generations = generations;
+        _runCache = runCache;
+        _approvals = approvals;
         _config = config;
         _tools = tools;
-        _forwarder = forwarder;
-        _client = client;
-        _transformer = transformer;
-        _admissions = admissions;
-        _idempotency = idempotency;
+        _admission = admission;
+        _execution = execution;
         _metrics = metrics;
         _audit = loggerFactory.CreateLogger(ToolConstants.AuditCategory);
-        _logger = loggerFactory.CreateLogger<ToolCallHandler>();
     }
 
     public async Task HandleAsync(HttpContext context)
     {
-        var audit = new Audit(Stopwatch.GetTimestamp(), RequestIds.For(context), context.Request.Method);
+        var audit = new ToolCallAudit(Stopwatch.GetTimestamp(), RequestIds.For(context), context.Request.Method);
         var rawPath = context.Request.Path.Value ?? "/";
         var slash = rawPath.IndexOf('/', ToolConstants.RoutePrefix.Length);
         audit.Tool = context.Request.RouteValues["tool"] as string ?? string.Empty;
         audit.Path = slash < 0 ? "/" : rawPath[slash..];
         try
         {
-            await HandleCoreAsync(context, audit);
+            await HandleCoreAsync(context, audit).ConfigureAwait(false);
         }
         finally
         {
@@ -75,11 +66,11 @@ internal sealed class ToolCallHandler
 
             ToolAuditLog.ToolCall(_audit, audit.RequestId, DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), audit.Caller?.Id, audit.Caller?.User, audit.RunId,
                 audit.Tool, audit.Method, audit.Path, audit.Denied ? "denied" : "allowed", audit.Rule, audit.Reason, status, Math.Round(seconds * 1000, 3),
-                audit.Attempts, audit.IdempotencyKey, audit.Replayed);
+                audit.Attempts, audit.IdempotencyKey, audit.Replayed, audit.ApprovalId);
         }
     }
 
-    private async Task HandleCoreAsync(HttpContext context, Audit audit)
+    private async Task HandleCoreAsync(HttpContext context, ToolCallAudit audit)
     {
         var config = _config.Current;
         var request = context.Request;
@@ -89,7 +80,7 @@ internal sealed class ToolCallHandler
         audit.RunId = runId;
         if (error is { } authError)
         {
-            await RejectAsync(context, audit, authError);
+            await RejectAsync(context, audit, authError).ConfigureAwait(false);
             return;
         }
 
@@ -97,15 +88,15 @@ internal sealed class ToolCallHandler
         if (!snapshot.Tools.TryGetValue(audit.Tool, out var route))
         {
             await RejectAsync(context, audit, new GatewayError(StatusCodes.Status404NotFound, ToolConstants.ToolNotFound, "invalid_request_error",
-                $"The tool '{audit.Tool}' does not exist on this gateway (Gateway:Tools).", false));
+                $"The tool '{audit.Tool}' does not exist on this gateway (Gateway:Tools).", false)).ConfigureAwait(false);
             return;
         }
 
         audit.Route = route;
-        if (!IsPlainPath(audit.Path))
+        if (!ToolRequestReader.IsPlainPath(audit.Path))
         {
             await RejectAsync(context, audit, GatewayError.InvalidRequest(
-                "Tool paths may not contain an encoded slash or backslash (%2F, %5C, \\) or . and .. segments: rules could not tell where they lead."));
+                "Tool paths may not contain an encoded slash or backslash (%2F, %5C, \\) or . and .. segments: rules could not tell where they lead.")).ConfigureAwait(false);
             return;
         }
 
@@ -116,27 +107,26 @@ internal sealed class ToolCallHandler
         var needsBody = rule is null && permissions is not null && permissions.NeedsBody(method, path);
         if (rule is null && !needsBody)
         {
-            await RejectAsync(context, audit, Denied(route.Name, method, audit.Path, permissions is null ? "your key has no rules for this tool" : "no rule of your key allows it"));
+            await RejectAsync(context, audit, ToolCallResponses.Denied(route.Name, method, audit.Path, permissions is null ? "your key has no rules for this tool" : "no rule of your key allows it")).ConfigureAwait(false);
             return;
         }
 
-        var idempotencyError = ReadIdempotencyKey(request, runId, out var idempotencyKey);
+        var idempotencyError = ToolRequestReader.ReadIdempotencyKey(request, runId, out var idempotencyKey);
         audit.IdempotencyKey = idempotencyKey;
         if (idempotencyError is { } keyError)
         {
-            await RejectAsync(context, audit, keyError);
+            await RejectAsync(context, audit, keyError).ConfigureAwait(false);
             return;
         }
 
         // The body is read whole only when something needs it: a body rule, the request hash of a keyed call, or a retry.
-        var hasBody = request.ContentLength > 0 || (request.ContentLength is null && request.Headers.TransferEncoding.Count > 0);
         ReadOnlyMemory<byte>? body = null;
-        if (hasBody && (needsBody || idempotencyKey is not null || route.Options.MaxAttempts > 1))
+        if (ToolRequestReader.HasBody(request) && (needsBody || idempotencyKey is not null || route.Options.MaxAttempts > 1 || rule is { RequiresApproval: true }))
         {
-            var (bytes, readError) = await ReadBodyAsync(request, config.Options.Limits.MaxRequestBodyBytes, context.RequestAborted);
+            var (bytes, readError) = await ToolRequestReader.ReadBodyAsync(request, config.Options.Limits.MaxRequestBodyBytes, context.RequestAborted).ConfigureAwait(false);
             if (readError is { } tooLarge)
             {
-                await RejectAsync(context, audit, tooLarge);
+                await RejectAsync(context, audit, tooLarge).ConfigureAwait(false);
                 return;
             }
 
@@ -148,546 +138,111 @@ internal sealed class ToolCallHandler
             rule = permissions!.FindForBody(method, path, body ?? ReadOnlyMemory<byte>.Empty);
             if (rule is null)
             {
-                await RejectAsync(context, audit, Denied(route.Name, method, audit.Path, "its JSON body does not satisfy the rule's body constraints"));
+                await RejectAsync(context, audit, ToolCallResponses.Denied(route.Name, method, audit.Path, "its JSON body does not satisfy the rule's body constraints")).ConfigureAwait(false);
                 return;
             }
         }
 
         audit.Rule = rule!.Description;
-        var (reservation, refusal) = await AdmitAsync(config, caller, runId, audit.RequestId, context.RequestAborted);
+        var (reservation, refusal) = await _admission.AdmitAsync(config, caller, runId, audit.RequestId, context.RequestAborted).ConfigureAwait(false);
         if (refusal is { } refused)
         {
-            await RejectAsync(context, audit, refused);
+            await RejectAsync(context, audit, refused).ConfigureAwait(false);
             return;
         }
 
+        var countsAsCall = true;
+        var runCache = runId is null ? null : route.Options.RunCache;
+        var cachedRead = runCache is not null && ToolRunCache.IsCached(runCache, method);
+        var pathAndQuery = audit.Path + request.QueryString.Value;
         try
         {
+            long? generation = null;
+            if (cachedRead)
+            {
+                generation = await _generations.CurrentAsync(runId!, route.Name, context.RequestAborted).ConfigureAwait(false);
+                if (generation is { } current && _runCache.TryGet(runId!, route.Name, caller.User, method, pathAndQuery, current, out var cached))
+                {
+                    // Answered within the run: no call to the tool, no side effect; counted against the run's calls unless CountHits is false.
+                    countsAsCall = runCache!.CountHits;
+                    audit.Reason = "run_cache_hit";
+                    await ToolCallResponses.WriteStoredAsync(context, audit.RequestId, cached!, ToolConstants.CacheHeader, "HIT").ConfigureAwait(false);
+                    return;
+                }
+            }
+            else if (runCache is not null && !await InvalidateAsync(runId!, route.Name, context.RequestAborted).ConfigureAwait(false))
+            {
+                // A write whose invalidation cannot be recorded could be followed by a stale read on another replica.
+                countsAsCall = false;
+                await RejectAsync(context, audit, ToolCallResponses.StoreUnavailable()).ConfigureAwait(false);
+                return;
+            }
+
+            string? approvalId = null;
+            if (rule.RequiresApproval)
+            {
+                var held = new ApprovalGate.HeldCall(audit.RequestId, caller, runId, route.Name, method, audit.Path, request.QueryString.Value ?? string.Empty,
+                    rule.Approvers, rule.ApprovalTtl, body);
+                (approvalId, var holdError) = await _approvals.HoldAsync(config.Options.Approvals, held, context.RequestAborted).ConfigureAwait(false);
+                audit.ApprovalId = approvalId;
+                if (holdError is { } notApproved)
+                {
+                    // A call still waiting for its approval is not a call yet: its repeats do not use up the run's calls.
+                    countsAsCall = notApproved.Code != GatewayErrorCodes.ApprovalPending;
+                    await RejectAsync(context, audit, notApproved).ConfigureAwait(false);
+                    return;
+                }
+            }
+
             var call = new ToolCall(audit.RequestId, caller, runId, route, method, audit.Path,
                 RequestUtilities.MakeDestinationAddress(route.BaseUrl, new PathString(audit.Path), request.QueryString))
             {
-                IdempotencyKey = idempotencyKey,
-                RetrySafe = idempotencyKey is not null || ToolConstants.IsIdempotentMethod(method),
+                // An approved call executes once per approval: the approval keys it in the idempotency store.
+                IdempotencyKey = idempotencyKey ?? (approvalId is null ? null : "approval:" + approvalId),
+                IdempotencyScope = approvalId is null ? null : "approval:" + approvalId,
+                RetrySafe = idempotencyKey is not null || approvalId is not null || ToolConstants.IsIdempotentMethod(method),
             };
-            await ExecuteAsync(context, call, body, config, audit);
+            if (cachedRead)
+            {
+                call.BufferResponse = true;
+                call.MaxStoredBytes = runCache!.MaxEntryBytes;
+                call.CacheHeader = "MISS";
+            }
+
+            await _execution.ExecuteAsync(context, call, body, config, audit).ConfigureAwait(false);
+            if (cachedRead && generation is { } storedUnder && call.Stored is { Status: >= 200 and < 300, Body: not null } answer)
+            {
+                _runCache.Store(runId!, route.Name, caller.User, method, pathAndQuery, storedUnder, answer, runCache!);
+            }
+            else if (runCache is not null && !cachedRead)
+            {
+                // Again after the write: a read of the run that ran alongside it may have stored what the write changed.
+                await InvalidateAsync(runId!, route.Name, CancellationToken.None).ConfigureAwait(false);
+            }
         }
         finally
         {
             if (reservation is not null)
             {
-                try
-                {
-                    // Every admitted tool call counts once against the run's calls ceiling; it costs nothing.
-                    await _admissions.SettleAsync(reservation, 0m, 0, CancellationToken.None);
-                }
-                catch (AdmissionStoreUnavailableException ex)
-                {
-                    BudgetLog.SettleFailed(_logger, audit.RequestId, reservation.Id, 0m, ex.Message);
-                }
+                await _admission.FinishAsync(reservation, countsAsCall, audit.RequestId).ConfigureAwait(false);
             }
         }
     }
 
-    private async Task ExecuteAsync(HttpContext context, ToolCall call, ReadOnlyMemory<byte>? body, GatewayConfig config, Audit audit)
+    /// <summary>Forgets what the run read from the tool, here and (with Redis) on every replica; false when that could not be recorded.</summary>
+    private async ValueTask<bool> InvalidateAsync(string runId, string tool, CancellationToken cancellationToken)
     {
-        var route = call.Route;
-        var idempotency = config.Options.Idempotency;
-        string? storeKey = null;
-        IdempotencyClaim? claim = null;
-        if (call.IdempotencyKey is { } key)
-        {
-            storeKey = ScopeKey(call.Caller.User, route.Name, key);
-            var hash = RequestHash(call.Method, call.Path, context.Request.QueryString.Value, body);
-            var attempts = route.Options.MaxAttempts;
-            var claimTtl = route.Options.Timeout * attempts + route.Options.MaxRetryWait * (attempts - 1) + TimeSpan.FromSeconds(30);
-            try
-            {
-                claim = await ClaimAsync(storeKey, hash, claimTtl, idempotency.WaitTimeout, context.RequestAborted);
-            }
-            catch (IdempotencyStoreUnavailableException ex)
-            {
-                var policy = config.Options.Store.OnUnavailable;
-                ToolLog.IdempotencyStoreUnavailable(_logger, call.RequestId, policy.ToString(), ex.Message);
-                _metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
-                if (policy == StoreFailurePolicy.Deny)
-                {
-                    await RejectAsync(context, audit, StoreUnavailable());
-                    return;
-                }
-            }
-
-            switch (claim?.State)
-            {
-                case IdempotencyState.Completed:
-                    audit.Replayed = true;
-                    audit.Reason = "replayed";
-                    _metrics.RecordIdempotentReplay(route.Name);
-                    await ReplayAsync(context, call, claim.Response!);
-                    return;
-                case IdempotencyState.KeyReused:
-                    await RejectAsync(context, audit, new GatewayError(StatusCodes.Status422UnprocessableEntity, GatewayErrorCodes.IdempotencyKeyReused, "invalid_request_error",
-                        $"The Idempotency-Key '{key}' was already used for a different request to tool '{route.Name}'. Use a new key for a new request.", false, ToolConstants.IdempotencyKeyHeader));
-                    return;
-                case IdempotencyState.InFlight:
-                    await RejectAsync(context, audit, new GatewayError(StatusCodes.Status409Conflict, GatewayErrorCodes.IdempotencyInProgress, "invalid_request_error",
-                        $"A call with the Idempotency-Key '{key}' to tool '{route.Name}' is still in flight after waiting {idempotency.WaitTimeout.TotalSeconds:0.#} s. Retry later to get its result.", true));
-                    return;
-            }
-
-            call.BufferResponse = claim is not null;
-            call.MaxStoredBytes = idempotency.MaxStoredResponseBytes;
-        }
-
-        var entered = false;
+        _runCache.Clear(runId, tool);
         try
         {
-            entered = await route.Runtime.EnterAsync(route.Options.Timeout, context.RequestAborted);
-            if (!entered)
-            {
-                await RejectAsync(context, audit, GatewayError.UpstreamUnavailable(
-                    $"The tool '{route.Name}' already has {route.Options.MaxConcurrency} calls in flight and {route.Options.MaxQueue} waiting (Gateway:Tools:{route.Name}:MaxConcurrency). Retry shortly.",
-                    shouldRetry: true, TimeSpan.FromSeconds(1)));
-                return;
-            }
-
-            await ForwardAsync(context, call, body, audit);
+            await _generations.AdvanceAsync(runId, tool, cancellationToken).ConfigureAwait(false);
+            return true;
         }
-        finally
-        {
-            if (entered)
-            {
-                route.Runtime.Exit();
-            }
-
-            audit.Attempts = call.Attempts;
-            if (claim is { State: IdempotencyState.Claimed })
-            {
-                await FinishClaimAsync(storeKey!, claim, call, idempotency.Ttl);
-            }
-        }
-    }
-
-    private async Task ForwardAsync(HttpContext context, ToolCall call, ReadOnlyMemory<byte>? body, Audit audit)
-    {
-        context.Features.Set(call);
-        var route = call.Route;
-        var resilience = ResilienceContextPool.Shared.Get(context.RequestAborted);
-        resilience.Properties.Set(ToolRuntime.CallKey, call);
-        ToolAttempt outcome;
-        try
-        {
-            outcome = await route.Runtime.Pipeline.ExecuteAsync(
-                static (ctx, state) => state.Handler.AttemptAsync(state.Context, state.Call, state.Body, ctx.CancellationToken),
-                resilience,
-                (Handler: this, Context: context, Call: call, Body: body));
-        }
-        catch (BrokenCircuitException ex)
-        {
-            audit.Reason = GatewayErrorCodes.UpstreamUnavailable;
-            await WriteErrorAsync(context, call, GatewayError.UpstreamUnavailable(
-                $"The tool '{route.Name}' is failing and its circuit is open; calls are refused until it may close.", shouldRetry: true, ex.RetryAfter ?? route.Options.Breaker.BreakDuration));
-            _metrics.RecordRejection(call.Caller.User, GatewayErrorCodes.UpstreamUnavailable);
-            return;
-        }
-        finally
-        {
-            ResilienceContextPool.Shared.Return(resilience);
-        }
-
-        audit.Reason = outcome.Kind switch
-        {
-            ToolAttemptKind.Response => "completed",
-            ToolAttemptKind.HeldBack => GatewayErrorCodes.UpstreamError,
-            ToolAttemptKind.Timeout => GatewayErrorCodes.UpstreamTimeout,
-            ToolAttemptKind.ClientAborted => "client_aborted",
-            ToolAttemptKind.ResponseBroken => "response_broken",
-            _ => GatewayErrorCodes.UpstreamError,
-        };
-        if (call.ResponseRelayed || context.Response.HasStarted || outcome.Kind == ToolAttemptKind.ClientAborted)
-        {
-            return;
-        }
-
-        ToolLog.UpstreamFailed(_logger, call.RequestId, route.Name, call.Attempts, outcome.Reason);
-        var error = outcome.Kind switch
-        {
-            ToolAttemptKind.Timeout => GatewayError.UpstreamTimeout(
-                $"The tool '{route.Name}' did not answer within {route.Options.Timeout.TotalSeconds:0.###} s (Gateway:Tools:{route.Name}:Timeout), after {call.Attempts} attempt(s)."),
-            ToolAttemptKind.HeldBack => GatewayError.UpstreamError($"The tool '{route.Name}' answered {outcome.Status} on every attempt ({call.Attempts})."),
-            _ => GatewayError.UpstreamError($"The tool '{route.Name}' could not be reached ({outcome.Reason}) after {call.Attempts} attempt(s)."),
-        };
-        await WriteErrorAsync(context, call, error);
-    }
-
-    /// <summary>One attempt: a fresh copy of the buffered body, a fresh attempt timeout, one YARP forward.</summary>
-    private async ValueTask<ToolAttempt> AttemptAsync(HttpContext context, ToolCall call, ReadOnlyMemory<byte>? body, CancellationToken cancellationToken)
-    {
-        call.Attempts++;
-        call.HeldBack = false;
-        call.HeldBackRetryAfter = null;
-        call.BodyFailure = null;
-        var request = context.Request;
-        if (body is { } bytes)
-        {
-            request.Body = new ReadOnlyMemoryStream(bytes);
-            request.ContentLength = bytes.Length;
-            request.Headers.Remove("Transfer-Encoding");
-        }
-
-        if (!context.Response.HasStarted)
-        {
-            context.Response.Clear();
-        }
-
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(call.Route.Options.Timeout);
-        call.AttemptTimeout = timeout;
-        ForwarderError result;
-        try
-        {
-            result = await _forwarder.SendAsync(context, call.Route.BaseUrl, _client.Invoker, call.Route.Runtime.RequestConfig, _transformer, timeout.Token);
-        }
-        finally
-        {
-            call.AttemptTimeout = null;
-        }
-
-        if (context.RequestAborted.IsCancellationRequested)
-        {
-            return new ToolAttempt(ToolAttemptKind.ClientAborted, call.UpstreamStatus);
-        }
-
-        if (call.HeldBack)
-        {
-            return new ToolAttempt(ToolAttemptKind.HeldBack, call.UpstreamStatus, call.HeldBackRetryAfter);
-        }
-
-        if (call.BodyFailure is { } failure)
-        {
-            return new ToolAttempt(failure, call.UpstreamStatus);
-        }
-
-        if (result == ForwarderError.None)
-        {
-            return new ToolAttempt(ToolAttemptKind.Response, call.UpstreamStatus);
-        }
-
-        if (call.ResponseRelayed || context.Response.HasStarted)
-        {
-            return new ToolAttempt(ToolAttemptKind.ResponseBroken, call.UpstreamStatus);
-        }
-
-        if (timeout.IsCancellationRequested || result == ForwarderError.RequestTimedOut)
-        {
-            return new ToolAttempt(ToolAttemptKind.Timeout);
-        }
-
-        return new ToolAttempt(IsConnectionRefused(context.GetForwarderErrorFeature()?.Exception) ? ToolAttemptKind.ConnectionRefused : ToolAttemptKind.ConnectionFailed);
-    }
-
-    private static bool IsConnectionRefused(Exception? exception)
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is SocketException { SocketErrorCode: SocketError.ConnectionRefused })
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
-    /// <summary>Claims the key, or waits (bounded) while another call with it is in flight; a claim that is abandoned meanwhile becomes ours.</summary>
-    private async Task<IdempotencyClaim> ClaimAsync(string key, string hash, TimeSpan claimTtl, TimeSpan wait, CancellationToken cancellationToken)
-    {
-        var deadline = Stopwatch.GetTimestamp() + (long)(wait.TotalSeconds * Stopwatch.Frequency);
-        while (true)
-        {
-            var claim = await _idempotency.TryBeginAsync(key, hash, claimTtl, cancellationToken);
-            if (claim.State != IdempotencyState.InFlight || Stopwatch.GetTimestamp() >= deadline)
-            {
-                return claim;
-            }
-
-            await Task.Delay(InFlightPollInterval, cancellationToken);
-        }
-    }
-
-    /// <summary>
-    /// Stores what the tool answered (any status: a repeat must see the same outcome), or gives the key up when the
-    /// tool never answered, so a repeat can execute it (and the tool, given the same Idempotency-Key, can deduplicate).
-    /// </summary>
-    private async Task FinishClaimAsync(string key, IdempotencyClaim claim, ToolCall call, TimeSpan ttl)
-    {
-        try
-        {
-            if (call.Stored is { } stored)
-            {
-                await _idempotency.CompleteAsync(key, claim, stored, ttl, CancellationToken.None);
-            }
-            else
-            {
-                await _idempotency.AbandonAsync(key, claim, CancellationToken.None);
-            }
-        }
-        catch (IdempotencyStoreUnavailableException ex)
-        {
-            // The claim expires by itself; until then repeats wait and get 409.
-            ToolLog.IdempotencyStoreUnavailable(_logger, call.RequestId, "complete", ex.Message);
-        }
-    }
-
-    private static async Task ReplayAsync(HttpContext context, ToolCall call, StoredToolResponse stored)
-    {
-        var response = context.Response;
-        response.Clear();
-        response.StatusCode = stored.Status;
-        foreach (var (name, values) in stored.Headers)
-        {
-            response.Headers.Append(name, values);
-        }
-
-        response.Headers[GatewayHeaders.RequestId] = call.RequestId;
-        response.Headers[GatewayHeaders.Attempts] = "0";
-        response.Headers[ToolConstants.ReplayedHeader] = "true";
-        if (stored.Body is { } body)
-        {
-            response.ContentLength = body.Length;
-            await response.Body.WriteAsync(body, context.RequestAborted);
-        }
-        else
-        {
-            response.Headers[ToolConstants.ReplayBodyHeader] = "omitted";
-            response.ContentLength = 0;
-        }
-    }
-
-    private async ValueTask<(Reservation? Reservation, GatewayError? Error)> AdmitAsync(GatewayConfig config, CallerKey caller, string? runId, string requestId, CancellationToken cancellationToken)
-    {
-        var runs = caller.Policy.Runs;
-        var admission = new AdmissionRequest
-        {
-            User = caller.User,
-            KeyId = caller.Id,
-            RunId = runId,
-            RunBudget = new BudgetLimits(0m, 0, runs.Calls),
-            RunDeadline = runs.Deadline ?? TimeSpan.Zero,
-            ReservationTtl = config.Options.Store.ReservationTtl,
-        };
-
-        AdmissionResult result;
-        try
-        {
-            result = await _admissions.ReserveAsync(admission, cancellationToken);
-        }
-        catch (AdmissionStoreUnavailableException ex)
-        {
-            var policy = config.Options.Store.OnUnavailable;
-            _metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
-            BudgetLog.StoreUnavailable(_logger, requestId, policy.ToString(), ex.Message);
-            return policy == StoreFailurePolicy.Allow ? (null, null) : (null, StoreUnavailable());
-        }
-
-        if (result.IsAdmitted)
-        {
-            return (result.Reservation, null);
-        }
-
-        var value = result.LimitValue.ToString("0.######", CultureInfo.InvariantCulture);
-        GatewayError error = result.Rejection switch
-        {
-            AdmissionRejection.RunHalted => new(StatusCodes.Status403Forbidden, GatewayErrorCodes.RunHalted, "permission_error",
-                $"The run '{runId}' was halted by an operator (POST /admin/runs/{{id}}/resume lifts it).", false),
-            AdmissionRejection.UserHalted => new(StatusCodes.Status403Forbidden, GatewayErrorCodes.UserHalted, "permission_error",
-                $"The user '{caller.User}' was halted by an operator.", false),
-            AdmissionRejection.RunDeadlineExceeded => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RunDeadlineExceeded, "rate_limit_error",
-                $"The run '{runId}' passed its deadline of {value} s from its first call.", false),
-            AdmissionRejection.RateLimitExceeded => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
-                $"The run '{runId}' reached a rate or in-flight limit of {value}.", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
-            _ => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota",
-                result.FailedLimit == AdmissionLimit.Calls
-                    ? $"The run '{runId}' has used up its limit of {value} calls (LLM and tool calls together)."
-                    : $"The {result.FailedScope.ToString().ToLowerInvariant()} budget is used up ({result.FailedLimit} limit {value}).", false, null, result.RetryAfter),
-        };
-        return (null, error);
-    }
-
-    /// <summary>Idempotency-Key, or one derived from X-Run-Id and X-Gateway-Step: the same step of the same run is one call.</summary>
-    private static GatewayError? ReadIdempotencyKey(HttpRequest request, string? runId, out string? key)
-    {
-        key = null;
-        var headers = request.Headers;
-        if (headers.TryGetValue(ToolConstants.IdempotencyKeyHeader, out var values) && values.Count > 0)
-        {
-            var value = values[0];
-            if (values.Count > 1 || string.IsNullOrEmpty(value) || value.Length > ToolConstants.MaxIdempotencyKeyLength || !IsVisibleAscii(value))
-            {
-                return GatewayError.InvalidRequest($"Idempotency-Key must be one value of 1 to {ToolConstants.MaxIdempotencyKeyLength} visible ASCII characters.", ToolConstants.IdempotencyKeyHeader);
-            }
-
-            key = value;
-            return null;
-        }
-
-        if (headers.TryGetValue(ToolConstants.StepHeader, out var steps) && steps.Count > 0)
-        {
-            var step = steps[0];
-            if (runId is null)
-            {
-                return GatewayError.InvalidRequest("X-Gateway-Step identifies a step of a run: send X-Run-Id with it (or an Idempotency-Key).", ToolConstants.StepHeader);
-            }
-
-            if (steps.Count > 1 || !CallerAuthenticator.IsValidId(step))
-            {
-                return GatewayError.InvalidRequest($"X-Gateway-Step must be one value of 1 to {CallerAuthenticator.MaxRunIdLength} characters: letters, digits and . _ : -", ToolConstants.StepHeader);
-            }
-
-            key = "run:" + runId + ":step:" + step;
-        }
-
-        return null;
-    }
-
-    /// <summary>
-    /// Kestrel decodes the path but keeps %2F encoded and has removed dot segments; what is left could still be read as
-    /// another path by a tool that decodes again, so it is refused rather than matched segment by segment.
-    /// </summary>
-    private static bool IsPlainPath(string path)
-    {
-        if (path.Contains("%2F", StringComparison.OrdinalIgnoreCase) || path.Contains("%5C", StringComparison.OrdinalIgnoreCase) || path.Contains('\\'))
+        catch (RunCacheUnavailableException)
         {
             return false;
         }
-
-        foreach (var segment in path.Split('/'))
-        {
-            if (segment is "." or "..")
-            {
-                return false;
-            }
-        }
-
-        return true;
     }
 
-    private static bool IsVisibleAscii(string value)
-    {
-        foreach (var c in value)
-        {
-            if (c is < '!' or > '~')
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
-
-    /// <summary>Keys are scoped per gateway user and tool, and hashed: any caller-chosen text is safe as a store key.</summary>
-    private static string ScopeKey(string user, string tool, string key) =>
-        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(user + "\n" + tool + "\n" + key)));
-
-    private static string RequestHash(string method, string path, string? query, ReadOnlyMemory<byte>? body)
-    {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        hash.AppendData(Encoding.UTF8.GetBytes(method.ToUpperInvariant() + "\n" + path + "\n" + query + "\n"));
-        if (body is { } bytes)
-        {
-            hash.AppendData(bytes.Span);
-        }
-
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
-    }
-
-    private static async Task<(ReadOnlyMemory<byte> Body, GatewayError? Error)> ReadBodyAsync(HttpRequest request, long limit, CancellationToken cancellationToken)
-    {
-        if (request.ContentLength > limit)
-        {
-            return (default, GatewayError.RequestTooLarge(limit));
-        }
-
-        using var buffer = new MemoryStream(request.ContentLength is > 0 and < 1 << 20 ? (int)request.ContentLength : 4096);
-        var chunk = new byte[16 * 1024];
-        int read;
-        while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
-        {
-            if (buffer.Length + read > limit)
-            {
-                return (default, GatewayError.RequestTooLarge(limit));
-            }
-
-            buffer.Write(chunk, 0, read);
-        }
-
-        return (buffer.ToArray(), null);
-    }
-
-    private static GatewayError Denied(string tool, string method, string path, string why) =>
-        GatewayError.PermissionDenied($"Your key may not call {method} {path} on tool '{tool}': {why}.");
-
-    private static GatewayError StoreUnavailable() =>
-        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-            "The gateway's store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
-            true, null, TimeSpan.FromSeconds(1));
-
-    private Task RejectAsync(HttpContext context, Audit audit, GatewayError error)
-    {
-        audit.Reason = error.Code;
-        audit.Denied = true;
-        _metrics.RecordRejection(audit.Caller?.User ?? string.Empty, error.Code);
-        return WriteErrorAsync(context, null, error, audit.RequestId);
-    }
-
-    private static Task WriteErrorAsync(HttpContext context, ToolCall? call, GatewayError error, string? requestId = null)
-    {
-        var response = context.Response;
-        if (response.HasStarted)
-        {
-            return Task.CompletedTask;
-        }
-
-        response.Clear();
-        response.Headers[GatewayHeaders.RequestId] = call?.RequestId ?? requestId;
-        if (call is not null)
-        {
-            response.Headers[GatewayHeaders.Attempts] = call.Attempts.ToString(CultureInfo.InvariantCulture);
-        }
-
-        return error.WriteAsync(response);
-    }
-
-    /// <summary>What the audit record of one call says; filled in as the call proceeds.</summary>
-    private sealed class Audit(long start, string requestId, string method)
-    {
-        public long Start { get; } = start;
-
-        public string RequestId { get; } = requestId;
-
-        public string Method { get; } = method;
-
-        public string Tool { get; set; } = string.Empty;
-
-        public string Path { get; set; } = "/";
-
-        public CallerKey? Caller { get; set; }
-
-        public string? RunId { get; set; }
-
-        public ToolRoute? Route { get; set; }
-
-        /// <summary>The rule that allowed the call; null while (or because) it is denied.</summary>
-        public string? Rule { get; set; }
-
-        public string Reason { get; set; } = "completed";
-
-        /// <summary>The gateway refused the call itself (permission, limit, idempotency conflict, bulkhead, ...).</summary>
-        public bool Denied { get; set; }
-
-        public int Attempts { get; set; }
-
-        public string? IdempotencyKey { get; set; }
-
-        public bool Replayed { get; set; }
-    }
+    private Task RejectAsync(HttpContext context, ToolCallAudit audit, GatewayError error) => ToolCallResponses.RejectAsync(context, audit, error, _metrics);
 }

@@ -9,6 +9,7 @@ internal static class ToolConstants
     public const string StepHeader = "X-Gateway-Step";
     public const string ReplayedHeader = "Idempotent-Replayed";
     public const string ReplayBodyHeader = "X-Gateway-Replay-Body";
+    public const string CacheHeader = "X-Gateway-Cache";
     public const string ToolNotFound = "tool_not_found";
     public const int MaxIdempotencyKeyLength = 255;
 

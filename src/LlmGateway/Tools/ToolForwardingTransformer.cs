@@ -172,6 +172,10 @@ internal sealed class ToolForwardingTransformer : HttpTransformer
     {
         headers[GatewayHeaders.RequestId] = call.RequestId;
         headers[GatewayHeaders.Attempts] = call.Attempts.ToString(CultureInfo.InvariantCulture);
+        if (call.CacheHeader is { } cache)
+        {
+            headers[ToolConstants.CacheHeader] = cache;
+        }
     }
 
     /// <summary>Retry-After (seconds or an HTTP date) or retry-after-ms, as OpenAI-style APIs send it.</summary>

@@ -33,6 +33,15 @@ internal sealed class ToolRule
 
     public bool HasBodyConstraints => _body.Length > 0;
 
+    /// <summary>A call this rule allows is held for a person's approval (<c>"Approval": true</c>).</summary>
+    public bool RequiresApproval { get; private init; }
+
+    /// <summary>Who may decide (approver names or groups); empty: any approver.</summary>
+    public string[] Approvers { get; private init; } = [];
+
+    /// <summary>The rule's own ApprovalTtl; null: Gateway:Approvals:ApprovalTtl.</summary>
+    public TimeSpan? ApprovalTtl { get; private init; }
+
     /// <summary>Parses a rule; the error names what is wrong (the caller adds the key path).</summary>
     public static bool TryParse(string tool, int index, ToolRuleOptions options, out ToolRule? rule, out string? error)
     {
@@ -116,7 +125,12 @@ internal sealed class ToolRule
             body.Add(new BodyConstraint(field.Split('.'), values.ToFrozenSet(StringComparer.Ordinal)));
         }
 
-        rule = new ToolRule(tool, index, $"{method} {pattern}", method == AnySegment ? null : method, segments, endsWithRest, [.. body]);
+        rule = new ToolRule(tool, index, $"{method} {pattern}", method == AnySegment ? null : method, segments, endsWithRest, [.. body])
+        {
+            RequiresApproval = options.Approval,
+            Approvers = [.. options.Approvers],
+            ApprovalTtl = options.ApprovalTtl,
+        };
         error = null;
         return true;
     }

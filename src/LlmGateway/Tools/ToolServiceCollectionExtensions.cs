@@ -23,6 +23,17 @@ public static class ToolServiceCollectionExtensions
         });
         services.TryAddSingleton<ToolRegistry>();
         services.TryAddSingleton<ToolForwardingTransformer>();
+        services.TryAddSingleton<ToolForwarder>();
+        services.TryAddSingleton<ToolRunCache>();
+        services.TryAddSingleton<IRunCacheGenerations>(sp =>
+        {
+            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
+            return string.IsNullOrWhiteSpace(options.Redis)
+                ? new LocalRunCacheGenerations()
+                : new RedisRunCacheGenerations(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), options.Store.KeyPrefix, options.Store.Timeout, options.Runs.IdleExpiry);
+        });
+        services.TryAddSingleton<ToolCallAdmission>();
+        services.TryAddSingleton<IdempotentToolExecution>();
         services.TryAddSingleton<ToolCallHandler>();
         return services;
     }

@@ -277,6 +277,31 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
 
         Assert.Equal(round + 1, _tool.CountFor("/effects/refunds"));
 
+        // Approvals: a held call, seen pending through the admin API (the pending gauges) and approved there.
+        var held = client.SendAsync(ToolConfigs.Request(HttpMethod.Post, $"/tools/effects/approved/payout-{round}", """{"amount":2}""", Alice));
+        string? approvalId = null;
+        await Http.EventuallyAsync(async () =>
+        {
+            using var list = new HttpRequestMessage(HttpMethod.Get, "/admin/approvals");
+            list.Headers.Authorization = new("Bearer", TestConfigs.AdminKey);
+            using var listed = await client.SendAsync(list);
+            using var pending = JsonDocument.Parse(await listed.Content.ReadAsStringAsync());
+            var data = pending.RootElement.GetProperty("data");
+            approvalId = data.GetArrayLength() > 0 ? data[0].GetProperty("id").GetString() : null;
+            return approvalId is null ? null : (bool?)true;
+        }, "the held call's approval", timeoutMs: 20000);
+        using (var approve = new HttpRequestMessage(HttpMethod.Post, $"/admin/approvals/{approvalId}/approve"))
+        {
+            approve.Headers.Authorization = new("Bearer", TestConfigs.AdminKey);
+            using var approved = await client.SendAsync(approve);
+            Assert.Equal(HttpStatusCode.OK, approved.StatusCode);
+        }
+
+        using (var payout = await held)
+        {
+            Assert.Equal(HttpStatusCode.OK, payout.StatusCode);
+        }
+
         // Every LLM call's record is written (and its metrics recorded) before the totals are read.
         await Http.EventuallyAsync(() => forwarded.All(id => _gateway.Logs.CallFor(id) is not null) ? forwarded : null, $"the call records of {forwarded.Count} forwarded calls");
         return reported;
@@ -315,6 +340,8 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
     private static string Config(string mockBaseUrl, string toolBaseUrl) => $$"""
     {
       "Gateway": {
+        "AdminKey": "{{TestConfigs.AdminKey}}",
+        "Approvals": { "Wait": "00:00:30" },
         "Providers": { "mock": { "BaseUrl": "{{mockBaseUrl}}/v1" } },
         "Models": {
           "mock-small": { "Provider": "mock", "InputUsdPerMTok": 1.00, "OutputUsdPerMTok": 2.00 },
@@ -327,7 +354,7 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         "Keys": [
           { "Key": "{{Alice}}", "User": "alice", "Tools": {
               "jira": [ { "Allow": "GET /rest/api/2/issue/*" } ],
-              "effects": [ { "Allow": "POST /**" } ] } },
+              "effects": [ { "Allow": "POST /approved/**", "Approval": true }, { "Allow": "POST /**" } ] } },
           { "Key": "{{Pauper}}", "User": "pauper" },
           { "Key": "{{Broke}}", "User": "broke" },
           { "Key": "{{Limited}}", "User": "limited" }

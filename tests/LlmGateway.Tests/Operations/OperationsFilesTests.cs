@@ -349,6 +349,21 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
                   - exp_labels: { severity: warning }
           - interval: 1m
             input_series:
+              # An approval pending since minute 0 on two replicas (the same shared store): 60 s older each minute.
+              - series: 'llm_gateway_approval_oldest_pending_seconds{instance="a"}'
+                values: '0+60x20'
+              - series: 'llm_gateway_approval_oldest_pending_seconds{instance="b"}'
+                values: '0+60x20'
+            alert_rule_test:
+              - eval_time: 10m
+                alertname: LlmGatewayApprovalPendingTooLong
+                exp_alerts: []
+              - eval_time: 11m
+                alertname: LlmGatewayApprovalPendingTooLong
+                exp_alerts:
+                  - exp_labels: { severity: warning }
+          - interval: 1m
+            input_series:
               # One request a minute, half of them failing: too little traffic to page anyone.
               - series: 'llm_gateway_requests_total{user="alice",model="m",status="200"}'
                 values: '0+0.5x40'
@@ -443,6 +458,7 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
 
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         _ = new GatewayMetrics(services.GetRequiredService<IMeterFactory>());
+        _ = new LlmGateway.Approvals.ApprovalMetrics(services.GetRequiredService<IMeterFactory>(), TimeProvider.System);
         return names;
     }
 
