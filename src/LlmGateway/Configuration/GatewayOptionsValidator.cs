@@ -264,6 +264,16 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Idempotency:MaxStoredResponseBytes: must be positive and below 1 GiB");
         }
 
+        if (options.Idempotency.MaxEntries <= 0)
+        {
+            errors.Add($"{root}:Idempotency:MaxEntries: must be positive");
+        }
+
+        if (options.Idempotency.MaxBytes <= 0)
+        {
+            errors.Add($"{root}:Idempotency:MaxBytes: must be positive");
+        }
+
         return errors;
     }
 

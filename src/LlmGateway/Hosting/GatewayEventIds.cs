@@ -32,6 +32,7 @@ internal static class GatewayEventIds
     public const int ToolCallAudit = 4000;
     public const int ToolUpstreamFailed = 4001;
     public const int IdempotencyStoreUnavailable = 4002;
+    public const int IdempotencyStoreFull = 4003;
 
     public const int CacheStoreFailed = 5000;
     public const int CacheEntryCorrupt = 5001;

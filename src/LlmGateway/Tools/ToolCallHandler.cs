@@ -204,6 +204,13 @@ internal sealed class ToolCallHandler
             {
                 claim = await ClaimAsync(storeKey, hash, claimTtl, idempotency.WaitTimeout, context.RequestAborted);
             }
+            catch (IdempotencyStoreFullException ex)
+            {
+                // Never run without idempotency for lack of room: a repeat of this call could then run twice.
+                ToolLog.IdempotencyStoreFull(_logger, call.RequestId, ex.Message);
+                await RejectAsync(context, audit, StoreFull());
+                return;
+            }
             catch (IdempotencyStoreUnavailableException ex)
             {
                 var policy = config.Options.Store.OnUnavailable;
@@ -629,6 +636,11 @@ internal sealed class ToolCallHandler
     private static GatewayError StoreUnavailable() =>
         new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
             "The gateway's store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
+            true, null, TimeSpan.FromSeconds(1));
+
+    private static GatewayError StoreFull() =>
+        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreFull, "server_error",
+            "The gateway's idempotency store is full (Gateway:Idempotency:MaxEntries/MaxBytes): the call was not made. Retry shortly, when older keys have expired.",
             true, null, TimeSpan.FromSeconds(1));
 
     private Task RejectAsync(HttpContext context, Audit audit, GatewayError error)
