@@ -33,9 +33,30 @@ internal sealed partial class InMemoryAdmissionStore
         held.User.InFlight--;
     }
 
-    private void SweepIfDue(long now)
+    /// <summary>
+    /// True when a new run may be tracked. At <see cref="AdmissionStoreOptions.MaxRuns"/> the idle runs are swept first
+    /// (at most once a second, so a flood of new run ids refused here does not scan the map on every call). Nothing
+    /// live is evicted: a forgotten run would start over with an empty budget, calls count and deadline.
+    /// </summary>
+    private bool HasRoomForRun(long now)
     {
-        if (now < _nextSweepMs)
+        if (_runs.Count < _maxRuns)
+        {
+            return true;
+        }
+
+        if (now >= _nextFullSweepMs)
+        {
+            _nextFullSweepMs = now + AdmissionConstants.SecondMs;
+            SweepIfDue(now, force: true);
+        }
+
+        return _runs.Count < _maxRuns;
+    }
+
+    private void SweepIfDue(long now, bool force = false)
+    {
+        if (now < _nextSweepMs && !force)
         {
             return;
         }

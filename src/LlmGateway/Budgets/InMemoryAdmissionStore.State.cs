@@ -187,7 +187,17 @@ internal sealed partial class InMemoryAdmissionStore
 
     private sealed class RunState
     {
-        private Dictionary<string, int>? _repeats;
+        /// <summary>
+        /// Distinct requests whose repeats one run counts for the loop guard. Past it, the quarter seen least recently is
+        /// forgotten: a loop repeats a request it sent recently, so it stays counted; a forgotten request only restarts its
+        /// count (the guard is not a spend limit: budgets, calls and deadline are counted apart and never forgotten).
+        /// </summary>
+        internal const int MaxRepeatHashes = 64;
+
+        // Keyed by a 64-bit hash of the request hash: a Base64 SHA-256 string would cost ~110 bytes an entry. Two requests
+        // colliding would only be counted as one, which refuses earlier, never later.
+        private Dictionary<ulong, (int Count, long Seen)>? _repeats;
+        private long _seen;
 
         public BudgetCounter Budget { get; } = new(BudgetPeriod.Total, 0, BudgetPeriods.TotalKey, 0);
 
@@ -201,24 +211,87 @@ internal sealed partial class InMemoryAdmissionStore
 
         public string? User { get; set; }
 
-        public int Repeats(string hash) => _repeats is not null && _repeats.TryGetValue(hash, out var count) ? count : 0;
+        /// <summary>Distinct requests counted now (tests).</summary>
+        public int RepeatHashes => _repeats?.Count ?? 0;
+
+        /// <summary>How often the request was admitted in this run; a request asked about counts as seen now (a loop refused over and over stays counted).</summary>
+        public int Repeats(string hash)
+        {
+            var key = Key(hash);
+            if (_repeats is null || !_repeats.TryGetValue(key, out var entry))
+            {
+                return 0;
+            }
+
+            _repeats[key] = (entry.Count, ++_seen);
+            return entry.Count;
+        }
 
         public void AddRepeat(string hash)
         {
-            _repeats ??= new Dictionary<string, int>(StringComparer.Ordinal);
-            _repeats[hash] = Repeats(hash) + 1;
+            _repeats ??= [];
+            var key = Key(hash);
+            if (_repeats.TryGetValue(key, out var entry))
+            {
+                _repeats[key] = (entry.Count + 1, ++_seen);
+                return;
+            }
+
+            if (_repeats.Count >= MaxRepeatHashes)
+            {
+                ForgetOldest();
+            }
+
+            _repeats[key] = (1, ++_seen);
         }
 
         public void RemoveRepeat(string hash)
         {
-            var count = Repeats(hash) - 1;
-            if (count > 0)
+            var key = Key(hash);
+            if (_repeats is null || !_repeats.TryGetValue(key, out var entry))
             {
-                _repeats![hash] = count;
+                return;
+            }
+
+            if (entry.Count > 1)
+            {
+                _repeats[key] = (entry.Count - 1, entry.Seen);
             }
             else
             {
-                _repeats?.Remove(hash);
+                _repeats.Remove(key);
+            }
+        }
+
+        /// <summary>FNV-1a over the characters.</summary>
+        private static ulong Key(string hash)
+        {
+            var key = 14695981039346656037UL;
+            foreach (var c in hash)
+            {
+                key = (key ^ c) * 1099511628211UL;
+            }
+
+            return key;
+        }
+
+        private void ForgetOldest()
+        {
+            Span<long> seen = stackalloc long[_repeats!.Count];
+            var i = 0;
+            foreach (var entry in _repeats.Values)
+            {
+                seen[i++] = entry.Seen;
+            }
+
+            seen.Sort();
+            var below = seen[Math.Max(1, MaxRepeatHashes / 4) - 1];
+            foreach (var (key, entry) in _repeats)
+            {
+                if (entry.Seen <= below)
+                {
+                    _repeats.Remove(key);
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
     private readonly long _retentionMs;
     private readonly long _inFlightRetryMs;
     private readonly long _sweepMs;
+    private readonly int _maxRuns;
     private readonly string _idPrefix;
     private readonly Dictionary<string, UserState> _users = new(StringComparer.Ordinal);
     private readonly Dictionary<string, PeriodBudgets> _teams = new(StringComparer.Ordinal);
@@ -33,6 +34,7 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
     private readonly SortedSet<MemoryReservation> _held = new(MemoryReservation.ByExpiry);
     private long _sequence;
     private long _nextSweepMs;
+    private long _nextFullSweepMs;
 
     public InMemoryAdmissionStore(AdmissionStoreOptions options, TimeProvider timeProvider)
     {
@@ -44,6 +46,7 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
         _retentionMs = ToMs(options.PeriodRetention);
         _inFlightRetryMs = ToMs(options.InFlightRetryAfter);
         _sweepMs = ToMs(options.SweepInterval);
+        _maxRuns = options.MaxRuns;
         _idPrefix = ReservationIds.NewPrefix();
     }
 
@@ -56,6 +59,15 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
             {
                 return _runs.Count;
             }
+        }
+    }
+
+    /// <summary>Distinct requests the loop guard counts for a run (tests: bounded memory).</summary>
+    internal int RepeatHashCount(string runId)
+    {
+        lock (_lock)
+        {
+            return _runs.TryGetValue(runId, out var run) ? run.RepeatHashes : 0;
         }
     }
 
@@ -185,6 +197,11 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
         if (user.Halted)
         {
             return Reject(AdmissionRejection.UserHalted, AdmissionScope.User, AdmissionLimit.None, 0, null, fractions);
+        }
+
+        if (run is null && request.RunId is not null && !HasRoomForRun(now))
+        {
+            return Reject(AdmissionRejection.StoreFull, AdmissionScope.Run, AdmissionLimit.None, _maxRuns, TimeSpan.FromSeconds(1), fractions);
         }
 
         var deadlineMs = Math.Max(0, ToMs(request.RunDeadline));

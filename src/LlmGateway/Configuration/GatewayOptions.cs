@@ -95,6 +95,13 @@ public sealed record StoreOptions
 
     /// <summary>How long a reservation holds if its gateway dies before settling it (default 10 minutes).</summary>
     public TimeSpan ReservationTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// In-memory store (no Gateway:Redis): most runs tracked at once (default 250,000; ~620 bytes each). Read at start-up.
+    /// When full, runs idle past Runs:IdleExpiry are swept, then a call that would start a new run is refused with a
+    /// retryable 503 store_full; runs already tracked go on. A tracked run is never evicted: that would forget its spend.
+    /// </summary>
+    public int MaxRuns { get; init; } = 250_000;
 }
 
 /// <summary>An upstream LLM provider.</summary>

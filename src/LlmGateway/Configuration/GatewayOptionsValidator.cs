@@ -198,6 +198,11 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Store:KeyPrefix: must not be empty");
         }
 
+        if (options.Store.MaxRuns <= 0)
+        {
+            errors.Add($"{root}:Store:MaxRuns: must be positive");
+        }
+
         if (options.Resilience.MaxAttempts < 1)
         {
             errors.Add($"{root}:Resilience:MaxAttempts: must be at least 1");
