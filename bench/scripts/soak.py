@@ -394,8 +394,26 @@ def main():
         by_kind = collections.defaultdict(D)
         missing = collections.Counter()
         mismatches = []
+        # Every run the soak created, read over keep-alive connections from a few threads (tens of thousands of runs).
+        print(f"reading {len(tally.runs)} runs from the admin API", file=sys.stderr, flush=True)
+        answers = {}
+
+        def read_runs(ids):
+            c = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+            for rid in ids:
+                c.request("GET", f"/admin/runs/{rid}", headers={"Authorization": "Bearer " + ADMIN})
+                r = c.getresponse()
+                data = r.read()
+                answers[rid] = (r.status, json.loads(data) if r.status == 200 else None)
+            c.close()
+
+        readers = [threading.Thread(target=read_runs, args=(tally.runs[i::8],)) for i in range(8)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
         for run_id in tally.runs:
-            status, run = get_json(gw_port, f"/admin/runs/{run_id}")
+            status, run = answers[run_id]
             kind = run_id.rsplit("-", 1)[1]
             if status == 404:
                 missing[kind] += 1
