@@ -124,7 +124,9 @@ def gateway_config(redis_port, mock_port):
             },
             "Keys": [{"Key": KEY, "User": USER, "Tools": {"mock": [{"Allow": "* /**"}]}}],
             "Users": {USER: {"Budget": {"Usd": 100000, "Period": "Total"}}},
-            "Resilience": {"MaxAttempts": 3, "MaxRetryWait": "00:00:01"},
+            "Resilience": {"MaxAttempts": 3, "MaxRetryWait": "00:00:01",
+                           # SOAK_MAX_RETRIES_PER_RUN=0 turns the per-run retry counts off (the default is the gateway's, 10).
+                           **({"MaxRetriesPerRun": int(os.environ["SOAK_MAX_RETRIES_PER_RUN"])} if os.environ.get("SOAK_MAX_RETRIES_PER_RUN") else {})},
             "Tools": {"mock": {"BaseUrl": f"http://127.0.0.1:{mock_port}"}},
         }
     }
@@ -498,7 +500,8 @@ def main():
             f"# Soak, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit `{rev}`{' (+ uncommitted changes)' if dirty else ''}",
             "",
             f"`bench/soak.sh --minutes {a.minutes}`: {seconds} s of load from {WORKERS} client threads on 127.0.0.1; gateway (Release, Redis store "
-            f"on a redis-server with AOF, restarted at {restart.get('offset', 0):.0f} s, {restart.get('outage', 0):.1f} s down), LlmGateway.MockLlm upstream.",
+            f"on a redis-server with AOF, restarted at {restart.get('offset', 0):.0f} s, {restart.get('outage', 0):.1f} s down), LlmGateway.MockLlm upstream."
+            + (f" Resilience:MaxRetriesPerRun = {os.environ['SOAK_MAX_RETRIES_PER_RUN']} (SOAK_MAX_RETRIES_PER_RUN)." if os.environ.get("SOAK_MAX_RETRIES_PER_RUN") else ""),
             f"Machine: {os.cpu_count()} cores; other helpers' builds and tests ran meanwhile: machine CPU busy (cores, all processes, "
             f"soak included) median {statistics.median(s[3] for s in samples):.2f}, max {max(s[3] for s in samples):.2f}; "
             f"load average median {statistics.median(s[4] for s in samples):.1f}.",
