@@ -44,6 +44,7 @@ public sealed class AdmissionResult
         AdmissionRejection.RunDeadlineExceeded => GatewayErrorCodes.RunDeadlineExceeded,
         AdmissionRejection.LoopDetected => GatewayErrorCodes.LoopDetected,
         AdmissionRejection.RunHalted => GatewayErrorCodes.RunHalted,
+        AdmissionRejection.StoreFull => GatewayErrorCodes.StoreFull,
         _ => GatewayErrorCodes.UserHalted,
     };
 
@@ -86,6 +87,9 @@ public enum AdmissionRejection
     LoopDetected,
     RunHalted,
     UserHalted,
+
+    /// <summary>The in-memory store tracks as many runs as it may (Gateway:Store:MaxRuns) and this call would start another.</summary>
+    StoreFull,
 }
 
 /// <summary>Whose limit refused a call.</summary>

@@ -24,6 +24,9 @@ public sealed record AdmissionStoreOptions
     /// <summary>Retry-After for a call refused by an in-flight cap.</summary>
     public TimeSpan InFlightRetryAfter { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>In-memory store: most runs tracked at once; when full (after sweeping idle ones) a new run is refused with <see cref="AdmissionRejection.StoreFull"/>.</summary>
+    public int MaxRuns { get; init; } = 250_000;
+
     /// <summary>In-memory store: how often idle runs and old periods are swept (lazily, on a call).</summary>
     public TimeSpan SweepInterval { get; init; } = TimeSpan.FromMinutes(1);
 
@@ -39,6 +42,11 @@ public sealed record AdmissionStoreOptions
         Positive(ConnectTimeout, nameof(ConnectTimeout), ref errors);
         Positive(RunIdleExpiry, nameof(RunIdleExpiry), ref errors);
         Positive(SweepInterval, nameof(SweepInterval), ref errors);
+        if (MaxRuns <= 0)
+        {
+            (errors ??= []).Add($"{nameof(MaxRuns)} must be positive");
+        }
+
         if (PeriodRetention < TimeSpan.Zero)
         {
             (errors ??= []).Add($"{nameof(PeriodRetention)} must not be negative");

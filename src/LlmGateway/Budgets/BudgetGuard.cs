@@ -383,9 +383,16 @@ internal sealed class BudgetGuard
                 $"The same request was sent more often than the {scope}'s {limit}; the agent looks stuck in a loop.", false),
             AdmissionRejection.RateLimitExceeded => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
                 $"The {scope} reached its {limit}.{retry}", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
+            AdmissionRejection.StoreFull => StoreFull(result.RetryAfter),
             _ => Budget($"The {scope} has used up its {limit}.{(result.RetryAfter is null ? string.Empty : $" It resets in {Math.Ceiling(result.RetryAfter.Value.TotalSeconds):0} s.")}", result.RetryAfter),
         };
     }
+
+    /// <summary>The in-memory store has no room for a new run; the tool gateway refuses the same way.</summary>
+    internal static GatewayError StoreFull(TimeSpan? retryAfter) =>
+        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreFull, "server_error",
+            "The gateway tracks as many runs as it may (Gateway:Store:MaxRuns) and this call would start a new one. Retry shortly, when idle runs have expired, or continue a run already started.",
+            true, null, retryAfter ?? TimeSpan.FromSeconds(1));
 
     private static GatewayError Budget(string message, TimeSpan? retryAfter) =>
         new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota", message, false, null, retryAfter);

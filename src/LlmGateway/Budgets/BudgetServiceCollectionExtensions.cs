@@ -22,6 +22,7 @@ public static class BudgetServiceCollectionExtensions
                 KeyPrefix = options.Store.KeyPrefix,
                 OperationTimeout = options.Store.Timeout,
                 RunIdleExpiry = options.Runs.IdleExpiry,
+                MaxRuns = options.Store.MaxRuns,
             };
             var time = sp.GetRequiredService<TimeProvider>();
             return string.IsNullOrWhiteSpace(options.Redis)

@@ -98,6 +98,13 @@ public sealed record StoreOptions
 
     /// <summary>How long a reservation holds if its gateway dies before settling it (default 10 minutes).</summary>
     public TimeSpan ReservationTtl { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// In-memory store (no Gateway:Redis): most runs tracked at once (default 250,000; ~620 bytes each). Read at start-up.
+    /// When full, runs idle past Runs:IdleExpiry are swept, then a call that would start a new run is refused with a
+    /// retryable 503 store_full; runs already tracked go on. A tracked run is never evicted: that would forget its spend.
+    /// </summary>
+    public int MaxRuns { get; init; } = 250_000;
 }
 
 /// <summary>An upstream LLM provider.</summary>
@@ -397,6 +404,15 @@ public sealed record IdempotencyOptions
 
     /// <summary>Largest response body stored for replay; a larger one is passed on and its repeats get status and headers only.</summary>
     public long MaxStoredResponseBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>
+    /// In-memory store (no Gateway:Redis): most keys held at once, in flight or completed (default 100,000). Read at
+    /// start-up. When full, a new key is refused with a retryable 503 store_full until entries expire; live ones are never evicted.
+    /// </summary>
+    public int MaxEntries { get; init; } = 100_000;
+
+    /// <summary>In-memory store: most bytes its keys and stored responses take (default 256 MiB); read at start-up. See <see cref="MaxEntries"/>.</summary>
+    public long MaxBytes { get; init; } = 256L * 1024 * 1024;
 }
 
 /// <summary>Request limits enforced before anything is forwarded.</summary>

@@ -216,6 +216,11 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Store:KeyPrefix: must not be empty");
         }
 
+        if (options.Store.MaxRuns <= 0)
+        {
+            errors.Add($"{root}:Store:MaxRuns: must be positive");
+        }
+
         if (options.Resilience.MaxAttempts < 1)
         {
             errors.Add($"{root}:Resilience:MaxAttempts: must be at least 1");
@@ -280,6 +285,16 @@ internal static class GatewayOptionsValidator
         if (options.Idempotency.MaxStoredResponseBytes <= 0 || options.Idempotency.MaxStoredResponseBytes > int.MaxValue / 2)
         {
             errors.Add($"{root}:Idempotency:MaxStoredResponseBytes: must be positive and below 1 GiB");
+        }
+
+        if (options.Idempotency.MaxEntries <= 0)
+        {
+            errors.Add($"{root}:Idempotency:MaxEntries: must be positive");
+        }
+
+        if (options.Idempotency.MaxBytes <= 0)
+        {
+            errors.Add($"{root}:Idempotency:MaxBytes: must be positive");
         }
 
         return errors;

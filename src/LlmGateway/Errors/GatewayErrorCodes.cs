@@ -19,6 +19,7 @@ internal static class GatewayErrorCodes
     public const string UpstreamUnavailable = "upstream_unavailable";
     public const string UpstreamTimeout = "upstream_timeout";
     public const string StoreUnavailable = "store_unavailable";
+    public const string StoreFull = "store_full";
     public const string ReplayMiss = "replay_miss";
     public const string IdempotencyInProgress = "idempotency_in_progress";
     public const string IdempotencyKeyReused = "idempotency_key_reused";

@@ -33,6 +33,7 @@ internal static class GatewayEventIds
     public const int ToolCallAudit = 4000;
     public const int ToolUpstreamFailed = 4001;
     public const int IdempotencyStoreUnavailable = 4002;
+    public const int IdempotencyStoreFull = 4003;
 
     public const int ApprovalOpened = 4100;
     public const int ApprovalStoreUnavailable = 4101;

@@ -24,7 +24,6 @@ internal sealed partial class UpstreamResilience
 
     private readonly ConcurrentDictionary<string, (CircuitBreakerOptions Options, int MaxAttempts, ResiliencePipeline<AttemptOutcome> Pipeline)> _pipelines = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Bulkhead> _bulkheads = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, RunRetries> _runRetries = new(StringComparer.Ordinal);
     private readonly GatewayMetrics _metrics;
     private readonly ILogger<UpstreamResilience> _logger;
     private readonly TimeProvider _time;
@@ -35,9 +34,13 @@ internal sealed partial class UpstreamResilience
         _logger = logger;
         _time = time;
         RetryBudget = new RetryBudget(time);
+        RunRetries = new RunRetryBudgets(time);
     }
 
     public RetryBudget RetryBudget { get; }
+
+    /// <summary>Retries taken per run (Gateway:Resilience:MaxRetriesPerRun), bounded in runs.</summary>
+    public RunRetryBudgets RunRetries { get; }
 
     /// <summary>
     /// Starts the attempts at the call's current model: the caller awaits <see cref="Attempts.ExecuteAsync"/>
@@ -204,7 +207,7 @@ internal sealed partial class UpstreamResilience
             return false;
         }
 
-        if (call.RunId is { } run && options.MaxRetriesPerRun > 0 && !TakeRunRetry(run, options.MaxRetriesPerRun))
+        if (call.RunId is { } run && options.MaxRetriesPerRun > 0 && !RunRetries.TryTake(run, options.MaxRetriesPerRun))
         {
             ResilienceLog.RetryRefused(_logger, call.RequestId, "the run's retry budget (Gateway:Resilience:MaxRetriesPerRun) is spent");
             return false;
@@ -217,35 +220,6 @@ internal sealed partial class UpstreamResilience
         }
 
         return true;
-    }
-
-    private bool TakeRunRetry(string runId, int max)
-    {
-        var now = _time.GetUtcNow();
-        if (_runRetries.Count > 50_000)
-        {
-            // Runs are short-lived; forget the ones idle for an hour so the map stays bounded.
-            foreach (var (key, value) in _runRetries)
-            {
-                if (now - value.LastUsed > TimeSpan.FromHours(1))
-                {
-                    _runRetries.TryRemove(key, out _);
-                }
-            }
-        }
-
-        var entry = _runRetries.GetOrAdd(runId, static _ => new RunRetries());
-        lock (entry)
-        {
-            entry.LastUsed = now;
-            if (entry.Count >= max)
-            {
-                return false;
-            }
-
-            entry.Count++;
-            return true;
-        }
     }
 
     private Bulkhead? BulkheadFor(ProviderRoute provider)
@@ -265,12 +239,6 @@ internal sealed partial class UpstreamResilience
         }
 
         return bulkhead;
-    }
-
-    private sealed class RunRetries
-    {
-        public int Count;
-        public DateTimeOffset LastUsed;
     }
 }
 

@@ -35,6 +35,13 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
             {
                 claim = await ClaimAsync(storeKey, hash, claimTtl, options.WaitTimeout, context.RequestAborted).ConfigureAwait(false);
             }
+            catch (IdempotencyStoreFullException ex)
+            {
+                // Never run without idempotency for lack of room: a repeat of this call could then run twice.
+                ToolLog.IdempotencyStoreFull(logger, call.RequestId, ex.Message);
+                await ToolCallResponses.RejectAsync(context, audit, ToolCallResponses.StoreFull(), metrics).ConfigureAwait(false);
+                return;
+            }
             catch (IdempotencyStoreUnavailableException ex)
             {
                 var policy = config.Options.Store.OnUnavailable;

@@ -57,6 +57,7 @@ internal sealed class ToolCallAdmission(IAdmissionStore admissions, GatewayMetri
                 $"The run '{runId}' passed its deadline of {value} s from its first call.", false),
             AdmissionRejection.RateLimitExceeded => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
                 $"The run '{runId}' reached a rate or in-flight limit of {value}.", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
+            AdmissionRejection.StoreFull => BudgetGuard.StoreFull(result.RetryAfter),
             _ => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota",
                 result.FailedLimit == AdmissionLimit.Calls
                     ? $"The run '{runId}' has used up its limit of {value} calls (LLM and tool calls together)."

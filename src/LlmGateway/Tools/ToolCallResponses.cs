@@ -69,4 +69,9 @@ internal static class ToolCallResponses
         new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
             "The gateway's store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
             true, null, TimeSpan.FromSeconds(1));
+
+    public static GatewayError StoreFull() =>
+        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreFull, "server_error",
+            "The gateway's idempotency store is full (Gateway:Idempotency:MaxEntries/MaxBytes): the call was not made. Retry shortly, when older keys have expired.",
+            true, null, TimeSpan.FromSeconds(1));
 }

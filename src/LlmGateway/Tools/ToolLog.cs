@@ -24,4 +24,8 @@ internal static partial class ToolLog
     [LoggerMessage(EventId = GatewayEventIds.IdempotencyStoreUnavailable, EventName = "IdempotencyStoreUnavailable", Level = LogLevel.Warning,
         Message = "Tool call {RequestId}: idempotency store unavailable, policy {Policy}: {Reason}")]
     public static partial void IdempotencyStoreUnavailable(ILogger logger, string requestId, string policy, string reason);
+
+    [LoggerMessage(EventId = GatewayEventIds.IdempotencyStoreFull, EventName = "IdempotencyStoreFull", Level = LogLevel.Warning,
+        Message = "Tool call {RequestId}: refused, the idempotency store is full: {Reason}")]
+    public static partial void IdempotencyStoreFull(ILogger logger, string requestId, string reason);
 }

@@ -18,7 +18,7 @@ public static class ToolServiceCollectionExtensions
         {
             var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
             return string.IsNullOrWhiteSpace(options.Redis)
-                ? new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>())
+                ? new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>(), options.Idempotency.MaxEntries, options.Idempotency.MaxBytes)
                 : new RedisIdempotencyStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), options.Store.KeyPrefix, options.Store.Timeout);
         });
         services.TryAddSingleton<ToolRegistry>();
