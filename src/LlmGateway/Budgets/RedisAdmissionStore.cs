@@ -109,8 +109,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         keys[4] = teamPeriod?.Budget ?? _unused;
         keys[5] = teamPeriod?.Reservations ?? _unused;
         var runId = request.RunId;
-        keys[6] = runId is null ? _unused : _prefix + "run:" + runId;
-        keys[7] = runId is null ? _unused : _prefix + "runx:" + runId;
+        keys[6] = runId is null ? _unused : RunKey(runId);
+        keys[7] = runId is null ? _unused : RunKey(runId) + "x";
         keys[8] = key?.RateWindow ?? _unused;
         var runLifeMs = Math.Max(_idleMs, ttlMs) + RunKeyRefreshMs;
 
@@ -218,7 +218,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        var run = RunKey(runId);
+        RedisKey[] keys = [run, run + "x"];
         RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
         var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
         if (reply.Length == 0)
@@ -403,7 +404,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
+        var run = RunKey(runId);
+        RedisKey[] keys = [run, run + "x"];
         RedisValue[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
         await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
     }
@@ -454,25 +456,30 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
     }
 
-    /// <summary>The keys of one user, team or gateway key, built once; budget keys are cached for the current period.</summary>
+    /// <summary>A run's hash (its zset of pending seconds is this name plus <c>x</c>): one hash slot per run.</summary>
+    private string RunKey(string runId) => _prefix + "{r:" + runId + "}";
+
+    /// <summary>
+    /// The keys of one user, team or gateway key, built once; budget keys are cached for the current period. Every key
+    /// of a subject starts with the hash tag <c>{u:name}</c> (<c>{t:…}</c>, <c>{k:…}</c>), so on Redis Cluster a
+    /// subject's keys share one slot and each scope's script touches one slot only.
+    /// </summary>
     private sealed class SubjectKeys(string prefix, string tag, string name)
     {
-        private readonly string _budgetStem = prefix + "b:" + tag + ":";
-        private readonly string _reservationsStem = prefix + "bx:" + tag + ":";
-        private readonly string _name = name;
         private PeriodKeys? _period;
 
-        public string Control { get; } = prefix + "u:" + name;
+        /// <summary>The subject's own hash: a user's halt, in-flight count and rate window; a gateway key's rate window.</summary>
+        public string Control { get; } = prefix + "{" + tag + ":" + name + "}";
 
         /// <summary>The seconds at which the user's held reservations expire (in-flight slots).</summary>
-        public string InFlight { get; } = prefix + "ux:" + name;
+        public string InFlight { get; } = prefix + "{" + tag + ":" + name + "}x";
 
         /// <summary>A gateway key's rate window (a user's lives in <see cref="Control"/>).</summary>
-        public string RateWindow { get; } = prefix + "kw:" + tag + ":" + name;
+        public string RateWindow => Control;
 
-        public string BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
+        public string BudgetKey(string periodKey) => Control + "b:" + periodKey;
 
-        public string ReservationsKey(string periodKey) => _reservationsStem + periodKey + ":" + _name;
+        public string ReservationsKey(string periodKey) => Control + "bx:" + periodKey;
 
         public PeriodKeys GetPeriod(BudgetPeriod period, long nowMs)
         {

@@ -164,10 +164,10 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
             Time.Advance(TimeSpan.FromMilliseconds(100));
         }
 
-        Assert.InRange(Length("HLEN", "u:alice"), 1, (2 * 61) + 30 + 10); // rate seconds, in-flight seconds, counters
-        Assert.InRange(Length("ZCARD", "ux:alice"), 1, 31);
-        Assert.InRange(Length("HLEN", "run:run-1"), 1, (3 * 31) + 20);
-        Assert.InRange(Length("ZCARD", "runx:run-1"), 1, 31);
+        Assert.InRange(Length("HLEN", "{u:alice}"), 1, (2 * 61) + 30 + 10); // rate seconds, in-flight seconds, counters
+        Assert.InRange(Length("ZCARD", "{u:alice}x"), 1, 31);
+        Assert.InRange(Length("HLEN", "{r:run-1}"), 1, (3 * 31) + 20);
+        Assert.InRange(Length("ZCARD", "{r:run-1}x"), 1, 31);
 
         // The lost reservations still held are exactly those whose (whole-second) expiry has not come.
         var held = unsettled.Count(r => r.ExpiresAt > Time.GetUtcNow());
@@ -295,7 +295,7 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : Admissi
 
         // Key lifetimes, applied after a batch's writes, reach every key that has one.
         var day = BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow());
-        foreach (var key in new[] { $"b:u:{day}:alice", $"bx:u:{day}:alice", $"b:u:{day}:bob", "run:run-1", "runx:run-1", "run:run-3" })
+        foreach (var key in new[] { $"{{u:alice}}b:{day}", $"{{u:alice}}bx:{day}", $"{{u:bob}}b:{day}", "{r:run-1}", "{r:run-1}x", "{r:run-3}" })
         {
             var ttl = redis.TryCommand($"PTTL {Options.KeyPrefix}{key}");
             Assert.True(ttl is not null && ttl.StartsWith(':') && long.Parse(ttl[1..], System.Globalization.CultureInfo.InvariantCulture) > 0, $"{key}: PTTL {ttl}");
