@@ -49,22 +49,19 @@ internal sealed partial class RedisAdmissionStore
         }
     }
 
-    /// <summary>An admission, settlement or release waiting for its batch: its keys and arguments.</summary>
-    private sealed class PendingCall(RedisKey[] keys, byte[] numbers, string requestHash, string? user, string expiryField, string windowField)
-        : ScriptGroupCommit<PendingCall>.Call
+    /// <summary>An admission, settlement or release waiting for its batch: its reservation (keys, fields) and numbers.</summary>
+    private sealed class PendingCall(RedisReservation held, byte[] numbers, string? user) : ScriptGroupCommit<PendingCall>.Call
     {
-        public RedisKey[] Keys { get; } = keys;
+        /// <summary>The reservation the call makes (admissions: used only if admitted) or finishes.</summary>
+        public RedisReservation Held { get; } = held;
 
         public byte[] Numbers { get; } = numbers;
-
-        public string RequestHash { get; } = requestHash;
 
         /// <summary>The user (admissions only).</summary>
         public string? User { get; } = user;
 
-        public string ExpiryField { get; } = expiryField;
-
-        public string WindowField { get; } = windowField;
+        /// <summary>On a cluster: why a scope of this call could not be decided (its other scopes were given back).</summary>
+        public Exception? Failure { get; set; }
     }
 
     private sealed record FieldNameCache(long Second, string Name);
@@ -75,6 +72,9 @@ internal sealed partial class RedisAdmissionStore
         : Reservation(id, usdNanos, tokens, expiresAtMs)
     {
         public RedisAdmissionStore Store { get; } = store;
+
+        /// <summary>When the call was admitted (caller's clock): a run it started has this start.</summary>
+        public long AdmittedMs { get; init; }
 
         /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
         public RedisKey[] Keys { get; } = keys;

@@ -27,7 +27,13 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private const int MaxReserveBatch = 64;
 
     /// <summary>Numbers the reserve script answers per admission.</summary>
-    private const int ReserveReplyLength = 15;
+    private const int ReserveReplyLength = RedisAdmissionScripts.ReserveReplyLength;
+
+    /// <summary>
+    /// A queued call's backstop, in store timeouts: the batch ahead, its own, and on a cluster the undo of refused
+    /// steps and one round of calls decided again.
+    /// </summary>
+    private const int QueuedBound = 4;
 
     /// <summary>Run keys' Redis lifetime is pushed forward at most this often (caller time); it always exceeds the idle expiry.</summary>
     private const long RunKeyRefreshMs = 60_000;
@@ -130,11 +136,27 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         ];
         var expiryField = FieldName(ref _expiryField, 'x', expirySecond);
         var windowField = FieldName(ref _windowField, 'w', AdmissionConstants.Second(now));
-        var item = new PendingCall(keys, Pack(numbers), hash, request.User, expiryField, windowField);
+        var held = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
+        {
+            AdmittedMs = now,
+            ExpirySecond = expirySecond,
+            AdmissionSecond = AdmissionConstants.Second(now),
+            RequestHash = hash,
+            ExpiryField = expiryField,
+            WindowField = windowField,
+            HasTeam = teamPeriod is not null,
+            HasRun = runId is not null,
+            HasUserRate = hasUserRate,
+            HasKeyRate = key is not null,
+            UserPeriodEndMs = userPeriod.EndMs,
+            TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
+            RunLifeMs = runLifeMs,
+        };
+        var item = new PendingCall(held, Pack(numbers), request.User);
         long[] batchReply;
         try
         {
-            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false))!;
+            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false))!;
         }
         catch
         {
@@ -144,39 +166,44 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
 
         var reply = batchReply.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
-        var requests = new RateLimitSnapshot(reply[6], reply[7], TimeSpan.FromMilliseconds(reply[8]));
-        var tokenSnapshot = new RateLimitSnapshot(reply[9], reply[10], TimeSpan.FromMilliseconds(reply[11]));
-        var fractions = new BudgetFractions(
-            reply[12] / AdmissionConstants.FractionScale,
-            reply[13] / AdmissionConstants.FractionScale,
-            reply[14] / AdmissionConstants.FractionScale);
-
-        if (reply[0] == 1)
+        if (item.Failure is { } failure)
         {
-            var reservation = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
-            {
-                ExpirySecond = expirySecond,
-                AdmissionSecond = AdmissionConstants.Second(now),
-                RequestHash = hash,
-                ExpiryField = expiryField,
-                WindowField = windowField,
-                HasTeam = teamPeriod is not null,
-                HasRun = runId is not null,
-                HasUserRate = hasUserRate,
-                HasKeyRate = key is not null,
-                UserPeriodEndMs = userPeriod.EndMs,
-                TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
-                RunLifeMs = runLifeMs,
-            };
-            return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
+            // On a cluster one scope's node could not decide (the others' holds were given back).
+            throw new AdmissionStoreUnavailableException($"Redis could not decide {RedisAdmissionScripts.ReserveScoped.Name}: {failure.Message}", failure);
         }
 
+        var admitted = reply[0] == 1;
+        var rejection = (AdmissionRejection)reply[1];
         var limit = (AdmissionLimit)reply[3];
+        var fractions = new BudgetFractions(
+            reply[6] / AdmissionConstants.FractionScale,
+            reply[7] / AdmissionConstants.FractionScale,
+            reply[8] / AdmissionConstants.FractionScale);
+        // x-ratelimit-* values: after the call took its place when admitted, as they were when a rate limit refused it.
+        RateLimitSnapshot requests = default, tokenSnapshot = default;
+        if (admitted || (rejection == AdmissionRejection.RateLimitExceeded && limit is AdmissionLimit.RequestsPerMinute or AdmissionLimit.TokensPerMinute))
+        {
+            if (hasUserRate)
+            {
+                Window(ref requests, ref tokenSnapshot, reply[9], reply[10], reply[11], userRates, admitted, tokens, now);
+            }
+
+            if (key is not null)
+            {
+                Window(ref requests, ref tokenSnapshot, reply[12], reply[13], reply[14], keyRates, admitted, tokens, now);
+            }
+        }
+
+        if (admitted)
+        {
+            return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
+        }
+
         var value = reply[4];
         var retry = reply[5];
         return new AdmissionResult(
             null,
-            (AdmissionRejection)reply[1],
+            rejection,
             (AdmissionScope)reply[2],
             limit,
             limit switch
@@ -298,6 +325,44 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private static double Flag(bool value) => value ? 1 : 0;
 
     /// <summary>
+    /// Folds one rate window (its calls <paramref name="n"/>, tokens <paramref name="k"/> and oldest second
+    /// <paramref name="oldest"/>, -1 none, before the call) into the x-ratelimit snapshots: each keeps the tighter of
+    /// the user's and the key's limits (the user's on a tie), resetting when the window's oldest second leaves it.
+    /// </summary>
+    private static void Window(ref RateLimitSnapshot requests, ref RateLimitSnapshot tokens, long n, long k, long oldest, RateLimits limits, bool taken, long callTokens, long nowMs)
+    {
+        if (taken)
+        {
+            n++;
+            k += callTokens;
+            if (oldest < 0)
+            {
+                oldest = AdmissionConstants.Second(nowMs);
+            }
+        }
+
+        requests = Tighter(requests, Math.Max(0, limits.RequestsPerMinute), Math.Max(0, limits.RequestsPerMinute) - n);
+        tokens = Tighter(tokens, Math.Max(0, limits.TokensPerMinute), Math.Max(0, limits.TokensPerMinute) - k);
+
+        RateLimitSnapshot Tighter(RateLimitSnapshot best, long limit, long remaining)
+        {
+            if (limit <= 0)
+            {
+                return best;
+            }
+
+            remaining = Math.Max(0, remaining);
+            if (best.Limit > 0 && remaining >= best.Remaining)
+            {
+                return best;
+            }
+
+            var reset = oldest >= 0 ? ((oldest + 1) * 1000) + 60_000 - nowMs : 0;
+            return new RateLimitSnapshot(limit, remaining, TimeSpan.FromMilliseconds(reset));
+        }
+    }
+
+    /// <summary>
     /// A seconds field's name (<c>x1763712000</c>), built once per second rather than per call: Lua formatting a number
     /// costs Redis ~0.5 µs, which every replica's calls share.
     /// </summary>
@@ -341,60 +406,77 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             return;
         }
 
-        ReadOnlySpan<double> numbers =
-        [
-            NowMs(), settle ? 1 : 0, held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
-            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
-            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs,
-        ];
-        var item = new PendingCall(held.Keys, Pack(numbers), held.RequestHash, null, held.ExpiryField, held.WindowField);
-        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken).ConfigureAwait(false);
+        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null);
+        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
+        if (item.Failure is { } failure)
+        {
+            throw new AdmissionStoreUnavailableException($"Redis could not run {RedisAdmissionScripts.FinishScoped.Name}: {failure.Message}", failure);
+        }
     }
 
+    /// <summary>The numbers of a settle (mode 1), release (0) or undo (2), packed (see RedisAdmissionScripts.Finish).</summary>
+    private byte[] FinishNumbers(RedisReservation held, int mode, long actualUsd, long actualTokens) => Pack(
+    [
+        NowMs(), mode, held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
+        Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
+        held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.AdmittedMs,
+    ]);
+
     /// <summary>
-    /// One reserve script for a batch of admissions. The script admits them in order, each exactly as its own script
-    /// would, so no limit is looser for being batched.
+    /// One reserve script for a batch of admissions (a single Redis; on a cluster, one per hash slot: see
+    /// <see cref="SendScopedReservesAsync"/>). The script admits them in order, each exactly as its own script would,
+    /// so no limit is looser for being batched.
     /// </summary>
     private async Task<RedisResult> SendReservesAsync(List<PendingCall> batch)
     {
+        Interlocked.Increment(ref _reserveScripts);
+        if (await IsClusterAsync().ConfigureAwait(false))
+        {
+            return await SendScopedReservesAsync(batch).ConfigureAwait(false);
+        }
+
         var keys = new RedisKey[batch.Count * KeyCount];
         var args = new RedisValue[batch.Count * 5];
         for (var i = 0; i < batch.Count; i++)
         {
             var item = batch[i];
-            item.Keys.CopyTo(keys, i * KeyCount);
+            item.Held.Keys.CopyTo(keys, i * KeyCount);
             args[5 * i] = item.Numbers;
-            args[(5 * i) + 1] = item.RequestHash;
+            args[(5 * i) + 1] = item.Held.RequestHash;
             args[(5 * i) + 2] = item.User;
-            args[(5 * i) + 3] = item.ExpiryField;
-            args[(5 * i) + 4] = item.WindowField;
+            args[(5 * i) + 3] = item.Held.ExpiryField;
+            args[(5 * i) + 4] = item.Held.WindowField;
         }
 
-        Interlocked.Increment(ref _reserveScripts);
-
-        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
         var reply = await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
         return reply.Length == batch.Count * ReserveReplyLength
             ? reply
-            : throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
+            : throw new RedisException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
     }
 
-    /// <summary>One finish script for a batch of settlements and releases.</summary>
-    private Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
+    /// <summary>One finish script for a batch of settlements and releases (on a cluster, one per hash slot).</summary>
+    private async Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
     {
+        if (await IsClusterAsync().ConfigureAwait(false))
+        {
+            return await SendScopedFinishesAsync(batch).ConfigureAwait(false);
+        }
+
         var keys = new RedisKey[batch.Count * KeyCount];
         var args = new RedisValue[batch.Count * 4];
         for (var i = 0; i < batch.Count; i++)
         {
-            batch[i].Keys.CopyTo(keys, i * KeyCount);
+            var held = batch[i].Held;
+            held.Keys.CopyTo(keys, i * KeyCount);
             args[4 * i] = batch[i].Numbers;
-            args[(4 * i) + 1] = batch[i].RequestHash;
-            args[(4 * i) + 2] = batch[i].ExpiryField;
-            args[(4 * i) + 3] = batch[i].WindowField;
+            args[(4 * i) + 1] = held.RequestHash;
+            args[(4 * i) + 2] = held.ExpiryField;
+            args[(4 * i) + 3] = held.WindowField;
         }
 
-        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-        return _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout);
+        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
+        return await _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
     }
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
@@ -436,13 +518,15 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     /// <summary>
     /// Waits for a Redis call at most the operation timeout (real time). The multiplexer has its own timeouts, but a
-    /// call queued while it reconnects could wait longer: no request may hang on the store.
+    /// call queued while it reconnects could wait longer: no request may hang on the store. A group-committed call
+    /// (<paramref name="queued"/>) is bounded by its batch, from when the batch is sent: it is not refused for the time
+    /// it waited behind the batch in flight (itself bounded); the wait here is only a backstop.
     /// </summary>
-    private async ValueTask<T> BoundAsync<T>(Task<T> call, string operation, CancellationToken cancellationToken)
+    private async ValueTask<T> BoundAsync<T>(Task<T> call, string operation, CancellationToken cancellationToken, bool queued = false)
     {
         try
         {
-            return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
+            return await call.WaitAsync(queued ? _timeout * QueuedBound : _timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
