@@ -6,10 +6,10 @@ namespace LlmGateway.Budgets;
 internal static partial class RedisAdmissionScripts
 {
     /// <summary>Numbers <see cref="Reserve"/> answers per admission.</summary>
-    public const int ReserveReplyLength = 15;
+    public const int ReserveReplyLength = 21;
 
     /// <summary>Numbers <see cref="ReserveScoped"/> answers per scope step.</summary>
-    public const int ScopedReplyLength = 10;
+    public const int ScopedReplyLength = 12;
 
     // The admission rules, one scope at a time: the user (keys u, ux, b:u, bx:u: one hash slot, tag {u:…}), the team
     // period (b:t, bx:t: {t:…}), the run (run, runx: {r:…}) and the gateway key's rate window (kw: {k:…}). Each scope
@@ -44,12 +44,10 @@ internal static partial class RedisAdmissionScripts
           setNow(nowMs)
         end
         local PASS = 0
-        local function fraction(b, lu, lt, lc)
-          local f = 0
-          if lu > 0 then f = math.max(f, (b.su + b.ru) / lu) end
-          if lt > 0 then f = math.max(f, (b.st + b.rt) / lt) end
-          if lc > 0 then f = math.max(f, (b.sc + b.rc) / lc) end
-          return math.floor(f * 1000000)
+        -- What a budget scope has spent plus holds (USD, tokens, calls): the store computes the fractions spent.
+        local function used(b)
+          if b then return b.su + b.ru, b.st + b.rt, b.sc + b.rc end
+          return 0, 0, 0
         end
         -- An amount of 0 never fails its limit: a free model is never blocked by a USD budget.
         local function check(b, lu, lt, lc)
@@ -123,7 +121,7 @@ internal static partial class RedisAdmissionScripts
 
         -- The user: halt, budget, in-flight cap, rate window. Checks of rank `upTo` or above are skipped (the caller
         -- already has a failure that comes first).
-        local uh, uz, uv, inFlight, userXo, userXm, un, uk, uo, userDirty, us, ub, fu
+        local uh, uz, uv, inFlight, userXo, userXm, un, uk, uo, userDirty, us, ub
         local function userRead(k1, k2, k3, k4)
           uh, uz = k1, k2
           uv = hmget(k1, 'h', 'u', xe, wn)
@@ -138,7 +136,6 @@ internal static partial class RedisAdmissionScripts
           us = false
           if hasUserRate == 1 then us = window(k1, un, uk, uo) end
           ub = budget(k3, k4, xe, 'l')
-          fu = fraction(ub, uLu, uLt, uLc)
         end
         local function userCheck(upTo)
           if uv[1] then return 1, 6, 1, 0, 0, -1 end
@@ -184,11 +181,8 @@ internal static partial class RedisAdmissionScripts
         end
 
         -- The team's period budget.
-        local tb, ft
-        local function teamRead(k5, k6)
-          tb = budget(k5, k6, xe, 'l')
-          ft = fraction(tb, tLu, tLt, tLc)
-        end
+        local tb
+        local function teamRead(k5, k6) tb = budget(k5, k6, xe, 'l') end
         local function teamCheck(upTo)
           if upTo <= 6 then return PASS end
           local kind, value = check(tb, tLu, tLt, tLc)
@@ -203,7 +197,7 @@ internal static partial class RedisAdmissionScripts
         local function teamHold() hold(tb, spack('<ddd', tLu, tLt, tLc), periodFields(tb, tEnd), tEnd > 0 and tEnd - now + retention or 0) end
 
         -- The run: halt, deadline, loop guard, budget, in-flight cap.
-        local run, fr
+        local run
         local function runRead(k7, k8)
           -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline), 6 user, 7 repeats of this request
           run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
@@ -218,8 +212,7 @@ internal static partial class RedisAdmissionScripts
           if not run.v[5] then run.start, run.la, run.refreshed, run.dl = -1, -1, -1, 0 end
           run.halted = run.v[4]
           run.repeats = tonumber(run.v[7]) or 0
-          fr = 0
-          if run.v[5] then fr = fraction(run, rLu, rLt, rLc) else run.absent = true end
+          if not run.v[5] then run.absent = true end
         end
         local function runCheck(upTo)
           if not run.absent then
@@ -297,8 +290,9 @@ internal static partial class RedisAdmissionScripts
     // several hash slots).
     // KEYS: 9 per call: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 kw:k
     // ARGV: 5 per call: the numbers packed as 32 little-endian doubles, request hash, user, expiry field, admission field.
-    // Returns 15 numbers per call: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none),
-    //          user/team/run fraction (ppm), the user's rate window n k o and the key's before the call.
+    // Returns 21 numbers per call: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none), what the
+    //          user's, team's and run's budgets had used before the call (USD, tokens, calls each), the user's rate
+    //          window n k o and the key's before the call.
     public static readonly RedisScript Reserve = new("reserve", Prelude + ReserveScopes + """
         batching = #ARGV > 5
         for i = 1, #ARGV / 5 do
@@ -310,6 +304,9 @@ internal static partial class RedisAdmissionScripts
           if hasKeyRate == 1 then keyRead(KEYS[ko + 9]) end
           local n1, k1, o1 = counters(us)
           local n2, k2, o2 = counters(hasKeyRate == 1 and ks)
+          local uu, ut, uc = used(ub)
+          local tu, tt, tc = used(hasTeam == 1 and tb)
+          local ru, rt, rc = used(hasRun == 1 and run)
           -- The failing check of lowest rank over the scopes; each skips what ranks after the failure found so far.
           r = { userCheck(99) }
           if hasTeam == 1 then first(teamCheck(r[1] > 0 and r[1] or 99)) end
@@ -328,7 +325,7 @@ internal static partial class RedisAdmissionScripts
             if hasKeyRate == 1 then keyKeep() end
             answer(0, r[2], r[3], r[4], r[5], r[6])
           end
-          answer(fu, hasTeam == 1 and ft or 0, hasRun == 1 and fr or 0, n1, k1, o1, n2, k2, o2)
+          answer(uu, ut, uc, tu, tt, tc, ru, rt, rc, n1, k1, o1, n2, k2, o2)
         end
         flush()
         return out
@@ -340,8 +337,9 @@ internal static partial class RedisAdmissionScripts
     // call another step refused.
     // KEYS per step: the scope's keys, as in Reserve: user 4 (u ux b:u bx:u), team 2, run 2, key 1.
     // ARGV: 6 per step: scope (1 user, 2 team, 3 run, 4 key), then Reserve's 5.
-    // Returns 10 numbers per step: rank (0: held), rejection, scope, limit, limit value, retry-after ms, the scope's
-    //          fraction (ppm; user, team, run), its rate window n k o before the call (user, key).
+    // Returns 12 numbers per step: rank (0: held), rejection, scope, limit, limit value, retry-after ms, what the
+    //          scope's budget had used before the call (USD, tokens, calls; user, team, run), its rate window n k o before
+    //          the call (user, key).
     public static readonly RedisScript ReserveScoped = new("reserve-scoped", Prelude + ReserveScopes + """
         batching = #ARGV > 6
         local ko = 0
@@ -349,34 +347,34 @@ internal static partial class RedisAdmissionScripts
           local ao = (i - 1) * 6
           local scope = tonumber(ARGV[ao + 1])
           call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5], ARGV[ao + 6])
-          local f, n, k, o
+          local b, n, k, o
           if scope == 1 then
             userRead(KEYS[ko + 1], KEYS[ko + 2], KEYS[ko + 3], KEYS[ko + 4])
             ko = ko + 4
             n, k, o = counters(us)
-            r, f = { userCheck(99) }, fu
+            r, b = { userCheck(99) }, { used(ub) }
             if r[1] == 0 then userHold() else userKeep() end
           elseif scope == 2 then
             teamRead(KEYS[ko + 1], KEYS[ko + 2])
             ko = ko + 2
             n, k, o = counters(false)
-            r, f = { teamCheck(99) }, ft
+            r, b = { teamCheck(99) }, { used(tb) }
             if r[1] == 0 then teamHold() else teamKeep() end
           elseif scope == 3 then
             runRead(KEYS[ko + 1], KEYS[ko + 2])
             ko = ko + 2
             n, k, o = counters(false)
-            r, f = { runCheck(99) }, fr
+            r, b = { runCheck(99) }, { used(run) }
             if r[1] == 0 then runHold() else runKeep() end
           else
             keyRead(KEYS[ko + 1])
             ko = ko + 1
             n, k, o = counters(ks)
-            r, f = { keyCheck(99) }, 0
+            r, b = { keyCheck(99) }, { used(false) }
             if r[1] == 0 then keyHold() else keyKeep() end
           end
           if r[1] == 0 then answer(0, 0, 0, 0, 0, -1) else answer(r[1], r[2], r[3], r[4], r[5], r[6]) end
-          answer(f, n, k, o)
+          answer(b[1], b[2], b[3], n, k, o)
         end
         flush()
         return out

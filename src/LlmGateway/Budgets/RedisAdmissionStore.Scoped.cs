@@ -29,6 +29,9 @@ internal sealed partial class RedisAdmissionStore
 
     private const int UndoMode = 2;
 
+    /// <summary>The first check a hold can fail (the user's budget); those before it are halts, deadlines and the loop guard.</summary>
+    private const int FirstTransientRank = 5;
+
     /// <summary>0 not known yet, 1 a single Redis (or Sentinel), 2 a Redis Cluster.</summary>
     private int _topology;
 
@@ -41,7 +44,12 @@ internal sealed partial class RedisAdmissionStore
     /// <summary>Calls decided again because an earlier call of their batch was undone on a scope they share.</summary>
     private long _redecided;
 
+    /// <summary>Refused calls tried a second time.</summary>
+    private long _retried;
+
     internal long UndoneSteps => Interlocked.Read(ref _undoneSteps);
+
+    internal long Retried => Interlocked.Read(ref _retried);
 
     internal long Redecided => Interlocked.Read(ref _redecided);
 
@@ -126,62 +134,85 @@ internal sealed partial class RedisAdmissionStore
 
             var outcome = await steps.SendAsync(RedisAdmissionScripts.ReserveScoped, RedisAdmissionScripts.ScopedReplyLength).ConfigureAwait(false);
 
-            // Decide in queue order; a call on a scope where an earlier call of this round is undone saw that hold.
-            var tainted = new HashSet<string>(StringComparer.Ordinal);
+            // Decide in queue order. A step read its scope with the holds of the earlier calls of this round, some of
+            // which are then undone (their call was refused elsewhere): what it reports is corrected by them, and
+            // since a hold only ever adds refusals, its decision stands unless a check it failed may be one of those
+            // holds' doing and comes first — then the call is decided again, after the undo, and so is every later
+            // call on a scope of it (their order with it is kept).
+            var undone = new Dictionary<string, Undone>(StringComparer.Ordinal);
+            var again = new HashSet<string>(StringComparer.Ordinal);
             var undo = new SlotSteps(this);
-            var again = new List<int>();
+            var next = new List<int>();
+            var retries = new List<int>();
             foreach (var index in pending)
             {
                 var item = batch[index];
                 var mine = outcome.Of(index);
-                var seenUndone = false;
-                foreach (var step in mine)
-                {
-                    seenUndone |= tainted.Contains(step.Scope);
-                }
-
+                var redo = false;
                 long[]? refusal = null;
+                var doubtful = long.MaxValue;
                 Exception? failure = null;
                 foreach (var step in mine)
                 {
+                    redo |= again.Contains(step.Scope);
                     if (step.Failure is not null)
                     {
                         failure ??= step.Failure;
                     }
-                    else if (step.Reply[0] > 0 && (refusal is null || step.Reply[0] < refusal[0]))
+                    else if (step.Reply[0] > 0)
                     {
-                        refusal = step.Reply;
+                        if (undone.ContainsKey(step.Scope))
+                        {
+                            doubtful = Math.Min(doubtful, step.Reply[0]);
+                        }
+                        else if (refusal is null || step.Reply[0] < refusal[0])
+                        {
+                            refusal = step.Reply;
+                        }
                     }
                 }
 
-                var admitted = !seenUndone && failure is null && refusal is null;
-                if (!admitted)
+                redo |= failure is null && doubtful < (refusal?[0] ?? long.MaxValue);
+                if (!redo && (!item.Retried || (failure is null && refusal is null)))
+                {
+                    // A second chance that fails keeps the first answer: within this replica's order it was exact.
+                    item.Failure = failure;
+                    Answer(replies, index, mine, refusal, failure is not null, undone);
+                }
+
+                if (!redo && refusal is not null && failure is null && refusal[0] >= FirstTransientRank && !item.Retried)
+                {
+                    // Refused by a limit (not a halt, deadline or loop guard): the room it lacked may have been held by
+                    // another replica's call that a refusal elsewhere is undoing. One more try once this round's undo
+                    // is done; it does not hold back later calls (nothing they do here can free what this one lacked).
+                    item.Retried = true;
+                    retries.Add(index);
+                }
+
+                if (redo || failure is not null || refusal is not null)
                 {
                     foreach (var step in mine)
                     {
                         if (step.Failure is null && step.Reply[0] == 0)
                         {
                             undo.Add(index, step.ScopeKind, item.Held, [FinishNumbers(item.Held, UndoMode, 0, 0), item.Held.RequestHash, item.Held.ExpiryField, item.Held.WindowField]);
-                            tainted.Add(step.Scope);
+                            ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(undone, step.Scope, out _);
+                            total = total.Add(item.Held);
                             Interlocked.Increment(ref _undoneSteps);
                         }
                     }
                 }
 
-                if (seenUndone)
+                if (redo)
                 {
                     foreach (var step in mine)
                     {
-                        tainted.Add(step.Scope);
+                        again.Add(step.Scope);
                     }
 
-                    again.Add(index);
+                    next.Add(index);
                     Interlocked.Increment(ref _redecided);
-                    continue;
                 }
-
-                item.Failure = failure;
-                Answer(replies, index, mine, failure is null ? refusal : null, failure is not null);
             }
 
             if (undo.Count > 0)
@@ -190,18 +221,23 @@ internal sealed partial class RedisAdmissionStore
                 await undo.SendAsync(RedisAdmissionScripts.FinishScoped, 0).ConfigureAwait(false);
             }
 
-            pending = again;
+            next.AddRange(retries);
+            Interlocked.Add(ref _retried, retries.Count);
+            pending = next;
         }
 
         return RedisResult.Create(replies);
     }
 
-    /// <summary>One call's answer in <see cref="RedisAdmissionScripts.Reserve"/>'s layout, built from its steps.</summary>
-    private static void Answer(RedisResult[] replies, int index, List<StepReply> steps, long[]? refusal, bool failed)
+    /// <summary>
+    /// One call's answer in <see cref="RedisAdmissionScripts.Reserve"/>'s layout, built from its steps, less the holds
+    /// its steps saw that were undone (<paramref name="undone"/>, per scope: those of earlier calls).
+    /// </summary>
+    private static void Answer(RedisResult[] replies, int index, List<StepReply> steps, long[]? refusal, bool failed, Dictionary<string, Undone> undone)
     {
         Span<long> answer = stackalloc long[ReserveReplyLength];
-        answer[11] = -1;
-        answer[14] = -1;
+        answer[17] = -1;
+        answer[20] = -1;
         answer[0] = failed ? -1 : refusal is null ? 1 : 0;
         answer[5] = -1;
         if (refusal is not null)
@@ -217,21 +253,22 @@ internal sealed partial class RedisAdmissionStore
             }
 
             var reply = step.Reply;
-            switch (step.ScopeKind)
+            var before = undone.TryGetValue(step.Scope, out var total) ? total : default;
+
+            var budget = step.ScopeKind switch { UserScope => 6, TeamScope => 9, RunScope => 12, _ => -1 };
+            if (budget >= 0)
             {
-                case UserScope:
-                    answer[6] = reply[6];
-                    reply.AsSpan(7, 3).CopyTo(answer[9..]);
-                    break;
-                case TeamScope:
-                    answer[7] = reply[6];
-                    break;
-                case RunScope:
-                    answer[8] = reply[6];
-                    break;
-                default:
-                    reply.AsSpan(7, 3).CopyTo(answer[12..]);
-                    break;
+                answer[budget] = reply[6] - before.Usd;
+                answer[budget + 1] = reply[7] - before.Tokens;
+                answer[budget + 2] = reply[8] - before.Calls;
+            }
+
+            var window = step.ScopeKind switch { UserScope => 15, KeyScope => 18, _ => -1 };
+            if (window >= 0)
+            {
+                answer[window] = reply[9] - before.Calls;
+                answer[window + 1] = reply[10] - before.Tokens;
+                answer[window + 2] = reply[11];
             }
         }
 
@@ -239,6 +276,12 @@ internal sealed partial class RedisAdmissionStore
         {
             replies[(index * ReserveReplyLength) + i] = RedisResult.Create(answer[i]);
         }
+    }
+
+    /// <summary>What the undone holds of one scope add up to.</summary>
+    private readonly record struct Undone(long Usd, long Tokens, long Calls)
+    {
+        public Undone Add(RedisReservation held) => new(Usd + held.UsdNanos, Tokens + held.ReservedTokens, Calls + 1);
     }
 
     private async Task<RedisResult> SendScopedFinishesAsync(List<PendingCall> batch)
@@ -316,7 +359,8 @@ internal sealed partial class RedisAdmissionStore
                 Exception? failure = null;
                 try
                 {
-                    reply = replyLength > 0 ? (long[])(await sends[i].ConfigureAwait(false))! : [];
+                    var result = await sends[i].ConfigureAwait(false);
+                    reply = replyLength > 0 ? (long[])result! : [];
                     if (replyLength > 0 && reply.Length != groups[i].Steps.Count * replyLength)
                     {
                         failure = new RedisException($"{script.Name} answered {reply.Length} numbers for {groups[i].Steps.Count} steps");

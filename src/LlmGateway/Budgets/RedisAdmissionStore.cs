@@ -176,21 +176,21 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         var rejection = (AdmissionRejection)reply[1];
         var limit = (AdmissionLimit)reply[3];
         var fractions = new BudgetFractions(
-            reply[6] / AdmissionConstants.FractionScale,
-            reply[7] / AdmissionConstants.FractionScale,
-            reply[8] / AdmissionConstants.FractionScale);
+            Fraction(reply[6..9], request.UserBudget),
+            teamPeriod is null ? 0 : Fraction(reply[9..12], request.TeamBudget),
+            runId is null ? 0 : Fraction(reply[12..15], request.RunBudget));
         // x-ratelimit-* values: after the call took its place when admitted, as they were when a rate limit refused it.
         RateLimitSnapshot requests = default, tokenSnapshot = default;
         if (admitted || (rejection == AdmissionRejection.RateLimitExceeded && limit is AdmissionLimit.RequestsPerMinute or AdmissionLimit.TokensPerMinute))
         {
             if (hasUserRate)
             {
-                Window(ref requests, ref tokenSnapshot, reply[9], reply[10], reply[11], userRates, admitted, tokens, now);
+                Window(ref requests, ref tokenSnapshot, reply[15], reply[16], reply[17], userRates, admitted, tokens, now);
             }
 
             if (key is not null)
             {
-                Window(ref requests, ref tokenSnapshot, reply[12], reply[13], reply[14], keyRates, admitted, tokens, now);
+                Window(ref requests, ref tokenSnapshot, reply[18], reply[19], reply[20], keyRates, admitted, tokens, now);
             }
         }
 
@@ -323,6 +323,34 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     private static double Flag(bool value) => value ? 1 : 0;
+
+    /// <summary>
+    /// The largest fraction of a budget's USD, tokens and calls used (spent and held) before the call, from what the
+    /// script read (<paramref name="used"/>: USD nanos, tokens, calls), in millionths as the in-memory store rounds it.
+    /// </summary>
+    private static double Fraction(ReadOnlySpan<long> used, BudgetLimits limits)
+    {
+        var usd = UsdAmount.ToNanosFloor(limits.Usd);
+        var tokens = Math.Max(0, limits.Tokens);
+        var calls = Math.Max(0, limits.Calls);
+        var fraction = 0d;
+        if (usd > 0)
+        {
+            fraction = Math.Max(fraction, (double)used[0] / usd);
+        }
+
+        if (tokens > 0)
+        {
+            fraction = Math.Max(fraction, (double)used[1] / tokens);
+        }
+
+        if (calls > 0)
+        {
+            fraction = Math.Max(fraction, (double)used[2] / calls);
+        }
+
+        return Math.Floor(fraction * 1_000_000) / AdmissionConstants.FractionScale;
+    }
 
     /// <summary>
     /// Folds one rate window (its calls <paramref name="n"/>, tokens <paramref name="k"/> and oldest second

@@ -24,6 +24,38 @@ public sealed class RedisClusterAdmissionStoreTests(RedisClusterFixture cluster,
     }
 
     [RedisFact]
+    public async Task RefusedByOneScope_TheOtherScopesGiveBackWhatTheyHeld()
+    {
+        // The user's budget refuses; the team, the run and the key's window (other slots) had held the call: all is
+        // given back, and the run the call would have started does not exist.
+        var store = (RedisAdmissionStore)Store;
+        var request = Request(usd: 0.50m, tokens: 500) with
+        {
+            UserBudget = new BudgetLimits(0.40m, 0, 0),
+            Team = "team-z",
+            TeamBudget = new BudgetLimits(10m, 0, 0),
+            RunId = "run-z",
+            RunBudget = new BudgetLimits(10m, 0, 0),
+            KeyId = "key-z",
+            KeyRateLimits = new RateLimits(10, 0),
+        };
+
+        var refused = await store.ReserveAsync(request);
+
+        Assert.Equal(AdmissionRejection.BudgetExceeded, refused.Rejection);
+        Assert.Equal(AdmissionScope.User, refused.FailedScope);
+        Assert.Equal(6, store.UndoneSteps); // three steps held, twice: a refusal by a limit gets a second try
+        Assert.Null(await store.GetRunStateAsync("run-z"));
+        var admitted = await store.ReserveAsync(request with { ReserveUsd = 0.10m });
+        Assert.True(admitted.IsAdmitted);
+        Assert.Equal(9, admitted.Requests.Remaining); // the key's window holds this call only
+        Assert.Equal(0, admitted.SpentFractions.Team); // nothing of the refused call's 0.50 is held by the team
+        Assert.Equal(0.01, (await store.ReserveAsync(request with { ReserveUsd = 0.10m })).SpentFractions.Team, 6);
+        var run = await store.GetRunStateAsync("run-z");
+        Assert.Equal((0.20m, 2), (run!.ReservedUsd, run.InFlight));
+    }
+
+    [RedisFact]
     public async Task Burst_FromTwoReplicas_NeverPassesAnyLimit_AndAdmitsWhatFits()
     {
         // 200 calls at once from two replicas, four users of one team, on three runs: the user budgets, the team budget
@@ -86,7 +118,9 @@ public sealed class RedisClusterAdmissionStoreTests(RedisClusterFixture cluster,
         }
 
         var undone = replicas.Sum(r => r.UndoneSteps);
-        output.WriteLine($"admitted {admitted.Count}/200, spent {spent} of {fits} that fits one at a time (users {string.Join(" ", spentByUser.Values)}, runs {string.Join(" ", runs)}), steps undone {undone}");
+        var redecided = replicas.Sum(r => r.Redecided);
+        var retried = replicas.Sum(r => r.Retried);
+        output.WriteLine($"admitted {admitted.Count}/200, spent {spent} of {fits} that fits one at a time (users {string.Join(" ", spentByUser.Values)}, runs {string.Join(" ", runs)}), steps undone {undone}, calls decided again {redecided}, refusals tried again {retried}");
         Assert.True(spent >= fits * 0.9m, $"admitted {spent} of the {fits} that fits");
     }
 }
