@@ -78,6 +78,30 @@ internal sealed partial class RedisAdmissionStore
         return false;
     }
 
+    /// <summary>
+    /// Loads the admission scripts on every connected primary (SCRIPT LOAD), so calls run them by SHA from the first;
+    /// a server that restarts later loses them, and the first call after it sends the source again (NOSCRIPT).
+    /// </summary>
+    internal async Task LoadScriptsAsync()
+    {
+        var multiplexer = await _redis.ConnectAsync().ConfigureAwait(false);
+        await IsClusterAsync().ConfigureAwait(false);
+        var loads = new List<Task>();
+        foreach (var endpoint in multiplexer.GetEndPoints())
+        {
+            var server = multiplexer.GetServer(endpoint);
+            if (server.IsConnected && !server.IsReplica)
+            {
+                foreach (var script in RedisAdmissionScripts.All)
+                {
+                    loads.Add(server.ScriptLoadAsync(script.Source));
+                }
+            }
+        }
+
+        await Task.WhenAll(loads).ConfigureAwait(false);
+    }
+
     private static (int Offset, int Count) ScopeKeys(int scope) => scope switch
     {
         UserScope => (0, 4),
