@@ -83,8 +83,8 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         // ready, and a call's store timeout counts from when its batch is sent, not while it queues behind another.
         cluster.OnEveryNode("SCRIPT FLUSH");
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var c = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, storeTimeout: "00:00:00.200", keyRpm: 100));
-        await using var d = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix, storeTimeout: "00:00:00.200", keyRpm: 100));
+        await using var c = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, keyRpm: 100));
+        await using var d = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix, keyRpm: 100));
         await c.WaitReadyAsync();
         await d.WaitReadyAsync();
 
