@@ -78,6 +78,9 @@ internal sealed partial class RedisAdmissionStore
         return false;
     }
 
+    /// <summary>Overrides what the multiplexer found (tests: the one-script path on a cluster must fail as unavailable).</summary>
+    internal void AssumeTopology(bool cluster) => Volatile.Write(ref _topology, cluster ? 2 : 1);
+
     /// <summary>
     /// Loads the admission scripts on every connected primary (SCRIPT LOAD), so calls run them by SHA from the first;
     /// a server that restarts later loses them, and the first call after it sends the source again (NOSCRIPT).

@@ -103,7 +103,7 @@ internal sealed class RedisConnection : IDisposable
     /// </summary>
     public static bool IsUnavailable(Exception exception) => exception switch
     {
-        TimeoutException or RedisException or SocketException or IOException => true,
+        TimeoutException or RedisException or RedisCommandException or SocketException or IOException => true,
         _ => false,
     };
 

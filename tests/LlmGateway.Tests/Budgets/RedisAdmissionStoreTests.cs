@@ -131,6 +131,43 @@ public sealed class RedisAdmissionStoreTests(RedisServerFixture redis) : RedisAd
     }
 
     [RedisFact]
+    public async Task OutOfMemory_IsUnavailable_ThenRecovers()
+    {
+        Assert.True((await Store.ReserveAsync(Request())).IsAdmitted);
+        Assert.Equal("+OK", redis.TryCommand("CONFIG SET maxmemory-policy noeviction"));
+        Assert.Equal("+OK", redis.TryCommand("CONFIG SET maxmemory 1"));
+        try
+        {
+            var failure = await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await Store.ReserveAsync(Request()));
+            Assert.Contains("OOM", failure.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Assert.Equal("+OK", redis.TryCommand("CONFIG SET maxmemory 0"));
+        }
+
+        Assert.True((await Store.ReserveAsync(Request())).IsAdmitted);
+    }
+
+    [RedisFact]
+    public async Task ReadOnlyReplica_IsUnavailable_ThenRecovers()
+    {
+        // The server turns into a replica (of nothing that answers), as a primary does when a fail-over demotes it.
+        Assert.True((await Store.ReserveAsync(Request())).IsAdmitted);
+        Assert.Equal("+OK", redis.TryCommand("REPLICAOF 127.0.0.1 1"));
+        try
+        {
+            await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await Store.ReserveAsync(Request()));
+        }
+        finally
+        {
+            Assert.Equal("+OK", redis.TryCommand("REPLICAOF NO ONE"));
+        }
+
+        await WaitUntilAsync(() => TryReserveAsync(Store));
+    }
+
+    [RedisFact]
     public async Task StateStaysBoundedWhateverTheTraffic()
     {
         // Five calls every 100 ms for three minutes with a 30 s reservation TTL, a third of them never settled: Redis

@@ -24,6 +24,32 @@ public sealed class RedisClusterAdmissionStoreTests(RedisClusterFixture cluster,
     }
 
     [RedisFact]
+    public async Task OneScriptForEveryScope_OnACluster_IsCrossSlot_AndUnavailable()
+    {
+        // The single-Redis path forced onto the cluster: its script touches several slots. That is refused (CROSSSLOT,
+        // by the client or the server) and reported as the store being unavailable, not as an unhandled error.
+        var store = (RedisAdmissionStore)Store;
+        Assert.True((await store.ReserveAsync(Request())).IsAdmitted);
+        store.AssumeTopology(cluster: false);
+
+        var failure = await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await store.ReserveAsync(Request() with { RunId = "run-x", Team = "team-x" }));
+
+        output.WriteLine(failure.Message);
+    }
+
+    [RedisFact]
+    public async Task ScriptsFlushedOnEveryNode_ABurstReloadsThem()
+    {
+        Assert.True((await Store.ReserveAsync(Request())).IsAdmitted);
+        Assert.All(cluster.OnEveryNode("SCRIPT FLUSH"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => Store.ReserveAsync(Request() with { RunId = "run-" + (i % 5), Team = "team-f" }).AsTask()));
+
+        Assert.All(results, r => Assert.True(r.IsAdmitted));
+        Assert.Equal(41, (await UserStateAsync()).InFlight);
+    }
+
+    [RedisFact]
     public async Task RefusedByOneScope_TheOtherScopesGiveBackWhatTheyHeld()
     {
         // The user's budget refuses; the team, the run and the key's window (other slots) had held the call: all is
