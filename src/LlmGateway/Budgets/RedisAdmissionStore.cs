@@ -7,8 +7,9 @@ using StackExchange.Redis;
 namespace LlmGateway.Budgets;
 
 /// <summary>
-/// The admission store shared by every gateway replica: one Redis, one Lua script per operation (one round trip,
-/// atomic), so N replicas enforce one limit rather than N. Same semantics as <see cref="InMemoryAdmissionStore"/>;
+/// The admission store shared by every gateway replica: one Lua script per operation on a single Redis (one round
+/// trip, atomic), one per scope and hash slot on a Redis Cluster (see RedisAdmissionStore.Scoped.cs), so N replicas
+/// enforce one limit rather than N. Same semantics as <see cref="InMemoryAdmissionStore"/>;
 /// the scripts and data layout are described in <see cref="RedisAdmissionScripts"/>.
 /// </summary>
 /// <remarks>
@@ -224,82 +225,6 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     public ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default) =>
         FinishAsync(reservation, settle: false, 0, 0, cancellationToken);
 
-    public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, true, cancellationToken);
-
-    public ValueTask ResumeRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, false, cancellationToken);
-
-    public async ValueTask HaltUserAsync(string user, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        var key = Subject(_users, "u", user).Control;
-        await EvaluateAsync(RedisAdmissionScripts.HaltUser, [key], [], cancellationToken).ConfigureAwait(false);
-    }
-
-    public async ValueTask ResumeUserAsync(string user, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        var key = Subject(_users, "u", user).Control;
-        await EvaluateAsync(RedisAdmissionScripts.ResumeUser, [key], [], cancellationToken).ConfigureAwait(false);
-    }
-
-    public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(runId);
-        var run = RunKey(runId);
-        RedisKey[] keys = [run, run + "x"];
-        RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
-        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
-        if (reply.Length == 0)
-        {
-            return null;
-        }
-
-        var start = (long)reply[5];
-        var deadline = (long)reply[6];
-        var user = (string?)reply[13];
-        return new RunBudgetState
-        {
-            RunId = runId,
-            User = string.IsNullOrEmpty(user) ? null : user,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
-            StartedAt = start >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start) : null,
-            Deadline = start >= 0 && deadline > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start + deadline) : null,
-            Halted = (long)reply[7] == 1,
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[8]), (long)reply[9], (long)reply[10]),
-            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds((long)reply[11]),
-            InFlight = (int)(long)reply[12],
-        };
-    }
-
-    public async ValueTask<UserBudgetState> GetUserStateAsync(string user, string periodKey, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        ArgumentException.ThrowIfNullOrEmpty(periodKey);
-        var subject = Subject(_users, "u", user);
-        RedisKey[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
-        RedisValue[] args = [Number(NowMs())];
-        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
-        var end = (long)reply[8];
-        return new UserBudgetState
-        {
-            User = user,
-            PeriodKey = periodKey,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[5]), (long)reply[6], (long)reply[7]),
-            PeriodEnd = end > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(end) : null,
-            InFlight = (int)(long)reply[9],
-            Halted = (long)reply[10] == 1,
-        };
-    }
-
     public async ValueTask<bool> PingAsync(CancellationToken cancellationToken = default)
     {
         try
@@ -323,72 +248,6 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     private static double Flag(bool value) => value ? 1 : 0;
-
-    /// <summary>
-    /// The largest fraction of a budget's USD, tokens and calls used (spent and held) before the call, from what the
-    /// script read (<paramref name="used"/>: USD nanos, tokens, calls), in millionths as the in-memory store rounds it.
-    /// </summary>
-    private static double Fraction(ReadOnlySpan<long> used, BudgetLimits limits)
-    {
-        var usd = UsdAmount.ToNanosFloor(limits.Usd);
-        var tokens = Math.Max(0, limits.Tokens);
-        var calls = Math.Max(0, limits.Calls);
-        var fraction = 0d;
-        if (usd > 0)
-        {
-            fraction = Math.Max(fraction, (double)used[0] / usd);
-        }
-
-        if (tokens > 0)
-        {
-            fraction = Math.Max(fraction, (double)used[1] / tokens);
-        }
-
-        if (calls > 0)
-        {
-            fraction = Math.Max(fraction, (double)used[2] / calls);
-        }
-
-        return Math.Floor(fraction * 1_000_000) / AdmissionConstants.FractionScale;
-    }
-
-    /// <summary>
-    /// Folds one rate window (its calls <paramref name="n"/>, tokens <paramref name="k"/> and oldest second
-    /// <paramref name="oldest"/>, -1 none, before the call) into the x-ratelimit snapshots: each keeps the tighter of
-    /// the user's and the key's limits (the user's on a tie), resetting when the window's oldest second leaves it.
-    /// </summary>
-    private static void Window(ref RateLimitSnapshot requests, ref RateLimitSnapshot tokens, long n, long k, long oldest, RateLimits limits, bool taken, long callTokens, long nowMs)
-    {
-        if (taken)
-        {
-            n++;
-            k += callTokens;
-            if (oldest < 0)
-            {
-                oldest = AdmissionConstants.Second(nowMs);
-            }
-        }
-
-        requests = Tighter(requests, Math.Max(0, limits.RequestsPerMinute), Math.Max(0, limits.RequestsPerMinute) - n);
-        tokens = Tighter(tokens, Math.Max(0, limits.TokensPerMinute), Math.Max(0, limits.TokensPerMinute) - k);
-
-        RateLimitSnapshot Tighter(RateLimitSnapshot best, long limit, long remaining)
-        {
-            if (limit <= 0)
-            {
-                return best;
-            }
-
-            remaining = Math.Max(0, remaining);
-            if (best.Limit > 0 && remaining >= best.Remaining)
-            {
-                return best;
-            }
-
-            var reset = oldest >= 0 ? ((oldest + 1) * 1000) + 60_000 - nowMs : 0;
-            return new RateLimitSnapshot(limit, remaining, TimeSpan.FromMilliseconds(reset));
-        }
-    }
 
     /// <summary>
     /// A seconds field's name (<c>x1763712000</c>), built once per second rather than per call: Lua formatting a number
@@ -510,15 +369,6 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
     private SubjectKeys Subject(ConcurrentDictionary<string, SubjectKeys> cache, string tag, string name) =>
         cache.TryGetValue(name, out var keys) ? keys : cache.GetOrAdd(name, new SubjectKeys(_prefix, tag, name));
-
-    private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(runId);
-        var run = RunKey(runId);
-        RedisKey[] keys = [run, run + "x"];
-        RedisValue[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
-        await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
-    }
 
     private RedisReservation Own(Reservation reservation)
     {
