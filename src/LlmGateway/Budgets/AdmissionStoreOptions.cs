@@ -4,8 +4,8 @@ namespace LlmGateway.Budgets;
 public sealed record AdmissionStoreOptions
 {
     /// <summary>
-    /// Prefix of every Redis key. Scripts touch keys of several users, teams and runs at once, so on Redis Cluster use a
-    /// hash tag such as "{llmgw}:" to keep them in one slot.
+    /// Prefix of every Redis key. Leave it without braces: keys are hash-tagged per scope ({u:user}, {t:team}, {r:run},
+    /// {k:key}) so that a Redis Cluster spreads them; a tag in the prefix would put every key in one slot.
     /// </summary>
     public string KeyPrefix { get; init; } = "llmgw:";
 

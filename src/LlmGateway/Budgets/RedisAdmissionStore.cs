@@ -7,8 +7,9 @@ using StackExchange.Redis;
 namespace LlmGateway.Budgets;
 
 /// <summary>
-/// The admission store shared by every gateway replica: one Redis, one Lua script per operation (one round trip,
-/// atomic), so N replicas enforce one limit rather than N. Same semantics as <see cref="InMemoryAdmissionStore"/>;
+/// The admission store shared by every gateway replica: one Lua script per operation on a single Redis (one round
+/// trip, atomic), one per scope and hash slot on a Redis Cluster (see RedisAdmissionStore.Scoped.cs), so N replicas
+/// enforce one limit rather than N. Same semantics as <see cref="InMemoryAdmissionStore"/>;
 /// the scripts and data layout are described in <see cref="RedisAdmissionScripts"/>.
 /// </summary>
 /// <remarks>
@@ -16,7 +17,7 @@ namespace LlmGateway.Budgets;
 /// is bounded by <see cref="AdmissionStoreOptions.OperationTimeout"/> (real time, whatever the injected clock says)
 /// and reports Redis trouble as <see cref="AdmissionStoreUnavailableException"/>.
 /// </remarks>
-internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
+internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
 {
     private const int KeyCount = 9;
 
@@ -27,7 +28,13 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
     private const int MaxReserveBatch = 64;
 
     /// <summary>Numbers the reserve script answers per admission.</summary>
-    private const int ReserveReplyLength = 15;
+    private const int ReserveReplyLength = RedisAdmissionScripts.ReserveReplyLength;
+
+    /// <summary>
+    /// A queued call's backstop, in store timeouts: the batch ahead, its own, and on a cluster the undo of refused
+    /// steps and one round of calls decided again.
+    /// </summary>
+    private const int QueuedBound = 4;
 
     /// <summary>Run keys' Redis lifetime is pushed forward at most this often (caller time); it always exceeds the idle expiry.</summary>
     private const long RunKeyRefreshMs = 60_000;
@@ -109,8 +116,8 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         keys[4] = teamPeriod?.Budget ?? _unused;
         keys[5] = teamPeriod?.Reservations ?? _unused;
         var runId = request.RunId;
-        keys[6] = runId is null ? _unused : _prefix + "run:" + runId;
-        keys[7] = runId is null ? _unused : _prefix + "runx:" + runId;
+        keys[6] = runId is null ? _unused : RunKey(runId);
+        keys[7] = runId is null ? _unused : RunKey(runId) + "x";
         keys[8] = key?.RateWindow ?? _unused;
         var runLifeMs = Math.Max(_idleMs, ttlMs) + RunKeyRefreshMs;
 
@@ -130,11 +137,27 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         ];
         var expiryField = FieldName(ref _expiryField, 'x', expirySecond);
         var windowField = FieldName(ref _windowField, 'w', AdmissionConstants.Second(now));
-        var item = new PendingCall(keys, Pack(numbers), hash, request.User, expiryField, windowField);
+        var held = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
+        {
+            AdmittedMs = now,
+            ExpirySecond = expirySecond,
+            AdmissionSecond = AdmissionConstants.Second(now),
+            RequestHash = hash,
+            ExpiryField = expiryField,
+            WindowField = windowField,
+            HasTeam = teamPeriod is not null,
+            HasRun = runId is not null,
+            HasUserRate = hasUserRate,
+            HasKeyRate = key is not null,
+            UserPeriodEndMs = userPeriod.EndMs,
+            TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
+            RunLifeMs = runLifeMs,
+        };
+        var item = new PendingCall(held, Pack(numbers), request.User);
         long[] batchReply;
         try
         {
-            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken).ConfigureAwait(false))!;
+            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false))!;
         }
         catch
         {
@@ -144,39 +167,44 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
 
         var reply = batchReply.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
-        var requests = new RateLimitSnapshot(reply[6], reply[7], TimeSpan.FromMilliseconds(reply[8]));
-        var tokenSnapshot = new RateLimitSnapshot(reply[9], reply[10], TimeSpan.FromMilliseconds(reply[11]));
-        var fractions = new BudgetFractions(
-            reply[12] / AdmissionConstants.FractionScale,
-            reply[13] / AdmissionConstants.FractionScale,
-            reply[14] / AdmissionConstants.FractionScale);
-
-        if (reply[0] == 1)
+        if (item.Failure is { } failure)
         {
-            var reservation = new RedisReservation(this, id, usd, tokens, expirySecond * 1000, keys)
-            {
-                ExpirySecond = expirySecond,
-                AdmissionSecond = AdmissionConstants.Second(now),
-                RequestHash = hash,
-                ExpiryField = expiryField,
-                WindowField = windowField,
-                HasTeam = teamPeriod is not null,
-                HasRun = runId is not null,
-                HasUserRate = hasUserRate,
-                HasKeyRate = key is not null,
-                UserPeriodEndMs = userPeriod.EndMs,
-                TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
-                RunLifeMs = runLifeMs,
-            };
-            return new AdmissionResult(reservation, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
+            // On a cluster one scope's node could not decide (the others' holds were given back).
+            throw new AdmissionStoreUnavailableException($"Redis could not decide {RedisAdmissionScripts.ReserveScoped.Name}: {failure.Message}", failure);
         }
 
+        var admitted = reply[0] == 1;
+        var rejection = (AdmissionRejection)reply[1];
         var limit = (AdmissionLimit)reply[3];
+        var fractions = new BudgetFractions(
+            Fraction(reply[6..9], request.UserBudget),
+            teamPeriod is null ? 0 : Fraction(reply[9..12], request.TeamBudget),
+            runId is null ? 0 : Fraction(reply[12..15], request.RunBudget));
+        // x-ratelimit-* values: after the call took its place when admitted, as they were when a rate limit refused it.
+        RateLimitSnapshot requests = default, tokenSnapshot = default;
+        if (admitted || (rejection == AdmissionRejection.RateLimitExceeded && limit is AdmissionLimit.RequestsPerMinute or AdmissionLimit.TokensPerMinute))
+        {
+            if (hasUserRate)
+            {
+                Window(ref requests, ref tokenSnapshot, reply[15], reply[16], reply[17], userRates, admitted, tokens, now);
+            }
+
+            if (key is not null)
+            {
+                Window(ref requests, ref tokenSnapshot, reply[18], reply[19], reply[20], keyRates, admitted, tokens, now);
+            }
+        }
+
+        if (admitted)
+        {
+            return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
+        }
+
         var value = reply[4];
         var retry = reply[5];
         return new AdmissionResult(
             null,
-            (AdmissionRejection)reply[1],
+            rejection,
             (AdmissionScope)reply[2],
             limit,
             limit switch
@@ -196,81 +224,6 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     public ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default) =>
         FinishAsync(reservation, settle: false, 0, 0, cancellationToken);
-
-    public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, true, cancellationToken);
-
-    public ValueTask ResumeRunAsync(string runId, CancellationToken cancellationToken = default) => SetRunHaltAsync(runId, false, cancellationToken);
-
-    public async ValueTask HaltUserAsync(string user, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        var key = Subject(_users, "u", user).Control;
-        await EvaluateAsync(RedisAdmissionScripts.HaltUser, [key], [], cancellationToken).ConfigureAwait(false);
-    }
-
-    public async ValueTask ResumeUserAsync(string user, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        var key = Subject(_users, "u", user).Control;
-        await EvaluateAsync(RedisAdmissionScripts.ResumeUser, [key], [], cancellationToken).ConfigureAwait(false);
-    }
-
-    public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
-        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
-        if (reply.Length == 0)
-        {
-            return null;
-        }
-
-        var start = (long)reply[5];
-        var deadline = (long)reply[6];
-        var user = (string?)reply[13];
-        return new RunBudgetState
-        {
-            RunId = runId,
-            User = string.IsNullOrEmpty(user) ? null : user,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
-            StartedAt = start >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start) : null,
-            Deadline = start >= 0 && deadline > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(start + deadline) : null,
-            Halted = (long)reply[7] == 1,
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[8]), (long)reply[9], (long)reply[10]),
-            LastActivityAt = DateTimeOffset.FromUnixTimeMilliseconds((long)reply[11]),
-            InFlight = (int)(long)reply[12],
-        };
-    }
-
-    public async ValueTask<UserBudgetState> GetUserStateAsync(string user, string periodKey, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        ArgumentException.ThrowIfNullOrEmpty(periodKey);
-        var subject = Subject(_users, "u", user);
-        RedisKey[] keys = [subject.Control, subject.InFlight, subject.BudgetKey(periodKey), subject.ReservationsKey(periodKey)];
-        RedisValue[] args = [Number(NowMs())];
-        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.UserState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
-        var end = (long)reply[8];
-        return new UserBudgetState
-        {
-            User = user,
-            PeriodKey = periodKey,
-            SpentUsd = UsdAmount.ToUsd((long)reply[0]),
-            SpentTokens = (long)reply[1],
-            Calls = (long)reply[2],
-            ReservedUsd = UsdAmount.ToUsd((long)reply[3]),
-            ReservedTokens = (long)reply[4],
-            Limits = new BudgetLimits(UsdAmount.ToUsd((long)reply[5]), (long)reply[6], (long)reply[7]),
-            PeriodEnd = end > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(end) : null,
-            InFlight = (int)(long)reply[9],
-            Halted = (long)reply[10] == 1,
-        };
-    }
 
     public async ValueTask<bool> PingAsync(CancellationToken cancellationToken = default)
     {
@@ -340,73 +293,82 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             return;
         }
 
-        ReadOnlySpan<double> numbers =
-        [
-            NowMs(), settle ? 1 : 0, held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
-            Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
-            held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs,
-        ];
-        var item = new PendingCall(held.Keys, Pack(numbers), held.RequestHash, null, held.ExpiryField, held.WindowField);
-        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken).ConfigureAwait(false);
+        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null);
+        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
+        if (item.Failure is { } failure)
+        {
+            throw new AdmissionStoreUnavailableException($"Redis could not run {RedisAdmissionScripts.FinishScoped.Name}: {failure.Message}", failure);
+        }
     }
 
+    /// <summary>The numbers of a settle (mode 1), release (0) or undo (2), packed (see RedisAdmissionScripts.Finish).</summary>
+    private byte[] FinishNumbers(RedisReservation held, int mode, long actualUsd, long actualTokens) => Pack(
+    [
+        NowMs(), mode, held.ExpirySecond, held.AdmissionSecond, held.UsdNanos, held.ReservedTokens, actualUsd, actualTokens,
+        Flag(held.HasTeam), Flag(held.HasRun), Flag(held.HasUserRate), Flag(held.HasKeyRate),
+        held.UserPeriodEndMs, held.TeamPeriodEndMs, _retentionMs, held.RunLifeMs, RunKeyRefreshMs, held.AdmittedMs,
+    ]);
+
     /// <summary>
-    /// One reserve script for a batch of admissions. The script admits them in order, each exactly as its own script
-    /// would, so no limit is looser for being batched.
+    /// One reserve script for a batch of admissions (a single Redis; on a cluster, one per hash slot: see
+    /// <see cref="SendScopedReservesAsync"/>). The script admits them in order, each exactly as its own script would,
+    /// so no limit is looser for being batched.
     /// </summary>
     private async Task<RedisResult> SendReservesAsync(List<PendingCall> batch)
     {
+        Interlocked.Increment(ref _reserveScripts);
+        if (await IsClusterAsync().ConfigureAwait(false))
+        {
+            return await SendScopedReservesAsync(batch).ConfigureAwait(false);
+        }
+
         var keys = new RedisKey[batch.Count * KeyCount];
         var args = new RedisValue[batch.Count * 5];
         for (var i = 0; i < batch.Count; i++)
         {
             var item = batch[i];
-            item.Keys.CopyTo(keys, i * KeyCount);
+            item.Held.Keys.CopyTo(keys, i * KeyCount);
             args[5 * i] = item.Numbers;
-            args[(5 * i) + 1] = item.RequestHash;
+            args[(5 * i) + 1] = item.Held.RequestHash;
             args[(5 * i) + 2] = item.User;
-            args[(5 * i) + 3] = item.ExpiryField;
-            args[(5 * i) + 4] = item.WindowField;
+            args[(5 * i) + 3] = item.Held.ExpiryField;
+            args[(5 * i) + 4] = item.Held.WindowField;
         }
 
-        Interlocked.Increment(ref _reserveScripts);
-
-        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
+        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
         var reply = await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
         return reply.Length == batch.Count * ReserveReplyLength
             ? reply
-            : throw new InvalidOperationException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
+            : throw new RedisException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");
     }
 
-    /// <summary>One finish script for a batch of settlements and releases.</summary>
-    private Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
+    /// <summary>One finish script for a batch of settlements and releases (on a cluster, one per hash slot).</summary>
+    private async Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
     {
+        if (await IsClusterAsync().ConfigureAwait(false))
+        {
+            return await SendScopedFinishesAsync(batch).ConfigureAwait(false);
+        }
+
         var keys = new RedisKey[batch.Count * KeyCount];
         var args = new RedisValue[batch.Count * 4];
         for (var i = 0; i < batch.Count; i++)
         {
-            batch[i].Keys.CopyTo(keys, i * KeyCount);
+            var held = batch[i].Held;
+            held.Keys.CopyTo(keys, i * KeyCount);
             args[4 * i] = batch[i].Numbers;
-            args[(4 * i) + 1] = batch[i].RequestHash;
-            args[(4 * i) + 2] = batch[i].ExpiryField;
-            args[(4 * i) + 3] = batch[i].WindowField;
+            args[(4 * i) + 1] = held.RequestHash;
+            args[(4 * i) + 2] = held.ExpiryField;
+            args[(4 * i) + 3] = held.WindowField;
         }
 
-        // Bounded like every store call: a batch stuck on a dead connection must not hold back the next ones.
-        return _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout);
+        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
+        return await _redis.EvaluateAsync(RedisAdmissionScripts.Finish, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
     }
 
     /// <summary>Key names of a user, team or gateway key; cached, as those come from the config and are few.</summary>
     private SubjectKeys Subject(ConcurrentDictionary<string, SubjectKeys> cache, string tag, string name) =>
         cache.TryGetValue(name, out var keys) ? keys : cache.GetOrAdd(name, new SubjectKeys(_prefix, tag, name));
-
-    private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(runId);
-        RedisKey[] keys = [_prefix + "run:" + runId, _prefix + "runx:" + runId];
-        RedisValue[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
-        await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
-    }
 
     private RedisReservation Own(Reservation reservation)
     {
@@ -434,13 +396,15 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     /// <summary>
     /// Waits for a Redis call at most the operation timeout (real time). The multiplexer has its own timeouts, but a
-    /// call queued while it reconnects could wait longer: no request may hang on the store.
+    /// call queued while it reconnects could wait longer: no request may hang on the store. A group-committed call
+    /// (<paramref name="queued"/>) is bounded by its batch, from when the batch is sent: it is not refused for the time
+    /// it waited behind the batch in flight (itself bounded); the wait here is only a backstop.
     /// </summary>
-    private async ValueTask<T> BoundAsync<T>(Task<T> call, string operation, CancellationToken cancellationToken)
+    private async ValueTask<T> BoundAsync<T>(Task<T> call, string operation, CancellationToken cancellationToken, bool queued = false)
     {
         try
         {
-            return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
+            return await call.WaitAsync(queued ? _timeout * QueuedBound : _timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
@@ -452,101 +416,5 @@ internal sealed class RedisAdmissionStore : IAdmissionStore, IDisposable
             RedisConnection.Observe(call);
             throw;
         }
-    }
-
-    /// <summary>The keys of one user, team or gateway key, built once; budget keys are cached for the current period.</summary>
-    private sealed class SubjectKeys(string prefix, string tag, string name)
-    {
-        private readonly string _budgetStem = prefix + "b:" + tag + ":";
-        private readonly string _reservationsStem = prefix + "bx:" + tag + ":";
-        private readonly string _name = name;
-        private PeriodKeys? _period;
-
-        public string Control { get; } = prefix + "u:" + name;
-
-        /// <summary>The seconds at which the user's held reservations expire (in-flight slots).</summary>
-        public string InFlight { get; } = prefix + "ux:" + name;
-
-        /// <summary>A gateway key's rate window (a user's lives in <see cref="Control"/>).</summary>
-        public string RateWindow { get; } = prefix + "kw:" + tag + ":" + name;
-
-        public string BudgetKey(string periodKey) => _budgetStem + periodKey + ":" + _name;
-
-        public string ReservationsKey(string periodKey) => _reservationsStem + periodKey + ":" + _name;
-
-        public PeriodKeys GetPeriod(BudgetPeriod period, long nowMs)
-        {
-            var id = BudgetPeriods.GetId(period, nowMs);
-            var current = Volatile.Read(ref _period);
-            if (current is not null && current.Period == period && current.Id == id)
-            {
-                return current;
-            }
-
-            var instant = DateTimeOffset.FromUnixTimeMilliseconds(nowMs);
-            var key = BudgetPeriods.GetKey(period, instant);
-            var created = new PeriodKeys(period, id, BudgetKey(key), ReservationsKey(key), BudgetPeriods.GetEnd(period, instant)?.ToUnixTimeMilliseconds() ?? 0);
-            Volatile.Write(ref _period, created);
-            return created;
-        }
-    }
-
-    /// <summary>An admission, settlement or release waiting for its batch: its keys and arguments.</summary>
-    private sealed class PendingCall(RedisKey[] keys, byte[] numbers, string requestHash, string? user, string expiryField, string windowField)
-        : ScriptGroupCommit<PendingCall>.Call
-    {
-        public RedisKey[] Keys { get; } = keys;
-
-        public byte[] Numbers { get; } = numbers;
-
-        public string RequestHash { get; } = requestHash;
-
-        /// <summary>The user (admissions only).</summary>
-        public string? User { get; } = user;
-
-        public string ExpiryField { get; } = expiryField;
-
-        public string WindowField { get; } = windowField;
-    }
-
-    private sealed record FieldNameCache(long Second, string Name);
-
-    private sealed record PeriodKeys(BudgetPeriod Period, long Id, string Budget, string Reservations, long EndMs);
-
-    private sealed class RedisReservation(RedisAdmissionStore store, string id, long usdNanos, long tokens, long expiresAtMs, RedisKey[] keys)
-        : Reservation(id, usdNanos, tokens, expiresAtMs)
-    {
-        public RedisAdmissionStore Store { get; } = store;
-
-        /// <summary>The keys of the admission, reused by settle and release: same scopes, same period.</summary>
-        public RedisKey[] Keys { get; } = keys;
-
-        /// <summary>The second whose held amounts include this reservation's (see the scripts' data layout).</summary>
-        public long ExpirySecond { get; init; }
-
-        /// <summary>The second of the rate windows that counts the call.</summary>
-        public long AdmissionSecond { get; init; }
-
-        public required string RequestHash { get; init; }
-
-        /// <summary>The hash field of <see cref="ExpirySecond"/> (<c>x{second}</c>): the scripts take names, not numbers to format.</summary>
-        public required string ExpiryField { get; init; }
-
-        /// <summary>The rate windows' field of <see cref="AdmissionSecond"/> (<c>w{second}</c>).</summary>
-        public required string WindowField { get; init; }
-
-        public bool HasTeam { get; init; }
-
-        public bool HasRun { get; init; }
-
-        public bool HasUserRate { get; init; }
-
-        public bool HasKeyRate { get; init; }
-
-        public long UserPeriodEndMs { get; init; }
-
-        public long TeamPeriodEndMs { get; init; }
-
-        public long RunLifeMs { get; init; }
     }
 }

@@ -95,21 +95,17 @@ internal sealed class RedisConnection : IDisposable
 
     public async Task PingAsync() => await (await DatabaseAsync().ConfigureAwait(false)).PingAsync().ConfigureAwait(false);
 
-    /// <summary>Failures that mean "Redis cannot answer now", as opposed to a bug in a script.</summary>
+    /// <summary>
+    /// Failures that mean "Redis cannot answer this now": timeouts, lost connections, and every error Redis or the client
+    /// reports (READONLY or MASTERDOWN during a fail-over, OOM, CLUSTERDOWN, TRYAGAIN, a MOVED or ASK the client could
+    /// not follow, CROSSSLOT, NOSCRIPT after the retry with the source, a script error). Each becomes the caller's
+    /// unavailable-store behaviour (Gateway:Store:OnUnavailable) with a log line, never an unhandled exception.
+    /// </summary>
     public static bool IsUnavailable(Exception exception) => exception switch
     {
-        TimeoutException or RedisConnectionException or SocketException or IOException => true,
-        RedisServerException => IsTransient(exception.Message),
+        TimeoutException or RedisException or RedisCommandException or SocketException or IOException => true,
         _ => false,
     };
-
-    private static bool IsTransient(string error) =>
-        error.StartsWith("LOADING", StringComparison.Ordinal)
-        || error.StartsWith("BUSY", StringComparison.Ordinal)
-        || error.StartsWith("MASTERDOWN", StringComparison.Ordinal)
-        || error.StartsWith("READONLY", StringComparison.Ordinal)
-        || error.StartsWith("TRYAGAIN", StringComparison.Ordinal)
-        || error.StartsWith("CLUSTERDOWN", StringComparison.Ordinal);
 
     /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
     public static void Observe(Task task) =>

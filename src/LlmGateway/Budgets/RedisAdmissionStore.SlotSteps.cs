@@ -1,0 +1,109 @@
+using StackExchange.Redis;
+
+namespace LlmGateway.Budgets;
+
+/// <summary>The steps of a cluster batch, grouped per hash slot, and their replies.</summary>
+internal sealed partial class RedisAdmissionStore
+{
+    /// <summary>A step's reply (null on failure), its scope kind and its scope's identity (its first key).</summary>
+    private sealed record StepReply(int ScopeKind, string Scope, long[] Reply, Exception? Failure);
+
+    /// <summary>Steps grouped by hash slot, in call order within each slot: one script per slot, sent together.</summary>
+    private sealed class SlotSteps(RedisAdmissionStore store)
+    {
+        private readonly Dictionary<int, Slot> _slots = [];
+        private int _count;
+
+        public int Count => _count;
+
+        public void Add(int call, int scope, RedisReservation held, RedisValue[] args)
+        {
+            var (offset, count) = ScopeKeys(scope);
+            var first = held.Keys[offset];
+            var slot = SlotOf(first);
+            if (!_slots.TryGetValue(slot, out var group))
+            {
+                _slots[slot] = group = new Slot();
+            }
+
+            for (var i = 0; i < count; i++)
+            {
+                group.Keys.Add(held.Keys[offset + i]);
+            }
+
+            group.Args.Add(scope);
+            group.Args.AddRange(args);
+            group.Steps.Add((call, scope, (string)first!));
+            _count++;
+        }
+
+        /// <summary>Sends every slot's script at once, each bounded by the store timeout from when it is sent.</summary>
+        public async Task<Outcome> SendAsync(LlmGateway.Redis.RedisScript script, int replyLength)
+        {
+            var groups = _slots.Values.ToArray();
+            var sends = new Task<RedisResult>[groups.Length];
+            for (var i = 0; i < groups.Length; i++)
+            {
+                sends[i] = store._redis.EvaluateAsync(script, [.. groups[i].Keys], [.. groups[i].Args]).WaitAsync(store._timeout);
+            }
+
+            var outcome = new Outcome();
+            for (var i = 0; i < groups.Length; i++)
+            {
+                long[]? reply = null;
+                Exception? failure = null;
+                try
+                {
+                    var result = await sends[i].ConfigureAwait(false);
+                    reply = replyLength > 0 ? (long[])result! : [];
+                    if (replyLength > 0 && reply.Length != groups[i].Steps.Count * replyLength)
+                    {
+                        failure = new RedisException($"{script.Name} answered {reply.Length} numbers for {groups[i].Steps.Count} steps");
+                    }
+                }
+                catch (Exception exception)
+                {
+                    LlmGateway.Redis.RedisConnection.Observe(sends[i]);
+                    failure = exception;
+                }
+
+                for (var s = 0; s < groups[i].Steps.Count; s++)
+                {
+                    var (call, scope, name) = groups[i].Steps[s];
+                    outcome.Add(call, new StepReply(scope, name, failure is null && replyLength > 0 ? reply!.AsSpan(s * replyLength, replyLength).ToArray() : [], failure));
+                }
+            }
+
+            return outcome;
+        }
+
+        private int SlotOf(RedisKey key) => store._hashSlot?.Invoke(key) ?? 0;
+
+        private sealed class Slot
+        {
+            public List<RedisKey> Keys { get; } = [];
+
+            public List<RedisValue> Args { get; } = [];
+
+            public List<(int Call, int Scope, string Name)> Steps { get; } = [];
+        }
+    }
+
+    /// <summary>Each call's step replies.</summary>
+    private sealed class Outcome
+    {
+        private readonly Dictionary<int, List<StepReply>> _byCall = [];
+
+        public void Add(int call, StepReply reply)
+        {
+            if (!_byCall.TryGetValue(call, out var list))
+            {
+                _byCall[call] = list = [];
+            }
+
+            list.Add(reply);
+        }
+
+        public List<StepReply> Of(int call) => _byCall.TryGetValue(call, out var list) ? list : [];
+    }
+}

@@ -1,0 +1,117 @@
+using System.Net;
+using System.Text.Json;
+using LlmGateway.EndToEnd.Tests.Infrastructure;
+using LlmGateway.Tests.Shared;
+
+namespace LlmGateway.EndToEnd.Tests.Redis;
+
+/// <summary>
+/// Gateways on a real 3-master Redis Cluster serving LLM calls with budgets: replica A is given every node, replica B
+/// one node only (as a managed cluster's single configuration endpoint); each finds the others itself. Every scope
+/// lives in one hash slot, so no call fails CROSSSLOT, and the two replicas enforce one set of limits.
+/// </summary>
+[RequiresRedisServer]
+public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : IClassFixture<RedisClusterFixture>, IAsyncLifetime
+{
+    private MockLlmServer _mock = null!;
+    private GatewayServer _a = null!;
+    private GatewayServer _b = null!;
+
+    public async Task InitializeAsync()
+    {
+        _mock = await MockLlmServer.StartAsync();
+        var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
+
+        // Same limits and key prefix on both, one with every node listed and one with a single node.
+        _a = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix));
+        _b = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix));
+        await _a.WaitReadyAsync();
+        await _b.WaitReadyAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _a.DisposeAsync();
+        await _b.DisposeAsync();
+        await _mock.DisposeAsync();
+    }
+
+    [RedisFact]
+    public async Task TwoReplicas_ShareOneBudget_ConcurrentlyAdmitExactlyWhatFits()
+    {
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"shared {i}"))));
+
+        Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
+        Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
+        using var spent = await _b.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/spender"));
+        Assert.Equal(1.00m, JsonDocument.Parse(await spent.Content.ReadAsStringAsync()).RootElement.GetProperty("spent_usd").GetDecimal());
+    }
+
+    [RedisFact]
+    public async Task RunsTeamsAndKeys_OnSeveralNodes_AreChargedAndHalted()
+    {
+        // A call of a user in a team, on a run, with a key rate limit: four scopes, spread over the nodes.
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c", content: $"run call {i}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        using var run = await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/runs/run-c"));
+        var state = JsonDocument.Parse(await run.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(0.03m, state.GetProperty("spent_usd").GetDecimal());
+
+        (await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-c/halt"))).EnsureSuccessStatusCode();
+        using var onB = await _b.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c"));
+        await Http.AssertErrorAsync(onB, 403, "run_halted", shouldRetry: false);
+
+        // The key allows 5 calls a minute across both replicas: 3 were made, 1 was refused by the halt.
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-member", content: $"rate {i}"));
+            statuses.Add(response.StatusCode);
+        }
+
+        Assert.Equal([HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.TooManyRequests, HttpStatusCode.TooManyRequests], statuses);
+    }
+
+    [RedisFact]
+    public async Task FreshReplicas_FortyCallBurst_GetsNo503()
+    {
+        // Scripts gone from every node, two replicas just started: the warm-up loads the scripts before /readyz says
+        // ready, and a call's store timeout counts from when its batch is sent, not while it queues behind another.
+        cluster.OnEveryNode("SCRIPT FLUSH");
+        var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var c = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, keyRpm: 100));
+        await using var d = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix, keyRpm: 100));
+        await c.WaitReadyAsync();
+        await d.WaitReadyAsync();
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => (i % 2 == 0 ? c.Client : d.Client).SendAsync(BudgetCalls.Metered("sk-member", content: $"burst {i}", runId: "run-burst-" + (i % 4)))));
+
+        Assert.DoesNotContain(responses, r => r.StatusCode == HttpStatusCode.ServiceUnavailable);
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+    }
+
+    private string Config(string redis, string prefix, string storeTimeout = "00:00:01", int keyRpm = 5) => $$"""
+    {
+      "Gateway": {
+        "Redis": "{{redis}}",
+        "AdminKey": "{{TestConfigs.AdminKey}}",
+        "Store": { "OnUnavailable": "Deny", "Timeout": "{{storeTimeout}}", "KeyPrefix": "{{prefix}}" },
+        "Providers": { "mock": { "BaseUrl": "{{_mock.BaseUrl}}/v1" } },
+        "Models": { "metered": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 1000, "DefaultMaxOutputTokens": 10 } },
+        "Keys": [
+          { "Key": "sk-spender", "User": "spender" },
+          { "Key": "sk-member", "User": "member", "Rpm": {{keyRpm}} }
+        ],
+        "Users": {
+          "spender": { "Budget": { "Usd": 1.0, "Period": "Day" } },
+          "member": { "Team": "crew", "Budget": { "Usd": 5.0, "Period": "Day" }, "Runs": { "Usd": 1.0 } }
+        },
+        "Teams": { "crew": { "Budget": { "Usd": 50.0, "Period": "Month" } } }
+      }
+    }
+    """;
+}

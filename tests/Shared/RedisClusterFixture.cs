@@ -1,0 +1,248 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace LlmGateway.Tests.Shared;
+
+/// <summary>
+/// A real three-master Redis Cluster on loopback: three <c>redis-server --cluster-enabled yes</c> on free ports, each in
+/// a temporary directory of its own (its nodes.conf), joined by <c>redis-cli --cluster create … --cluster-replicas 0</c>,
+/// ready once every node reports <c>cluster_state:ok</c>. Torn down (processes killed, directories deleted) on dispose.
+/// A master can be stopped and started again on its port (it rejoins with its slots from its nodes.conf).
+/// </summary>
+public sealed class RedisClusterFixture : IDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(30);
+    private readonly string _root;
+    private readonly Process?[] _nodes = new Process?[3];
+
+    public RedisClusterFixture()
+    {
+        if (RedisServer.ExecutablePath is null)
+        {
+            if (RedisServer.IsCi)
+            {
+                throw new InvalidOperationException(RedisServer.MissingMessage + " CI is set, so the Redis tests fail instead of skipping.");
+            }
+
+            Ports = [];
+            _root = string.Empty;
+            return;
+        }
+
+        _root = Path.Combine(Path.GetTempPath(), "llmgw-cluster-" + Guid.NewGuid().ToString("N")[..8]);
+        Ports = [FreePort(), FreePort(), FreePort()];
+        try
+        {
+            for (var i = 0; i < Ports.Length; i++)
+            {
+                StartNode(i);
+            }
+
+            var create = new List<string> { "--cluster", "create" };
+            create.AddRange(Ports.Select(port => "127.0.0.1:" + port.ToString(CultureInfo.InvariantCulture)));
+            create.AddRange(["--cluster-replicas", "0", "--cluster-yes"]);
+            var (exitCode, output) = Run(RedisCli, create);
+            if (exitCode != 0)
+            {
+                throw new InvalidOperationException($"redis-cli --cluster create failed ({exitCode}): {output}");
+            }
+
+            WaitUntilOk();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public int[] Ports { get; }
+
+    /// <summary>Every master, as a connection string lists them.</summary>
+    public string ConnectionString => string.Join(",", Ports.Select(port => "127.0.0.1:" + port.ToString(CultureInfo.InvariantCulture)));
+
+    /// <summary>One node only: the client discovers the others (a managed cluster's single configuration endpoint).</summary>
+    public string SingleNodeConnectionString => "127.0.0.1:" + Ports[0].ToString(CultureInfo.InvariantCulture);
+
+    private static string RedisCli => Path.Combine(Path.GetDirectoryName(RedisServer.ExecutablePath!)!, "redis-cli");
+
+    /// <summary>Stops master <paramref name="index"/> (kill -9): the slots it owns go dark until it is started again.</summary>
+    public void StopNode(int index)
+    {
+        var process = _nodes[index];
+        _nodes[index] = null;
+        if (process is null)
+        {
+            return;
+        }
+
+        if (!process.HasExited)
+        {
+            process.Kill(entireProcessTree: true);
+        }
+
+        process.WaitForExit(5000);
+        process.Dispose();
+    }
+
+    /// <summary>Starts master <paramref name="index"/> again on its port and waits until the cluster is ok.</summary>
+    public void RestartNode(int index)
+    {
+        StartNode(index);
+        WaitUntilOk();
+    }
+
+    /// <summary>One command on one node (RESP inline), its first reply line; null if the node does not answer.</summary>
+    public string? TryCommand(int index, string command)
+    {
+        try
+        {
+            using var client = new TcpClient();
+            client.SendTimeout = client.ReceiveTimeout = 2000;
+            client.Connect(IPAddress.Loopback, Ports[index]);
+            using var stream = client.GetStream();
+            stream.Write(Encoding.ASCII.GetBytes(command + "\r\n"));
+            var buffer = new byte[4096];
+            var read = stream.Read(buffer);
+            return Encoding.ASCII.GetString(buffer, 0, read);
+        }
+        catch (Exception exception) when (exception is SocketException or IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The same command on every master (e.g. SCRIPT FLUSH); the replies in node order.</summary>
+    public string?[] OnEveryNode(string command) => Ports.Select((_, i) => TryCommand(i, command)).ToArray();
+
+    public void Dispose()
+    {
+        for (var i = 0; i < _nodes.Length; i++)
+        {
+            try
+            {
+                StopNode(i);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+
+        if (_root.Length > 0 && Directory.Exists(_root))
+        {
+            try
+            {
+                Directory.Delete(_root, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private void StartNode(int index)
+    {
+        var port = Ports[index].ToString(CultureInfo.InvariantCulture);
+        var directory = Path.Combine(_root, port);
+        Directory.CreateDirectory(directory);
+        var info = new ProcessStartInfo(RedisServer.ExecutablePath!)
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = directory,
+        };
+        foreach (var argument in new[]
+        {
+            "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", Path.Combine(directory, "nodes.conf"),
+            "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", "--dir", directory,
+        })
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        var process = Process.Start(info) ?? throw new InvalidOperationException("redis-server did not start");
+        process.OutputDataReceived += static (_, _) => { };
+        process.ErrorDataReceived += static (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _nodes[index] = process;
+        var clock = Stopwatch.StartNew();
+        while (TryCommand(index, "PING") is not { } reply || !reply.StartsWith("+PONG", StringComparison.Ordinal))
+        {
+            if (clock.Elapsed > StartTimeout || process.HasExited)
+            {
+                throw new InvalidOperationException($"cluster node on port {port} did not answer PING");
+            }
+
+            Thread.Sleep(20);
+        }
+    }
+
+    private void WaitUntilOk()
+    {
+        var clock = Stopwatch.StartNew();
+        while (!Ports.Select((_, i) => TryCommand(i, "CLUSTER INFO")).All(info => info is not null && info.Contains("cluster_state:ok", StringComparison.Ordinal)))
+        {
+            if (clock.Elapsed > StartTimeout)
+            {
+                throw new InvalidOperationException("the Redis Cluster did not reach cluster_state:ok within " + StartTimeout.TotalSeconds + " s");
+            }
+
+            Thread.Sleep(50);
+        }
+    }
+
+    private static (int ExitCode, string Output) Run(string executable, IEnumerable<string> arguments)
+    {
+        var info = new ProcessStartInfo(executable) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(info) ?? throw new InvalidOperationException(executable + " did not start");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(30_000))
+        {
+            process.Kill();
+            return (-1, "timed out");
+        }
+
+        return (process.ExitCode, output.Result + error.Result);
+    }
+
+    /// <summary>A port free on loopback whose cluster bus port (port + 10000) is free too: ephemeral ports (32768+) would put it past 65535.</summary>
+    private static int FreePort()
+    {
+        for (var attempt = 0; attempt < 200; attempt++)
+        {
+            var port = Random.Shared.Next(20_000, 30_000);
+            if (IsFree(port) && IsFree(port + 10_000))
+            {
+                return port;
+            }
+        }
+
+        throw new InvalidOperationException("no free port pair for a cluster node");
+
+        static bool IsFree(int port)
+        {
+            try
+            {
+                var listener = new TcpListener(IPAddress.Loopback, port);
+                listener.Start();
+                listener.Stop();
+                return true;
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+        }
+    }
+}
