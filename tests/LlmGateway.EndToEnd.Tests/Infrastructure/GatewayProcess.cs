@@ -9,23 +9,23 @@ namespace LlmGateway.EndToEnd.Tests.Infrastructure;
 /// The gateway as a separate OS process (<c>dotnet LlmGateway.dll --config ... --urls ...</c>), for tests
 /// where replicas must share nothing but Redis.
 /// </summary>
-public sealed class GatewayProcess : IAsyncDisposable
+public sealed partial class GatewayProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly string _directory;
     private readonly StringBuilder _output = new();
 
-    private GatewayProcess(Process process, string baseUrl, string directory)
+    private readonly TaskCompletionSource<string> _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private GatewayProcess(Process process, string directory)
     {
         _process = process;
         _directory = directory;
-        BaseUrl = baseUrl;
-        Client = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(30) };
     }
 
-    public string BaseUrl { get; }
+    public string BaseUrl { get; private set; } = string.Empty;
 
-    public HttpClient Client { get; }
+    public HttpClient Client { get; private set; } = null!;
 
     public string Output
     {
@@ -43,10 +43,11 @@ public sealed class GatewayProcess : IAsyncDisposable
         var directory = Directory.CreateTempSubdirectory("llmgw-proc-").FullName;
         var configPath = Path.Combine(directory, "gateway.json");
         await File.WriteAllTextAsync(configPath, configJson);
-        var port = FreePort();
-        var baseUrl = $"http://127.0.0.1:{port}";
         var dll = Path.Combine(AppContext.BaseDirectory, "LlmGateway.dll");
-        var start = new ProcessStartInfo("dotnet", [dll, "--config", configPath, "--urls", baseUrl])
+        // Port 0: the process binds a port of its own and announces it ("Now listening on: ..."). A port chosen here and
+        // released before the process binds it could be taken by another test's server in between, whose /readyz would
+        // then answer for this process.
+        var start = new ProcessStartInfo("dotnet", [dll, "--config", configPath, "--urls", "http://127.0.0.1:0"])
         {
             WorkingDirectory = directory,
             RedirectStandardOutput = true,
@@ -54,14 +55,29 @@ public sealed class GatewayProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         start.Environment["Logging__LogLevel__Default"] = "Warning";
+        start.Environment["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the gateway process");
-        var gateway = new GatewayProcess(process, baseUrl, directory);
+        var gateway = new GatewayProcess(process, directory);
         process.OutputDataReceived += (_, e) => gateway.Append(e.Data);
         process.ErrorDataReceived += (_, e) => gateway.Append(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
 
         var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!gateway._listening.Task.IsCompleted)
+        {
+            if (process.HasExited || DateTime.UtcNow > deadline)
+            {
+                var why = process.HasExited ? $"exited with {process.ExitCode}" : "did not announce its address within 30 s";
+                await gateway.DisposeAsync();
+                throw new InvalidOperationException($"the gateway process {why}: {gateway.Output}");
+            }
+
+            await Task.Delay(50);
+        }
+
+        gateway.BaseUrl = await gateway._listening.Task;
+        gateway.Client = new HttpClient { BaseAddress = new Uri(gateway.BaseUrl), Timeout = TimeSpan.FromSeconds(30) };
         while (true)
         {
             if (process.HasExited)
@@ -134,7 +150,7 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        Client.Dispose();
+        Client?.Dispose();
         if (!_process.HasExited)
         {
             _process.Kill(entireProcessTree: true);
@@ -162,12 +178,13 @@ public sealed class GatewayProcess : IAsyncDisposable
         {
             _output.AppendLine(line);
         }
+
+        if (!_listening.Task.IsCompleted && ListeningOn().Match(line) is { Success: true } match)
+        {
+            _listening.TrySetResult(match.Groups[1].Value);
+        }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    [System.Text.RegularExpressions.GeneratedRegex(@"Now listening on: (http://127\.0\.0\.1:[0-9]+)")]
+    private static partial System.Text.RegularExpressions.Regex ListeningOn();
 }
