@@ -34,6 +34,12 @@ internal sealed class AnswerSignals
     /// <summary>Reads one JSON answer or one stream event's data; anything not understood is ignored.</summary>
     public void Read(ReadOnlySpan<byte> json)
     {
+        if (Model is not null && !MayCarrySignal(json))
+        {
+            // Most stream events are text deltas: once the model is known, only a name, a reason or a status is news.
+            return;
+        }
+
         var reader = new Utf8JsonReader(json);
         try
         {
@@ -48,6 +54,10 @@ internal sealed class AnswerSignals
             // The usage reader has already judged the payload; a signal it lacks is simply not read.
         }
     }
+
+    /// <summary>Inside JSON strings quotes are escaped, so these unescaped sequences only occur as member names.</summary>
+    private static bool MayCarrySignal(ReadOnlySpan<byte> json) =>
+        json.IndexOf("\"name\""u8) >= 0 || json.IndexOf("_reason\":\""u8) >= 0 || json.IndexOf("_reason\": \""u8) >= 0 || json.IndexOf("\"status\""u8) >= 0;
 
     /// <summary>
     /// A whole answer or an event at the top, or the message / response an event wraps (Anthropic's message_start,
