@@ -20,13 +20,16 @@ internal sealed class AnswerSignals
     /// <summary>The names of the tools the model asked to call, in order; null when none.</summary>
     public List<string>? ToolCalls { get; private set; }
 
-    /// <summary>"model" or "model/fingerprint"; null when the answer named no model.</summary>
-    public string? Version => Model is null ? null : Fingerprint is null ? Model : Model + "/" + Fingerprint;
+    /// <summary>"model" or "model/fingerprint"; null when the answer named no model. Built once, for the metric and the log.</summary>
+    public string? Version => Model is null ? null : _version ??= Fingerprint is null ? Model : Model + "/" + Fingerprint;
+
+    private string? _version;
 
     public void Clear()
     {
         Model = null;
         Fingerprint = null;
+        _version = null;
         FinishReason = null;
         ToolCalls = null;
     }
@@ -71,10 +74,20 @@ internal sealed class AnswerSignals
             switch (property.Name)
             {
                 case "model" when value.ValueKind == JsonValueKind.String && value.GetString() is { Length: > 0 } model:
-                    Model = model;
+                    if (model != Model)
+                    {
+                        Model = model;
+                        _version = null;
+                    }
+
                     break;
                 case "system_fingerprint" when value.ValueKind == JsonValueKind.String && value.GetString() is { Length: > 0 } fingerprint:
-                    Fingerprint = fingerprint;
+                    if (fingerprint != Fingerprint)
+                    {
+                        Fingerprint = fingerprint;
+                        _version = null;
+                    }
+
                     break;
                 case "stop_reason" when value.ValueKind == JsonValueKind.String:
                     FinishReason = value.GetString();
