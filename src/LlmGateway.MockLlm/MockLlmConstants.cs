@@ -15,6 +15,9 @@ internal static class MockLlmConstants
     public const string Created = "X-Mock-Created";
     public const string ToolCall = "X-Mock-Tool-Call";
     public const string ToolArguments = "X-Mock-Tool-Args";
+
+    // The system_fingerprint chat and text completions report (default SystemFingerprint): a provider updating its model.
+    public const string Fingerprint = "X-Mock-Fingerprint";
     public const string UsagePrompt = "X-Mock-Usage-Prompt";
     public const string UsageCompletion = "X-Mock-Usage-Completion";
     public const string UsageCached = "X-Mock-Usage-Cached";

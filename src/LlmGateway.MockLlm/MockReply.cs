@@ -15,8 +15,9 @@ internal sealed class MockReply
     // The ids hash the model and prompt only, so stream options or fault headers never change them.
     private readonly byte[] _hash;
 
-    private MockReply(string text, bool truncated, long created, MockUsage usage, byte[] hash)
+    private MockReply(string text, bool truncated, long created, MockUsage usage, byte[] hash, string fingerprint)
     {
+        Fingerprint = fingerprint;
         Text = text;
         Truncated = truncated;
         Created = created;
@@ -32,6 +33,9 @@ internal sealed class MockReply
     public long Created { get; }
 
     public MockUsage Usage { get; }
+
+    // X-Mock-Fingerprint, or the default.
+    public string Fingerprint { get; }
 
     public string FinishReason => Truncated ? "length" : "stop";
 
@@ -72,7 +76,9 @@ internal sealed class MockReply
             ? value
             : DefaultCreated;
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(model + "\n" + prompt.Text));
-        return new MockReply(text, truncated, created, MockUsage.Create(headers, prompt.Tokens, completionTokens), hash);
+        var fingerprint = headers[MockLlmConstants.Fingerprint].ToString();
+        return new MockReply(text, truncated, created, MockUsage.Create(headers, prompt.Tokens, completionTokens), hash,
+            fingerprint.Length > 0 ? fingerprint : SystemFingerprint);
     }
 
     // An id such as "chatcmpl-3f2a...": slot 0 and 1 give two independent ids (a response and its message).
@@ -88,7 +94,7 @@ internal sealed class MockReply
         writer.WriteString("object", objectType);
         writer.WriteNumber("created", Created);
         writer.WriteString("model", model);
-        writer.WriteString("system_fingerprint", SystemFingerprint);
+        writer.WriteString("system_fingerprint", Fingerprint);
     }
 
     public static int NextChunkEnd(string text, int start)

@@ -118,6 +118,7 @@ internal sealed class LlmCall
         UpstreamEndTimestamp = 0;
         StreamUsage = default;
         StreamUsageFinal = false;
+        Answer.Clear();
     }
 
     /// <summary>Usage as the upstream reported it, or as estimated when it did not.</summary>
@@ -132,6 +133,9 @@ internal sealed class LlmCall
     public bool StreamUsageFinal { get; set; }
 
     public bool UsageEstimated { get; set; }
+
+    /// <summary>What the upstream answer said about the model behind it (drift signals and the call log).</summary>
+    public Drift.AnswerSignals Answer { get; } = new();
 
     /// <summary>Bytes of generated text already delivered to the caller (for estimates of cut streams).</summary>
     public long DeliveredTextBytes { get; set; }

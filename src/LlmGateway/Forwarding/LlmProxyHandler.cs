@@ -350,12 +350,19 @@ internal sealed class LlmProxyHandler
             _metrics.RecordCost(user, call.Caller.Team ?? "", served.Name, call.CostUsd);
         }
 
+        if (call.UpstreamHeadersTimestamp != 0 && call.Outcome is not (CallOutcome.Cached or CallOutcome.Replayed))
+        {
+            var generated = call.Outcome == CallOutcome.Completed && call.HasUsage && call.Endpoint is not (LlmEndpoint.Embeddings or LlmEndpoint.CountTokens);
+            _metrics.Drift.RecordAnswer(served.Name, call.Answer, generated ? call.Usage.OutputTokens : null, call.Body.Span);
+        }
+
         // The record's arguments (the outcome's name among them) are only worth building when it is written.
         if (_logger.IsEnabled(LogLevel.Information))
         {
             ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
                 call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.CacheWriteTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
-                upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail);
+                upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail,
+                call.Answer.FinishReason, call.Answer.Version, call.Answer.ToolCalls is { } tools ? string.Join(',', tools) : null);
         }
     }
 

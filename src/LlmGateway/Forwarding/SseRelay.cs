@@ -296,6 +296,7 @@ internal sealed class SseRelay
             return;
         }
 
+        call.Answer.Read(data);
         if (info.HasUsage)
         {
             if (messages)

@@ -97,6 +97,7 @@ internal sealed class GatewayMetrics
             "Duration of tool calls, by tool.", ToolDurationBuckets);
         _idempotentReplays = meter.CreateCounter<long>("llm_gateway_idempotent_replays", "{call}",
             "Tool calls answered from a stored result for a repeated idempotency key, by tool.");
+        Drift = new Drift.DriftMetrics(meter);
 
         meter.CreateObservableCounter("llm_gateway_audit_dropped", () => auditLog?.Dropped ?? 0, "{record}",
             "Audit records not written to the Gateway:AuditLog file: its queue was full, or the gateway stopped while the file could not be written.");
@@ -113,6 +114,9 @@ internal sealed class GatewayMetrics
         meter.CreateObservableGauge("llm_gateway_recordings_runs", () => ObserveRecordings(bytes: false), unit: null,
             "Run recordings kept in this gateway's memory (Gateway:Cache:RecordingMaxRuns).");
     }
+
+    /// <summary>The drift signals' instruments (served versions, finish reasons, output length, tool choice).</summary>
+    public Drift.DriftMetrics Drift { get; }
 
     /// <summary>A request answered to the caller: counts it and records its duration.</summary>
     public void RecordRequest(string user, string model, int status, double seconds)
