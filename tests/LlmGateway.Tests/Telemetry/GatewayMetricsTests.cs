@@ -168,14 +168,23 @@ public sealed class GatewayMetricsTests : IDisposable
             _metrics.RecordOverhead(0.00002);
         }
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 10_000; i++)
+        // The least of five measurements: an allocation per call shows in every one (10,000 calls, at least 10 kB), while
+        // a one-off on this thread from outside the code under test (the runtime's own work under a loaded machine, seen
+        // as 592 and 5,408 bytes in full runs) does not repeat in all five.
+        var least = long.MaxValue;
+        for (var attempt = 0; attempt < 5 && least > 0; attempt++)
         {
-            _metrics.RecordRequest("alice", "gpt-4o", 200, 0.01);
-            _metrics.RecordTokens("alice", "gpt-4o", 10, 5, 1);
-            _metrics.RecordOverhead(0.00002);
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            for (var i = 0; i < 10_000; i++)
+            {
+                _metrics.RecordRequest("alice", "gpt-4o", 200, 0.01);
+                _metrics.RecordTokens("alice", "gpt-4o", 10, 5, 1);
+                _metrics.RecordOverhead(0.00002);
+            }
+
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
         }
 
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(0, least);
     }
 }
