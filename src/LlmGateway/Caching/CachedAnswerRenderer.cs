@@ -167,11 +167,11 @@ internal static class CachedAnswerRenderer
         output.Write("data: "u8);
         writer.Reset(output);
         writer.WriteStartObject();
-        Copy(writer, root, "id");
+        CachedAnswerJson.CopyProperty(writer, root, "id");
         writer.WriteString("object", chat ? "chat.completion.chunk" : "text_completion");
-        Copy(writer, root, "created");
-        Copy(writer, root, "model");
-        Copy(writer, root, "system_fingerprint");
+        CachedAnswerJson.CopyProperty(writer, root, "created");
+        CachedAnswerJson.CopyProperty(writer, root, "model");
+        CachedAnswerJson.CopyProperty(writer, root, "system_fingerprint");
     }
 
     private static void End(ArrayBufferWriter<byte> output, Utf8JsonWriter writer)
@@ -179,14 +179,5 @@ internal static class CachedAnswerRenderer
         writer.WriteEndObject();
         writer.Flush();
         output.Write("\n\n"u8);
-    }
-
-    private static void Copy(Utf8JsonWriter writer, JsonElement root, string name)
-    {
-        if (root.TryGetProperty(name, out var value))
-        {
-            writer.WritePropertyName(name);
-            value.WriteTo(writer);
-        }
     }
 }

@@ -70,8 +70,8 @@ internal static class MessagesStreamRenderer
         Event(output, writer, "message_delta", w =>
         {
             w.WriteStartObject("delta");
-            Copy(w, root, "stop_reason");
-            Copy(w, root, "stop_sequence");
+            CachedAnswerJson.CopyProperty(w, root, "stop_reason");
+            CachedAnswerJson.CopyProperty(w, root, "stop_sequence");
             w.WriteEndObject();
             w.WriteStartObject("usage");
             w.WriteNumber("output_tokens", root.TryGetProperty("usage", out var usage) && usage.TryGetProperty("output_tokens", out var tokens) && tokens.TryGetInt64(out var n) ? n : 0);
@@ -163,14 +163,5 @@ internal static class MessagesStreamRenderer
         writer.WriteEndObject();
         writer.Flush();
         output.Write("\n\n"u8);
-    }
-
-    private static void Copy(Utf8JsonWriter writer, JsonElement root, string name)
-    {
-        if (root.TryGetProperty(name, out var value))
-        {
-            writer.WritePropertyName(name);
-            value.WriteTo(writer);
-        }
     }
 }
