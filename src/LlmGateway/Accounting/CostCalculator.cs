@@ -20,4 +20,18 @@ internal static class CostCalculator
         var output = Math.Max(0, usage.OutputTokens);
         return ((uncached * prices.InputPerMTok) + (cached * prices.CachedInputPerMTok) + (written * prices.CacheWritePerMTok) + (output * prices.OutputPerMTok)) / PerMillion;
     }
+
+    /// <summary>
+    /// The most a call of <paramref name="promptTokens"/> prompt tokens and at most <paramref name="maxOutputTokens"/>
+    /// output tokens can cost: every prompt token at the dearest price a prompt token can be billed at (input, cache
+    /// read or cache write: Anthropic bills cache writes above the input price), every output token at the output price.
+    /// What admission reserves, so that no split of the prompt between those prices can cost more than was reserved.
+    /// </summary>
+    public static decimal WorstCase(long promptTokens, long maxOutputTokens, in ModelPrices prices)
+    {
+        var prompt = Math.Max(0, promptTokens);
+        var output = Math.Max(0, maxOutputTokens);
+        var promptPrice = Math.Max(prices.InputPerMTok, Math.Max(prices.CachedInputPerMTok, prices.CacheWritePerMTok));
+        return ((prompt * promptPrice) + (output * prices.OutputPerMTok)) / PerMillion;
+    }
 }

@@ -180,13 +180,13 @@ internal sealed class BudgetGuard
                 : $"The prompt is about {promptTokens} tokens, more than the run's input cap of {inputCap} tokens (Gateway:Runs:MaxInputTokens).");
         }
 
-        var worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
+        var worstCase = CostCalculator.WorstCase(promptTokens, maxOutput, model.Prices);
         var ceiling = config.Options.Limits.MaxRequestUsd;
         if (!counted && !free && ((ceiling > 0 && worstCase > ceiling) || NearLimit(policy, call.RunId is not null, model.Prices, promptTokens)))
         {
             promptTokens = call.CountPromptTokens(kind, CountCap(window, inputCap));
             counted = true;
-            worstCase = CostCalculator.Cost(new TokenUsage(promptTokens, 0, maxOutput, 0), model.Prices);
+            worstCase = CostCalculator.WorstCase(promptTokens, maxOutput, model.Prices);
         }
 
         if (ceiling > 0 && worstCase > ceiling && !free)
@@ -227,7 +227,7 @@ internal sealed class BudgetGuard
             {
                 (result, unavailable) = await TryReserveAsync(config, call, request with
                 {
-                    ReserveUsd = CostCalculator.Cost(new TokenUsage(exact, 0, maxOutput, 0), model.Prices),
+                    ReserveUsd = CostCalculator.WorstCase(exact, maxOutput, model.Prices),
                     ReserveTokens = exact + maxOutput,
                 }, cancellationToken);
             }
@@ -276,7 +276,7 @@ internal sealed class BudgetGuard
 
     private static bool NearLimit(CallerPolicy policy, bool inRun, ModelPrices prices, long promptTokens)
     {
-        var usd = CostCalculator.Cost(new TokenUsage(promptTokens, 0, 0, 0), prices) * NearLimitShare;
+        var usd = CostCalculator.WorstCase(promptTokens, 0, prices) * NearLimitShare;
         var tokens = promptTokens * NearLimitShare;
         return Near(usd, policy.UserBudget.Usd) || Near(tokens, policy.UserBudget.Tokens)
             || Near(usd, policy.TeamBudget.Usd) || Near(tokens, policy.TeamBudget.Tokens)
