@@ -25,9 +25,14 @@ public sealed class BudgetEnforcementTests : GatewayTestBase
             await Http.AssertErrorAsync(rejected, 429, "budget_exceeded", shouldRetry: false);
         }
 
-        var user = await AdminJson($"/admin/users/spender");
+        // A call is settled after its answer reached the client: wait until nothing is reserved any more, then the
+        // spend must be exactly what the clients were told.
+        var user = await Http.EventuallyAsync<JsonElement>(async () =>
+        {
+            var state = await AdminJson("/admin/users/spender");
+            return state.GetProperty("reserved_usd").GetDecimal() == 0m ? state : null;
+        }, "the user's reservations to be settled");
         Assert.Equal(1.00m, user.GetProperty("spent_usd").GetDecimal());
-        Assert.Equal(0m, user.GetProperty("reserved_usd").GetDecimal());
         Assert.Equal(100, Mock.Log.Snapshot().Count(r => r.Model == "metered" && r.Headers.ContainsKey("X-Mock-Usage-Completion")));
     }
 
