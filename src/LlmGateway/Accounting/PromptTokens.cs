@@ -43,7 +43,7 @@ internal static class PromptTokens
     /// <summary>The estimate's bytes per token (OpenAI's rule of thumb for English).</summary>
     public const int EstimateBytesPerToken = 4;
 
-    /// <summary>The prompt's tokens from its sizes alone: an upper bound for a model with a tokenizer, bytes / 4 for the estimate.</summary>
+    /// <summary>The prompt's tokens from its sizes alone: an upper bound (UTF-8 bytes) for every kind but the estimate, bytes / 4 for it.</summary>
     public static long Bound(in PromptSize size, TokenizerKind kind)
     {
         var bytes = (long)size.TextBytes + size.JsonBytes;

@@ -1,10 +1,16 @@
 namespace LlmGateway.Accounting;
 
-/// <summary>How a model's tokens are counted: one of OpenAI's BPE encodings, or the bytes / 4 estimate.</summary>
+/// <summary>How a model's tokens are counted: one of OpenAI's BPE encodings, the bytes bound, or the bytes / 4 estimate.</summary>
 internal enum TokenizerKind
 {
-    /// <summary>No tokenizer is known for the model: bytes / 4, an estimate and not a bound.</summary>
+    /// <summary>Bytes / 4: an estimate and not a bound (a budget can be passed by the difference); only when a model's config asks for it.</summary>
     Estimate,
+
+    /// <summary>
+    /// No tokenizer is known for the model: the prompt reserves its UTF-8 bytes (every token of a byte-level BPE is at
+    /// least one byte, so this bounds any provider's count); size guards and uncounted answers use bytes / 4.
+    /// </summary>
+    Bytes,
 
     /// <summary>gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and the o-series.</summary>
     O200kBase,
@@ -17,11 +23,12 @@ internal enum TokenizerKind
 internal static class TokenizerNames
 {
     public const string Estimate = "estimate";
+    public const string Bytes = "bytes";
     public const string O200kBase = "o200k_base";
     public const string Cl100kBase = "cl100k_base";
 
     /// <summary>The accepted values, for error messages.</summary>
-    public const string Choices = "o200k_base, cl100k_base or estimate";
+    public const string Choices = "o200k_base, cl100k_base, bytes or estimate";
 
     public static bool TryParse(string? value, out TokenizerKind kind)
     {
@@ -37,6 +44,12 @@ internal static class TokenizerNames
             return true;
         }
 
+        if (string.Equals(value, Bytes, StringComparison.OrdinalIgnoreCase))
+        {
+            kind = TokenizerKind.Bytes;
+            return true;
+        }
+
         kind = TokenizerKind.Estimate;
         return string.Equals(value, Estimate, StringComparison.OrdinalIgnoreCase);
     }
@@ -45,14 +58,19 @@ internal static class TokenizerNames
     {
         TokenizerKind.O200kBase => O200kBase,
         TokenizerKind.Cl100kBase => Cl100kBase,
+        TokenizerKind.Bytes => Bytes,
         _ => Estimate,
     };
+
+    /// <summary>True for the kinds with a real tokenizer (the OpenAI encodings), whose counts are exact.</summary>
+    public static bool HasTokenizer(this TokenizerKind kind) => kind is TokenizerKind.O200kBase or TokenizerKind.Cl100kBase;
 
     /// <summary>
     /// The encoding OpenAI uses for a model name (the upstream model name when the config sets one): gpt-4o,
     /// gpt-4.1, gpt-4.5, gpt-5, chatgpt-4o and the o-series (o1, o3, o4-mini, ...) use o200k_base; gpt-4, gpt-3.5
     /// (gpt-35 on Azure), text-embedding-3 and text-embedding-ada-002 use cl100k_base. A "provider/" prefix and a
-    /// fine-tune's "ft:" are ignored. Any other name gets the estimate: its tokenizer is unknown.
+    /// fine-tune's "ft:" are ignored. Any other name gets the bytes bound: its tokenizer is unknown, and the
+    /// bound keeps every budget exact whatever the provider's tokenizer is.
     /// </summary>
     public static TokenizerKind DefaultFor(string model)
     {
@@ -87,6 +105,6 @@ internal static class TokenizerNames
             return TokenizerKind.Cl100kBase;
         }
 
-        return TokenizerKind.Estimate;
+        return TokenizerKind.Bytes;
     }
 }

@@ -156,9 +156,9 @@ internal sealed class BudgetGuard
         var inputCap = call.RunId is not null ? policy.Runs.MaxInputTokens : 0;
 
         // The cheap bound first (Accounting/PromptTokens); the tokenizer's count only where the bound would be
-        // refused or is a large share of a limit. The estimate has nothing better to count with.
+        // refused or is a large share of a limit. Without a tokenizer there is nothing better to count with.
         var kind = model.Tokenizer;
-        var counted = kind == TokenizerKind.Estimate;
+        var counted = !kind.HasTokenizer();
         var promptTokens = PromptTokens.Bound(call.Request.Prompt, kind);
         if (!counted && ((window > 0 && promptTokens > window) || (inputCap > 0 && promptTokens > inputCap)))
         {
@@ -166,18 +166,21 @@ internal sealed class BudgetGuard
             counted = true;
         }
 
-        if (window > 0 && promptTokens > window)
+        // The size guards refuse only what is too long: without a tokenizer they read the estimate, not the bound
+        // (which reads ~4x English text and would refuse prompts that fit). Limits on spend read the bound.
+        var size = kind == TokenizerKind.Bytes ? PromptTokens.Bound(call.Request.Prompt, TokenizerKind.Estimate) : promptTokens;
+        if (window > 0 && size > window)
         {
-            return ContextTooLong(counted && kind != TokenizerKind.Estimate
+            return ContextTooLong(counted && kind.HasTokenizer()
                 ? $"The prompt has more than {window} tokens ({TokenizerNames.Name(kind)}), the context window of '{model.Name}'."
-                : $"The prompt is about {promptTokens} tokens, more than the {window}-token context window of '{model.Name}'.");
+                : $"The prompt is about {size} tokens, more than the {window}-token context window of '{model.Name}'.");
         }
 
-        if (inputCap > 0 && promptTokens > inputCap)
+        if (inputCap > 0 && size > inputCap)
         {
-            return ContextTooLong(counted && kind != TokenizerKind.Estimate
+            return ContextTooLong(counted && kind.HasTokenizer()
                 ? $"The prompt has more than {inputCap} tokens ({TokenizerNames.Name(kind)}), the run's input cap (Gateway:Runs:MaxInputTokens)."
-                : $"The prompt is about {promptTokens} tokens, more than the run's input cap of {inputCap} tokens (Gateway:Runs:MaxInputTokens).");
+                : $"The prompt is about {size} tokens, more than the run's input cap of {inputCap} tokens (Gateway:Runs:MaxInputTokens).");
         }
 
         var worstCase = CostCalculator.WorstCase(promptTokens, maxOutput, model.Prices);

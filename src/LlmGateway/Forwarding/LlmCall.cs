@@ -195,7 +195,7 @@ internal sealed class LlmCall
         {
             // A Messages stream cut before its message_delta: message_start gave the input, and the output so far is
             // what was delivered, counted by the served model's tokenizer (by bytes / 4 for the estimate).
-            var delivered = ServedModel.Tokenizer == TokenizerKind.Estimate || DeliveredText is not { } deliveredText
+            var delivered = !ServedModel.Tokenizer.HasTokenizer() || DeliveredText is not { } deliveredText
                 ? PromptTokens.Estimate(DeliveredTextBytes)
                 : deliveredText.CountTokens(ServedModel.Tokenizer);
             if (delivered > Usage.OutputTokens)
@@ -214,7 +214,7 @@ internal sealed class LlmCall
             }
 
             var kind = ServedModel.Tokenizer;
-            Usage = kind == TokenizerKind.Estimate || DeliveredText is not { } text
+            Usage = !kind.HasTokenizer() || DeliveredText is not { } text
                 ? new TokenUsage(PromptTokens.Bound(Request.Prompt, TokenizerKind.Estimate), 0, PromptTokens.Estimate(DeliveredTextBytes), 0)
                 : new TokenUsage(CountPromptTokens(kind), 0, text.CountTokens(kind), 0);
             HasUsage = true;

@@ -227,7 +227,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
 
             call.DeliveredTextBytes = info.TextBytes;
             call.Answer.Read(bytes);
-            if (!info.HasUsage && call.ServedModel.Tokenizer != TokenizerKind.Estimate)
+            if (!info.HasUsage && call.ServedModel.Tokenizer.HasTokenizer())
             {
                 // No usage to charge: read the answer's text once more, to count it (LlmCall.SettleUsage).
                 (call.DeliveredText ??= new DeliveredText()).Clear();

@@ -33,7 +33,7 @@ internal sealed class SseRelay
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         var writer = context.Response.BodyWriter;
         var state = new RelayState();
-        if (call.ServedModel.Tokenizer != TokenizerKind.Estimate)
+        if (call.ServedModel.Tokenizer.HasTokenizer())
         {
             // Kept so that a stream cut before its usage chunk is charged by count (LlmCall.SettleUsage).
             (call.DeliveredText ??= new DeliveredText()).Clear();

@@ -29,12 +29,12 @@ public sealed class TokenizerKindTests
     [InlineData("gpt-35-turbo", "cl100k_base")]
     [InlineData("text-embedding-3-small", "cl100k_base")]
     [InlineData("text-embedding-ada-002", "cl100k_base")]
-    [InlineData("claude-sonnet-4", "estimate")]
-    [InlineData("llama-3.1-70b", "estimate")]
-    [InlineData("mock-small", "estimate")]
-    [InlineData("omni-moderation-latest", "estimate")]
-    [InlineData("o", "estimate")]
-    [InlineData("", "estimate")]
+    [InlineData("claude-sonnet-4", "bytes")]
+    [InlineData("llama-3.1-70b", "bytes")]
+    [InlineData("mock-small", "bytes")]
+    [InlineData("omni-moderation-latest", "bytes")]
+    [InlineData("o", "bytes")]
+    [InlineData("", "bytes")]
     public void DefaultFor_FollowsTheModelName(string model, string expected) => Assert.Equal(expected, TokenizerNames.Name(TokenizerNames.DefaultFor(model)));
 
     [Theory]

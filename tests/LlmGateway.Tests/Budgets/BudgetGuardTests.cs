@@ -38,7 +38,9 @@ public sealed class BudgetGuardTests : IDisposable
           "gpt-4o": { "Provider": "p", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0 },
           "windowed": { "Provider": "p", "UpstreamModel": "gpt-4o", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0, "ContextWindow": 100 },
           "tiny-window": { "Provider": "p", "UpstreamModel": "gpt-4o", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0, "ContextWindow": 20 },
-          "guessed": { "Provider": "p", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0 }
+          "guessed": { "Provider": "p", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0 },
+          "guessed-window": { "Provider": "p", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0, "ContextWindow": 100 },
+          "estimated": { "Provider": "p", "Tokenizer": "estimate", "InputUsdPerMTok": 1000000, "OutputUsdPerMTok": 0 }
         },
         "Keys": [
           { "Key": "sk-far", "User": "far" },
@@ -135,9 +137,29 @@ public sealed class BudgetGuardTests : IDisposable
     }
 
     [Fact]
-    public async Task ModelWithoutTokenizer_ReservesTheEstimate()
+    public async Task ModelWithoutTokenizer_ReservesTheBytesBound()
     {
         Assert.Null(await AdmitAsync("sk-near", "guessed"));
+
+        // Every byte a token: no provider's byte-level BPE can read the prompt as more, so no budget is passed.
+        var prompt = Parse(Body).Prompt;
+        Assert.Equal(PromptTokens.Bound(prompt, TokenizerKind.Bytes), (await UserAsync("near")).ReservedUsd);
+        Assert.True(PromptTokens.Bound(prompt, TokenizerKind.Bytes) > PromptTokens.Bound(prompt, TokenizerKind.Estimate));
+    }
+
+    [Fact]
+    public async Task ModelWithoutTokenizer_ContextWindow_ReadsTheEstimate_NotTheBound()
+    {
+        var prompt = Parse(Body).Prompt;
+        Assert.True(PromptTokens.Bound(prompt, TokenizerKind.Estimate) <= 100 && PromptTokens.Bound(prompt, TokenizerKind.Bytes) > 100);
+
+        Assert.Null(await AdmitAsync("sk-far", "guessed-window"));
+    }
+
+    [Fact]
+    public async Task ModelSetToTheEstimate_ReservesBytesOverFour()
+    {
+        Assert.Null(await AdmitAsync("sk-near", "estimated"));
 
         Assert.Equal(PromptTokens.Bound(Parse(Body).Prompt, TokenizerKind.Estimate), (await UserAsync("near")).ReservedUsd);
     }

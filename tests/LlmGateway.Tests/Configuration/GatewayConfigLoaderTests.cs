@@ -45,7 +45,7 @@ public sealed class GatewayConfigLoaderTests
     {
         var errors = Errors(Valid.Replace("\"Fallbacks\": []", "\"Fallbacks\": [], \"Tokenizer\": \"o200k\""));
 
-        Assert.Contains("Gateway:Models:m:Tokenizer: unknown tokenizer 'o200k'; use o200k_base, cl100k_base or estimate", errors);
+        Assert.Contains("Gateway:Models:m:Tokenizer: unknown tokenizer 'o200k'; use o200k_base, cl100k_base, bytes or estimate", errors);
     }
 
     [Fact]
@@ -69,7 +69,7 @@ public sealed class GatewayConfigLoaderTests
 
         Assert.Equal(LlmGateway.Accounting.TokenizerKind.O200kBase, config.Models["m1"].Tokenizer);
         Assert.Equal(LlmGateway.Accounting.TokenizerKind.Cl100kBase, config.Models["gpt-4-turbo"].Tokenizer);
-        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Estimate, config.Models["gpt-4o"].Tokenizer); // the name sent upstream decides
+        Assert.Equal(LlmGateway.Accounting.TokenizerKind.Bytes, config.Models["gpt-4o"].Tokenizer); // the name sent upstream decides
         Assert.Equal(LlmGateway.Accounting.TokenizerKind.Estimate, config.Models["pinned"].Tokenizer);
         Assert.Equal(LlmGateway.Accounting.TokenizerKind.Cl100kBase, config.Models["custom"].Tokenizer);
     }
