@@ -5,7 +5,8 @@ namespace LlmGateway.Approvals;
 
 /// <summary>
 /// <c>llm_gateway_approvals_total{tool,decision}</c> (approved, denied, expired, pending_timeout),
-/// <c>llm_gateway_approval_wait_seconds{tool}</c>, and gauges of what is pending now (from <see cref="ApprovalMonitor"/>'s last listing).
+/// <c>llm_gateway_approval_wait_seconds{tool}</c>, <c>llm_gateway_approval_webhooks_total{result}</c> (delivered,
+/// failed after every attempt, dropped when the queue was full), and gauges of what is pending now (from <see cref="ApprovalMonitor"/>'s last listing).
 /// </summary>
 internal sealed class ApprovalMetrics
 {
@@ -13,6 +14,7 @@ internal sealed class ApprovalMetrics
 
     private readonly Counter<long> _approvals;
     private readonly Histogram<double> _wait;
+    private readonly Counter<long> _webhooks;
     private readonly TimeProvider _time;
     private volatile Snapshot _pending = new(new Dictionary<string, int>(), null);
 
@@ -25,6 +27,8 @@ internal sealed class ApprovalMetrics
             "Approvals of held tool calls by tool and decision: approved, denied (by a person or a halt), expired (never decided), pending_timeout (a held call answered 409 approval_pending).");
         _wait = meter.CreateHistogram("llm_gateway_approval_wait_seconds", "s",
             "Time a held tool call waited for a decision, by tool.", tags: null, new InstrumentAdvice<double> { HistogramBucketBoundaries = WaitBuckets });
+        _webhooks = meter.CreateCounter<long>("llm_gateway_approval_webhooks", "{notice}",
+            "Approval webhook notices by result: delivered, failed (every attempt failed), dropped (the queue was full).");
         meter.CreateObservableGauge("llm_gateway_approvals_pending", ObservePending, unit: null,
             "Approvals pending now, by tool (as of the last listing, at most every 15 s).");
         meter.CreateObservableGauge("llm_gateway_approval_oldest_pending_seconds", ObserveOldest, "s",
@@ -36,6 +40,10 @@ internal sealed class ApprovalMetrics
 
     public void RecordWait(string tool, double seconds) =>
         _wait.Record(seconds, new KeyValuePair<string, object?>(TelemetryTags.Tool, tool));
+
+    /// <summary>One webhook notice's end: <c>delivered</c>, <c>failed</c> or <c>dropped</c>.</summary>
+    public void RecordWebhook(string result) =>
+        _webhooks.Add(1, new KeyValuePair<string, object?>(ApprovalConstants.ResultTag, result));
 
     /// <summary>What is pending now, from a listing.</summary>
     public void SetPending(IReadOnlyList<ApprovalRecord> pending)

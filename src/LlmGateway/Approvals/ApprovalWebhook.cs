@@ -30,12 +30,14 @@ internal sealed class ApprovalWebhook : BackgroundService
     private readonly GatewayConfigProvider _config;
     private readonly TimeProvider _time;
     private readonly ILogger<ApprovalWebhook> _logger;
+    private readonly ApprovalMetrics _metrics;
     private readonly HttpClient _client = new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }) { Timeout = Timeout.InfiniteTimeSpan };
 
-    public ApprovalWebhook(GatewayConfigProvider config, TimeProvider time, ILogger<ApprovalWebhook> logger)
+    public ApprovalWebhook(GatewayConfigProvider config, TimeProvider time, ApprovalMetrics metrics, ILogger<ApprovalWebhook> logger)
     {
         _config = config;
         _time = time;
+        _metrics = metrics;
         _logger = logger;
     }
 
@@ -50,6 +52,7 @@ internal sealed class ApprovalWebhook : BackgroundService
         if (!_queue.Writer.TryWrite(approval))
         {
             ApprovalLog.WebhookDropped(_logger, approval.Id, _queue.Reader.Count);
+            _metrics.RecordWebhook(ApprovalConstants.WebhookDropped);
         }
     }
 
@@ -114,10 +117,12 @@ internal sealed class ApprovalWebhook : BackgroundService
                     }
                 },
                 stoppingToken).ConfigureAwait(false);
+            _metrics.RecordWebhook(ApprovalConstants.WebhookDelivered);
         }
         catch (Exception exception) when (exception is HttpRequestException or TimeoutRejectedException or WebhookRejectedException)
         {
             ApprovalLog.WebhookFailed(_logger, approval.Id, attempts, exception.Message);
+            _metrics.RecordWebhook(ApprovalConstants.WebhookFailed);
         }
     }
 

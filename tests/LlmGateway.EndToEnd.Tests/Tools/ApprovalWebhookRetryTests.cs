@@ -42,5 +42,9 @@ public sealed class ApprovalWebhookRetryTests : IAsyncLifetime
 
         Assert.All(notices, n => Assert.Equal(id, JsonDocument.Parse(n.Body).RootElement.GetProperty("id").GetString()));
         Assert.Equal(0, _tool.CountFor("/effects/refunds"));
+
+        // Delivered once (on its second attempt), never counted as failed.
+        await Http.EventuallyAsync(async () => (await _gateway.Client.GetStringAsync("/metrics")).Contains("llm_gateway_approval_webhooks_total{result=\"delivered\"} 1", StringComparison.Ordinal) ? "ok" : null, "the delivered notice counted");
+        Assert.DoesNotContain("llm_gateway_approval_webhooks_total{result=\"failed\"}", await _gateway.Client.GetStringAsync("/metrics"), StringComparison.Ordinal);
     }
 }
