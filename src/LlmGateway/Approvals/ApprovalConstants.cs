@@ -12,7 +12,6 @@ internal static class ApprovalConstants
     public const string WebhookDelivered = "delivered";
     public const string WebhookFailed = "failed";
     public const string WebhookDropped = "dropped";
-    public const string ResultTag = "result";
 
     /// <summary>A held call reads its approval again at least this often, so a decision on another replica reaches it even if its notification is lost.</summary>
     public static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);

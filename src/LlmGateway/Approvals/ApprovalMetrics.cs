@@ -43,7 +43,7 @@ internal sealed class ApprovalMetrics
 
     /// <summary>One webhook notice's end: <c>delivered</c>, <c>failed</c> or <c>dropped</c>.</summary>
     public void RecordWebhook(string result) =>
-        _webhooks.Add(1, new KeyValuePair<string, object?>(ApprovalConstants.ResultTag, result));
+        _webhooks.Add(1, new KeyValuePair<string, object?>(TelemetryTags.Result, result));
 
     /// <summary>What is pending now, from a listing.</summary>
     public void SetPending(IReadOnlyList<ApprovalRecord> pending)

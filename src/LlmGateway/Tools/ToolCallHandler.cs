@@ -27,14 +27,16 @@ internal sealed class ToolCallHandler
     private readonly IdempotentToolExecution _execution;
     private readonly ApprovalGate _approvals;
     private readonly ToolRunCache _runCache;
+    private readonly ToolRunCacheMetrics _runCacheMetrics;
     private readonly IRunCacheGenerations _generations;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, ToolRunCacheMetrics runCacheMetrics, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory)
     {
         _generations = generations;
         _runCache = runCache;
+        _runCacheMetrics = runCacheMetrics;
         _approvals = approvals;
         _config = config;
         _tools = tools;
@@ -166,9 +168,12 @@ internal sealed class ToolCallHandler
                     // Answered within the run: no call to the tool, no side effect; counted against the run's calls unless CountHits is false.
                     countsAsCall = runCache!.CountHits;
                     audit.Reason = "run_cache_hit";
+                    _runCacheMetrics.Record(route.Name, ToolRunCacheMetrics.Hit);
                     await ToolCallResponses.WriteStoredAsync(context, audit.RequestId, cached!, ToolConstants.CacheHeader, "HIT").ConfigureAwait(false);
                     return;
                 }
+
+                _runCacheMetrics.Record(route.Name, ToolRunCacheMetrics.Miss);
             }
             else if (runCache is not null && !await InvalidateAsync(runId!, route.Name, context.RequestAborted).ConfigureAwait(false))
             {

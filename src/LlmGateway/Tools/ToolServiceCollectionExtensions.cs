@@ -25,6 +25,7 @@ public static class ToolServiceCollectionExtensions
         services.TryAddSingleton<ToolForwardingTransformer>();
         services.TryAddSingleton<ToolForwarder>();
         services.TryAddSingleton<ToolRunCache>();
+        services.TryAddSingleton<ToolRunCacheMetrics>();
         services.TryAddSingleton<IRunCacheGenerations>(sp =>
         {
             var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;

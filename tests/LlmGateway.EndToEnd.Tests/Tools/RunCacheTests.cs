@@ -60,6 +60,11 @@ public sealed class RunCacheTests : IAsyncLifetime
         Assert.NotEqual(first.Body, afterWrite.Body);
         Assert.Equal("HIT", otherRunAfterWrite.Cache);
         Assert.Equal(5, Reads());
+
+        // Counted as they were answered: three hits, four misses (the read outside a run is no lookup).
+        var metrics = await _gateway.Client.GetStringAsync("/metrics");
+        Assert.Contains("llm_gateway_tool_run_cache_total{result=\"hit\",tool=\"catalog\"} 3", metrics, StringComparison.Ordinal);
+        Assert.Contains("llm_gateway_tool_run_cache_total{result=\"miss\",tool=\"catalog\"} 4", metrics, StringComparison.Ordinal);
     }
 
     [Fact]
