@@ -98,6 +98,33 @@ public sealed class AnthropicErrorTests : MessagesTestBase
     }
 
     [Fact]
+    public async Task TeamBudgetExhausted_IsRateLimitError429_NamingTheTeamsLimit()
+    {
+        using var client = Client(key: "sk-thrifty");
+
+        // The member has no budget of their own; the team's $0.001 is under the $1 worst case.
+        var ex = await Assert.ThrowsAsync<AnthropicRateLimitException>(() => client.Messages.Create(Params(UserTurn("claude-metered", "hi", maxTokens: 1000))));
+
+        AssertAnthropicError(ex, HttpStatusCode.TooManyRequests, "rate_limit_error", "budget_exceeded");
+        Assert.Contains("thrifty", ex.ApiMessage);
+        Assert.Empty(Mock.Log.Snapshot());
+    }
+
+    [Fact]
+    public async Task OverTheUsersTpm_IsRateLimitError429_AndWhatFitsGoesThrough()
+    {
+        using var client = Client(key: "sk-tpm");
+
+        // A call reserves its prompt bound plus max_tokens against the TPM window: 100 fits in 500, 1000 never does.
+        await client.Messages.Create(Params(UserTurn("mock-claude", "hi", maxTokens: 100)));
+        var ex = await Assert.ThrowsAsync<AnthropicRateLimitException>(() => client.Messages.Create(Params(UserTurn("mock-claude", "hi", maxTokens: 1000))));
+
+        AssertAnthropicError(ex, HttpStatusCode.TooManyRequests, "rate_limit_error", "rate_limit_exceeded");
+        Assert.Contains("token", ex.ApiMessage, StringComparison.OrdinalIgnoreCase);
+        Assert.Single(Mock.Log.Snapshot());
+    }
+
+    [Fact]
     public async Task LoopInARun_IsRateLimitError429_NamingTheLimit_NotToBeRetried()
     {
         using var client = Client(key: "sk-loop", headers: [("X-Run-Id", "loop-run")]);

@@ -37,16 +37,20 @@ public abstract class MessagesTestBase : GatewayTestBase
           { "Key": "sk-poor", "User": "poor" },
           { "Key": "sk-loop", "User": "looper" },
           { "Key": "sk-rpm", "User": "rpm-user" },
-          { "Key": "sk-deadline", "User": "deadline-user" }
+          { "Key": "sk-deadline", "User": "deadline-user" },
+          { "Key": "sk-thrifty", "User": "thrifty-member" },
+          { "Key": "sk-tpm", "User": "tpm-user" }
         ],
         "Users": {
           "alice": { "Team": "research" },
           "poor": { "Budget": { "Usd": 0.001, "Period": "Day" } },
           "looper": { "Runs": { "MaxRepeats": 1 } },
           "rpm-user": { "Rpm": 1 },
-          "deadline-user": { "Runs": { "Deadline": "00:00:00.001" } }
+          "deadline-user": { "Runs": { "Deadline": "00:00:00.001" } },
+          "thrifty-member": { "Team": "thrifty" },
+          "tpm-user": { "Tpm": 500 }
         },
-        "Teams": { "research": { } },
+        "Teams": { "research": { }, "thrifty": { "Budget": { "Usd": 0.001, "Period": "Day" } } },
         "Cache": { "Enabled": true, "ChargeHits": true },
         "Limits": { "MaxRequestBodyBytes": 65536 },
         "Resilience": {
