@@ -188,6 +188,9 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
 
     public ValueTask<bool> PingAsync(CancellationToken cancellationToken = default) => _inner.PingAsync(cancellationToken);
 
+    /// <summary>Closes every block and gives back all the room its calls in flight do not hold (tests, shutdown).</summary>
+    internal Task ReturnAllAsync() => Task.WhenAll(_scopes.Values.Select(scope => CloseAsync(scope).AsTask()));
+
     /// <summary>Loads the per-call and lease scripts on every primary and subscribes to lease messages (start-up).</summary>
     internal async Task WarmUpAsync()
     {
@@ -218,7 +221,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _sweeper.Dispose();
         try
         {
-            Task.WhenAll(_scopes.Values.Select(scope => CloseAsync(scope).AsTask())).Wait(_timeout * 4);
+            ReturnAllAsync().Wait(_timeout * 4);
         }
         catch (AggregateException)
         {
