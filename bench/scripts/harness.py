@@ -59,7 +59,10 @@ PROFILES = {
 
 GATEWAY_KEY = "sk-bench-harness-0001"
 RUN_ID = "bench-run-1"
-TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "policies", "policies-base", "redis", "redis-base", "cache", "portkey"]
+TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "policies", "policies-base", "redis", "redis-base", "redis-leases",
+                "redis-budgets", "redis-budgets-leases", "cache", "portkey"]
+# Redis scenarios: every policy (X-Run-Id on each call), or budgets only (user and team, no run header), with leases or not.
+REDIS_SCENARIOS = ("redis", "redis-leases", "redis-budgets", "redis-budgets-leases")
 # Targets run only with --baseline: the same scenarios on another build of the gateway, measured in the same run.
 BASELINE_KEYS = {"policies-base": "policies", "redis-base": "redis"}
 EXTRA_PHASES = ["stream", "scaling", "bodies"]
@@ -72,6 +75,9 @@ LABELS = {
     "redis": "gateway, policies (Redis)",
     "policies-base": "baseline build: policies (in-memory)",
     "redis-base": "baseline build: policies (Redis)",
+    "redis-leases": "gateway, policies (Redis, leases)",
+    "redis-budgets": "gateway, budgets only (Redis)",
+    "redis-budgets-leases": "gateway, budgets only (Redis, leases)",
     "cache": "gateway, cache hit",
     "portkey": "Portkey 1.15 (peer)",
 }
@@ -306,7 +312,7 @@ def upstream_requests(upstream_port):
     return int(body.decode().splitlines()[2].split()[2])
 
 
-def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=None, context_window=None):
+def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=None, context_window=None, budgets_only=False, leases=False):
     models = {
         # A context window large enough for the 1 MB prompt of the body-size runs (~260k estimated tokens).
         "bench-model": {"Provider": "upstream", "InputUsdPerMTok": 1.0, "OutputUsdPerMTok": 2.0, "ContextWindow": 2000000, "DefaultMaxOutputTokens": 1024},
@@ -330,7 +336,14 @@ def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=N
         "Cache": {"Enabled": cache, "Ttl": "01:00:00", "Scope": "User"},
         "MockLlm": {"Enabled": False},
     }
-    if policies:
+    if leases:
+        gateway["Store"] = {"Leases": True}
+    if policies and budgets_only:
+        # The user's and team's budgets only (what leases cover): no rates, caps or run limits, and no X-Run-Id.
+        gateway["Users"] = {"bench": {"Budget": {"Usd": 1000000000, "Period": "Day"}, "Team": "bench-team"}}
+        gateway["Teams"] = {"bench-team": {"Budget": {"Usd": 1000000000, "Period": "Month"}}}
+        gateway["Limits"] = {"MaxRequestUsd": 1000}
+    elif policies:
         # Every limit on, none reachable in a bench run: the cost of checking them is what is measured.
         user = {"Budget": {"Usd": 1000000000, "Period": "Day"}, "Rpm": 100000000, "Tpm": 2000000000, "MaxInFlight": 100000}
         gateway["Users"] = {"bench": dict(user, Team="bench-team")}
@@ -670,13 +683,26 @@ def median(values):
 def fixed_round(t, prof, key, rnd, ours):
     path, body_file = t.chat
     h2load(t.port, path, body_file, t.headers, RATE, RATE_CONNS, prof["settle"])
+    before = redis_calls(t.extra["redis_port"]) if "redis_port" in t.extra else None
     with CpuMeter(t.measured, ours, t.extra.get("redis")) as m:
         r = h2load(t.port, path, body_file, t.headers, RATE, RATE_CONNS, prof["fixed"], os.path.join(WORK, f"h2load-{key}-r{rnd}.log"))
+    if before is not None:
+        # Redis commands (scripts count as one each, plus what they call inside) per request served.
+        after = redis_calls(t.extra["redis_port"])
+        r["redis_cmds"] = (after[0] - before[0]) / max(1, r["done"])
+        r["redis_scripts"] = (after[1] - before[1]) / max(1, r["done"])
     r["cpu_us"] = m.per_request_us(r["done"]) if t.measured else None
     r["other_cores"] = m.other_cores
     if "redis" in t.extra:
         r["redis_cpu_us"] = m.per_request_us(r["done"], "extra")
     return r
+
+
+def redis_calls(port):
+    """(calls of every command but INFO, calls of EVAL/EVALSHA) so far, from INFO commandstats."""
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, timeout=10).stdout
+    stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([\w|]+):calls=(\d+)", out)}
+    return (sum(v for k, v in stats.items() if k != "info"), stats.get("evalsha", 0) + stats.get("eval", 0))
 
 
 def sat_round(t, prof, ours):
@@ -688,7 +714,7 @@ def sat_round(t, prof, ours):
 
 
 def summarise_chat(fixed, sat):
-    out = {k: median([r.get(k) for r in fixed]) for k in ("p50", "p90", "p99", "p99.9", "cpu_us", "achieved_rps", "redis_cpu_us")}
+    out = {k: median([r.get(k) for r in fixed]) for k in ("p50", "p90", "p99", "p99.9", "cpu_us", "achieved_rps", "redis_cpu_us", "redis_cmds", "redis_scripts")}
     cpus = [r["cpu_us"] for r in fixed if r.get("cpu_us") is not None]
     out["cpu_min"], out["cpu_max"] = (min(cpus), max(cpus)) if cpus else (None, None)
     out["errors"] = sum(r["errors"] for r in fixed) + sum(s["errors"] for s in sat)
@@ -936,6 +962,8 @@ def render(facts, results, prof):
                 cpu += " upstream nginx"
             if r.get("redis_cpu_us") is not None:
                 cpu += f" + Redis {r['redis_cpu_us']:.1f}"
+            if r.get("redis_cmds") is not None:
+                cpu += f" ({r['redis_cmds']:.3f} Redis commands, {r['redis_scripts']:.3f} scripts per request)"
             direct = key == "direct"
             add(f"| {LABELS[key]} | {r['sat_rps']:.0f} ({r['sat_min']:.0f}–{r['sat_max']:.0f}) | {fmt_ratio(r['sat_rps'], b.get('sat_rps'))} | {cpu} | "
                 f"{'–' if direct else fmt_ratio(r.get('cpu_us'), b.get('cpu_us'))} | {fmt(r.get('sat_cpu_us'), 1)} | "
@@ -1103,16 +1131,20 @@ def start_target(key, args, upstream, upstream_port, files, results):
             extra, redis = {}, None
             scenario = BASELINE_KEYS.get(key, key)
             artifacts = args.baseline if key in BASELINE_KEYS else args.artifacts
-            if scenario == "redis":
+            if scenario in REDIS_SCENARIOS:
                 redis_port = free_port()
                 extra["redis"] = start_redis(redis_port)
                 extra["redis_port"] = redis_port
                 procs.append(extra["redis"])
                 redis = f"127.0.0.1:{redis_port}"
-            config = gateway_config(upstream_port, policies=key != "gateway", redis=redis, cache=key == "cache")
+            budgets_only = scenario.startswith("redis-budgets")
+            config = gateway_config(upstream_port, policies=key != "gateway", redis=redis, cache=key == "cache",
+                                    budgets_only=budgets_only, leases=scenario.endswith("leases"))
             procs.append(start_gateway(f"gateway-{key}", artifacts, port, config))
             # The bench request has no temperature 0 or seed, so the cache would (rightly) bypass it: force it.
             headers = common + [("X-Gateway-Cache", "force")] if key == "cache" else common
+            if budgets_only:
+                headers = [h for h in headers if h[0] != "X-Run-Id"]
             t = Target(key, port, headers, baseline_chat, ("/v1/chat/completions", files["stream"]), procs, procs[-1], extra)
         check_target(t)
         if key == "cache":
@@ -1167,7 +1199,7 @@ def main():
     if "portkey" in selected:
         args.peers = True
     if not selected:
-        selected = [k for k in TARGET_ORDER if (k != "portkey" or args.peers) and k not in BASELINE_KEYS] + EXTRA_PHASES
+        selected = [k for k in TARGET_ORDER if (k != "portkey" or args.peers) and k not in BASELINE_KEYS and k not in REDIS_SCENARIOS[1:]] + EXTRA_PHASES
     if args.baseline:
         selected += [b for b, k in BASELINE_KEYS.items() if k in selected and b not in selected]
 

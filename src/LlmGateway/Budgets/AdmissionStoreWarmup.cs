@@ -26,7 +26,18 @@ internal sealed partial class AdmissionStoreWarmup(IAdmissionStore store, ILogge
             await Task.Delay(100, cancellationToken);
         }
 
-        if (store is RedisAdmissionStore redis)
+        if (store is Leases.LeasedAdmissionStore leased)
+        {
+            try
+            {
+                await leased.WarmUpAsync().WaitAsync(MaxWait, cancellationToken);
+            }
+            catch (Exception exception) when (LlmGateway.Redis.RedisConnection.IsUnavailable(exception))
+            {
+                ScriptsNotLoaded(logger, exception.Message);
+            }
+        }
+        else if (store is RedisAdmissionStore redis)
         {
             // The scripts go to every primary now, before the host starts serving (and /readyz says ready): the first
             // calls then run by SHA, not behind a NOSCRIPT and the script's source.

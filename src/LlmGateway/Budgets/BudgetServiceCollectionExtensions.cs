@@ -25,9 +25,16 @@ public static class BudgetServiceCollectionExtensions
                 MaxRuns = options.Store.MaxRuns,
             };
             var time = sp.GetRequiredService<TimeProvider>();
-            return string.IsNullOrWhiteSpace(options.Redis)
-                ? new InMemoryAdmissionStore(storeOptions, time)
-                : new RedisAdmissionStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), storeOptions, time);
+            if (string.IsNullOrWhiteSpace(options.Redis))
+            {
+                return new InMemoryAdmissionStore(storeOptions, time);
+            }
+
+            var redis = sp.GetRequiredService<LlmGateway.Redis.RedisConnection>();
+            var perCall = new RedisAdmissionStore(redis, storeOptions, time);
+            return options.Store.Leases
+                ? new LlmGateway.Budgets.Leases.LeasedAdmissionStore(redis, perCall, storeOptions, new LlmGateway.Budgets.Leases.LeaseOptions(), time, ownsInner: true)
+                : perCall;
         });
         services.TryAddSingleton<BudgetGuard>();
         services.AddHostedService<AdmissionStoreWarmup>();

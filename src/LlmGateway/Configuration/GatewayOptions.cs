@@ -105,6 +105,12 @@ public sealed record StoreOptions
     /// retryable 503 store_full; runs already tracked go on. A tracked run is never evicted: that would forget its spend.
     /// </summary>
     public int MaxRuns { get; init; } = 250_000;
+
+    /// <summary>
+    /// Redis only: admit budget-only calls on leased blocks of each user's and team's remaining budget instead of one
+    /// script per call (docs/redis-scale-out.md, README "Leases"). Off by default. Read at start-up.
+    /// </summary>
+    public bool Leases { get; init; }
 }
 
 /// <summary>An upstream LLM provider.</summary>

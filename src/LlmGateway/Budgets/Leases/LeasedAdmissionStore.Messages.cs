@@ -1,0 +1,160 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using LlmGateway.Redis;
+using StackExchange.Redis;
+
+namespace LlmGateway.Budgets.Leases;
+
+/// <summary>Versions and their pub/sub messages, the sweep that closes and returns blocks, and the Redis calls.</summary>
+internal sealed partial class LeasedAdmissionStore
+{
+    /// <summary>Bumps a scope's lease version, telling every replica (this one at once) to drop its blocks.</summary>
+    private async ValueTask BumpAsync(string control, CancellationToken cancellationToken)
+    {
+        var version = (long)(await EvaluateAsync(LeaseScripts.Bump, [control], [_channelName], cancellationToken).ConfigureAwait(false));
+        await InvalidateAsync(control, version).ConfigureAwait(false);
+    }
+
+    private async Task InvalidateAsync(string control, long version)
+    {
+        foreach (var scope in _scopes.Values)
+        {
+            if (scope.Control != control)
+            {
+                continue;
+            }
+
+            lock (scope.Gate)
+            {
+                scope.KnownVersion = Math.Max(scope.KnownVersion, version);
+                if (scope.Open is { } open && open.Version < version)
+                {
+                    CloseLocked(scope, open);
+                }
+            }
+
+            await FlushClosedAsync(scope).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Closes blocks whose window passed and returns closed blocks' unused room (timer, every SweepInterval).</summary>
+    private void Sweep()
+    {
+        if (_stopped)
+        {
+            return;
+        }
+
+        var now = NowMs();
+        foreach (var scope in _scopes.Values)
+        {
+            bool flush;
+            lock (scope.Gate)
+            {
+                if (scope.Open is { } open && (now >= open.OpenUntilMs || open.Version < scope.KnownVersion))
+                {
+                    CloseLocked(scope, open);
+                }
+
+                flush = scope.Closed.Exists(block => !block.Used.IsZero || block.Granted != block.Held);
+                if (scope.Open is null && scope.Closed.Count == 0 && scope.Granting is null && scope.PeriodEndMs > 0 && scope.PeriodEndMs < now)
+                {
+                    _scopes.TryRemove(scope.Budget, out _);
+                }
+            }
+
+            if (flush)
+            {
+                Observe(FlushClosedAsync(scope).AsTask());
+            }
+        }
+    }
+
+    private static void Observe(Task task) => task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    private async Task EnsureSubscribedAsync()
+    {
+        if (Volatile.Read(ref _subscribed))
+        {
+            return;
+        }
+
+        await _subscribing.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!_subscribed && !_stopped)
+            {
+                var connection = await _redis.ConnectAsync().ConfigureAwait(false);
+                await connection.GetSubscriber().SubscribeAsync(_channel, _onMessage).WaitAsync(_timeout * 2).ConfigureAwait(false);
+                Volatile.Write(ref _subscribed, true);
+            }
+        }
+        catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
+        {
+            // Without the messages a halt still takes effect when the blocks' window ends; the next grant tries again.
+        }
+        finally
+        {
+            _subscribing.Release();
+        }
+    }
+
+    private void Unsubscribe()
+    {
+        if (Volatile.Read(ref _subscribed))
+        {
+            Volatile.Write(ref _subscribed, false);
+            var connection = _redis.ConnectAsync();
+            if (connection.IsCompletedSuccessfully)
+            {
+                // Only this store's handler goes: another store on the same connection keeps its own.
+                Observe(connection.Result.GetSubscriber().UnsubscribeAsync(_channel, _onMessage));
+            }
+        }
+    }
+
+    /// <summary>"control-key version" from a grant that saw new limits, or from a halt or resume on any replica.</summary>
+    private void OnMessage(RedisChannel channel, RedisValue message)
+    {
+        if (_stopped)
+        {
+            return;
+        }
+
+        var text = message.ToString();
+        var space = text.LastIndexOf(' ');
+        if (space <= 0 || !long.TryParse(text.AsSpan(space + 1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var version))
+        {
+            return;
+        }
+
+        var control = text[..space];
+        Observe(InvalidateAsync(control, version).ContinueWith(_ => Interlocked.Increment(ref _invalidations), TaskScheduler.Default));
+    }
+
+    private async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken = default)
+    {
+        Interlocked.Increment(ref _scripts);
+        var call = _redis.EvaluateAsync(script, keys, args);
+        try
+        {
+            return await call.WaitAsync(_timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
+        {
+            RedisConnection.Observe(call);
+            throw new AdmissionStoreUnavailableException($"Redis did not answer {script.Name} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
+        }
+    }
+
+    private static byte[] Pack(ReadOnlySpan<double> numbers)
+    {
+        var bytes = new byte[numbers.Length * sizeof(double)];
+        for (var i = 0; i < numbers.Length; i++)
+        {
+            BinaryPrimitives.WriteDoubleLittleEndian(bytes.AsSpan(i * sizeof(double)), numbers[i]);
+        }
+
+        return bytes;
+    }
+}

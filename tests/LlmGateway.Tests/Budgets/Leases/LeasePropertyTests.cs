@@ -1,0 +1,186 @@
+using System.Buffers.Binary;
+using CsCheck;
+using LlmGateway.Budgets;
+using LlmGateway.Budgets.Leases;
+using LlmGateway.Configuration;
+using LlmGateway.Redis;
+using LlmGateway.Tests.Shared;
+using Microsoft.Extensions.Time.Testing;
+using StackExchange.Redis;
+
+namespace LlmGateway.Tests.Budgets.Leases;
+
+/// <summary>
+/// Random interleavings of admissions, settlements, releases, halts, limit changes, time and returns on three replicas
+/// with leases and one without, all on one redis-server: after every step, spent plus every block and reservation held
+/// in Redis stays within the limit (S + B ≤ L) for the user and the team, so spend never passes a limit. CsCheck prints
+/// the seed of a failing case; pass it as <c>seed:</c> to replay it.
+/// </summary>
+[RequiresRedisServer]
+public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture<RedisServerFixture>
+{
+    private static readonly DateTimeOffset Start = new(2026, 12, 3, 10, 0, 0, TimeSpan.Zero);
+
+    private static readonly decimal[] UserLimits = [0.5m, 1m, 2m];
+
+    [RedisFact]
+    public async Task RandomInterleavings_OnSeveralReplicas_NeverPassALimit()
+    {
+        var step = Gen.Select(Gen.Int[0, 12], Gen.Int[0, 3], Gen.Int[0, 1], Gen.Int[1, 30], Gen.Double[0, 1]);
+        await step.Array[20, 70].SampleAsync(steps => RunAsync(steps), iter: 30, threads: 1);
+    }
+
+    private async Task RunAsync((int Kind, int Replica, int User, int Cents, double Share)[] steps)
+    {
+        var time = new FakeTimeProvider(Start);
+        var options = new AdmissionStoreOptions { KeyPrefix = "prop-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromSeconds(2) };
+        var lease = new LeaseOptions { Fraction = 0.5, MinCalls = 2, MaxCalls = 16 };
+        var connections = new List<RedisConnection>();
+        var replicas = new List<IAdmissionStore>();
+        for (var i = 0; i < 4; i++)
+        {
+            var connection = new RedisConnection(redis.ConnectionString, TimeSpan.FromSeconds(5));
+            connections.Add(connection);
+            var perCall = new RedisAdmissionStore(connection, options, time);
+            if (i < 3)
+            {
+                var leased = new LeasedAdmissionStore(connection, perCall, options, lease, time);
+                await leased.WarmUpAsync();
+                replicas.Add(leased);
+            }
+            else
+            {
+                replicas.Add(perCall);
+            }
+        }
+
+        try
+        {
+            var users = new[] { "alice", "bob" };
+            var limits = new[] { 1m, 1m };
+            var ceilings = new[] { 1m, 1m };
+            const decimal TeamLimit = 1.5m;
+            var halted = new bool[2];
+            var held = new List<(IAdmissionStore Store, Reservation Reservation)>();
+            using var client = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+            var database = client.GetDatabase();
+            foreach (var (kind, replica, user, cents, share) in steps)
+            {
+                var store = replicas[replica];
+                switch (kind)
+                {
+                    case <= 4:
+                        var request = new AdmissionRequest
+                        {
+                            User = users[user],
+                            UserBudget = new BudgetLimits(limits[user], 0, 0),
+                            Team = "team-1",
+                            TeamBudget = new BudgetLimits(TeamLimit, 0, 0),
+                            ReserveUsd = cents / 100m,
+                            ReserveTokens = cents,
+                            ReservationTtl = TimeSpan.FromMinutes(10),
+                        };
+                        var result = await store.ReserveAsync(request);
+                        if (result.IsAdmitted)
+                        {
+                            held.Add((store, result.Reservation));
+                        }
+
+                        break;
+                    case <= 6 when held.Count > 0:
+                        var (owner, settled) = held[(int)(share * held.Count) % held.Count];
+                        held.Remove((owner, settled));
+                        await owner.SettleAsync(settled, Math.Round(settled.ReservedUsd * (decimal)share, 6), settled.ReservedTokens / 2);
+                        break;
+                    case 7 when held.Count > 0:
+                        var (releasing, released) = held[(int)(share * held.Count) % held.Count];
+                        held.Remove((releasing, released));
+                        await releasing.ReleaseAsync(released);
+                        break;
+                    case 8:
+                        halted[user] = !halted[user];
+                        if (halted[user])
+                        {
+                            await store.HaltUserAsync(users[user]);
+
+                            // The replica that halted refuses at once (others when the message reaches them).
+                            var refused = await store.ReserveAsync(new AdmissionRequest { User = users[user], ReserveUsd = 0.01m, ReservationTtl = TimeSpan.FromMinutes(10) });
+                            Assert.Equal(AdmissionRejection.UserHalted, refused.Rejection);
+                        }
+                        else
+                        {
+                            await store.ResumeUserAsync(users[user]);
+                        }
+
+                        break;
+                    case 9:
+                        var next = UserLimits[cents % UserLimits.Length];
+                        ceilings[user] = Math.Max(ceilings[user], Math.Max(limits[user], next));
+                        limits[user] = next;
+                        break;
+                    case 10:
+                        time.Advance(TimeSpan.FromMilliseconds(cents * 50));
+                        break;
+                    case 11:
+                        // Everything finishes and every replica returns its blocks: nothing held under an older limit is left.
+                        foreach (var (finishing, reservation) in held)
+                        {
+                            await finishing.SettleAsync(reservation, reservation.ReservedUsd, reservation.ReservedTokens);
+                        }
+
+                        held.Clear();
+                        foreach (var leased in replicas.OfType<LeasedAdmissionStore>())
+                        {
+                            await leased.ReturnAllAsync();
+                        }
+
+                        // From here on the bound is the current limit, or the spend if a lowered limit is already below it.
+                        var drained = BudgetPeriods.GetKey(BudgetPeriod.Day, time.GetUtcNow());
+                        for (var u = 0; u < 2; u++)
+                        {
+                            ceilings[u] = Math.Max(limits[u], await UsedAsync(database, $"{options.KeyPrefix}{{u:{users[u]}}}b:{drained}"));
+                        }
+
+                        break;
+                }
+
+                var day = BudgetPeriods.GetKey(BudgetPeriod.Day, time.GetUtcNow());
+                var month = BudgetPeriods.GetKey(BudgetPeriod.Month, time.GetUtcNow());
+                for (var u = 0; u < 2; u++)
+                {
+                    var used = await UsedAsync(database, $"{options.KeyPrefix}{{u:{users[u]}}}b:{day}");
+                    Assert.True(used <= ceilings[u], $"user {users[u]}: spent + held {used} > limit {ceilings[u]} after step {kind} on replica {replica}");
+                }
+
+                var team = await UsedAsync(database, $"{options.KeyPrefix}{{t:team-1}}b:{month}");
+                Assert.True(team <= TeamLimit, $"team: spent + held {team} > limit {TeamLimit} after step {kind} on replica {replica}");
+            }
+        }
+        finally
+        {
+            foreach (var replica in replicas)
+            {
+                (replica as IDisposable)?.Dispose();
+            }
+
+            foreach (var connection in connections)
+            {
+                connection.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Spent plus reserved USD of a budget hash (its packed <c>s</c> field), as every script leaves it.</summary>
+    private static async Task<decimal> UsedAsync(IDatabase database, string key)
+    {
+        var packed = (byte[]?)await database.HashGetAsync(key, "s");
+        if (packed is null)
+        {
+            return 0;
+        }
+
+        var spent = BinaryPrimitives.ReadDoubleLittleEndian(packed);
+        var reserved = BinaryPrimitives.ReadDoubleLittleEndian(packed.AsSpan(3 * sizeof(double)));
+        return UsdAmount.ToUsd((long)(spent + reserved));
+    }
+}
