@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
@@ -5,6 +6,14 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace LlmGateway.EndToEnd.Tests.Tracing;
 
@@ -144,6 +153,48 @@ public sealed class TracingTests
         // Gateway:Tracing:CaptureContent: the request and the answer are on the call span.
         Assert.Contains(Prompt, (string)call.GetTagItem("llm_gateway.request.content")!, StringComparison.Ordinal);
         Assert.Contains("\"choices\"", (string)call.GetTagItem("llm_gateway.response.content")!, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task OtlpEndpoint_ReceivesTheCallSpans_OverHttpProtobuf()
+    {
+        var received = new ConcurrentQueue<string>();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var collector = builder.Build();
+        collector.MapPost("/v1/traces", async (HttpContext context) =>
+        {
+            Assert.Equal("application/x-protobuf", context.Request.ContentType);
+            using var body = new MemoryStream();
+            await context.Request.Body.CopyToAsync(body);
+
+            // OTLP protobuf carries span names and attribute keys and values as plain UTF-8: enough to see what was exported.
+            received.Enqueue(Encoding.UTF8.GetString(body.ToArray()));
+            return Results.Ok();
+        });
+        await collector.StartAsync();
+        var collectorUrl = collector.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
+
+        await using var mock = await MockLlmServer.StartAsync();
+        var runId = "run-otlp-" + Guid.NewGuid().ToString("N");
+        var config = Config(mock.BaseUrl, mock.BaseUrl, captureContent: false)
+            .Replace("\"Sampler\": 1,", $"\"OtlpEndpoint\": \"{collectorUrl}/v1/traces\", \"Sampler\": 1,", StringComparison.Ordinal);
+        await using (var gateway = await GatewayServer.StartAsync(config))
+        {
+            using var response = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: Prompt), headers: ("X-Run-Id", runId)));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        // Stopping the gateway flushes its batch of spans.
+        var export = Assert.Single(received, body => body.Contains(runId, StringComparison.Ordinal));
+        Assert.Contains("LlmGateway", export, StringComparison.Ordinal);
+        Assert.Contains("chat mock-small", export, StringComparison.Ordinal);
+        Assert.Contains("gen_ai.usage.output_tokens", export, StringComparison.Ordinal);
+        Assert.DoesNotContain(Prompt, export, StringComparison.Ordinal);
+        Assert.DoesNotContain(TestConfigs.ProviderKey, export, StringComparison.Ordinal);
+        Assert.DoesNotContain(TestConfigs.Key, export, StringComparison.Ordinal);
+        await collector.StopAsync();
     }
 
     private static bool Mentions(Activity span, string text) =>
