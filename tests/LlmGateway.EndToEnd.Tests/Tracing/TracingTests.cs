@@ -53,7 +53,7 @@ public sealed class TracingTests
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
 
         // The run's trace id: SHA-256 of the run id, first 16 bytes. Spans end just after their answer is sent.
-        var traceId = ActivityTraceId.CreateFromString(Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(runId)).AsSpan(0, 16)));
+        var traceId = RunTraceId(runId);
         var trace = await Http.EventuallyAsync(
             () => spans.InTrace(traceId) is { } all && all.Count(s => s.Kind == ActivityKind.Server) == 3 && all.Count(s => s.Kind == ActivityKind.Client) == 4 ? all : null,
             "three gateway spans and four attempt spans in the run's trace", timeoutMs: 10000);
@@ -143,7 +143,7 @@ public sealed class TracingTests
         Assert.Equal(call.SpanId, attempt.ParentSpanId);
 
         // The run id did not start a trace of its own: the caller's trace wins.
-        Assert.Empty(spans.InTrace(ActivityTraceId.CreateFromString(Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(runId)).AsSpan(0, 16)))));
+        Assert.Empty(spans.InTrace(RunTraceId(runId)));
 
         // The provider saw the attempt as parent (the caller's traceparent was replaced), with the caller's tracestate.
         var seen = mock.Log.Snapshot().Last(r => r.Body.Contains(Prompt, StringComparison.Ordinal));
@@ -196,6 +196,43 @@ public sealed class TracingTests
         Assert.DoesNotContain(TestConfigs.Key, export, StringComparison.Ordinal);
         await collector.StopAsync();
     }
+
+    [Fact]
+    public async Task Fallback_ShowsOnTheCallSpan_WithTheAttemptsAtBothModels()
+    {
+        var spans = new SpanCollector();
+        await using var mock = await MockLlmServer.StartAsync();
+        var config = Config(mock.BaseUrl, mock.BaseUrl, captureContent: false).Replace(
+            "\"Models\": {", "\"Models\": { \"flaky\": { \"Provider\": \"mock\", \"InputUsdPerMTok\": 1, \"OutputUsdPerMTok\": 2, \"Fallbacks\": [ \"mock-small\" ] },", StringComparison.Ordinal);
+        await using var gateway = await GatewayServer.StartAsync(config, services: spans.Register);
+        var runId = "run-fallback-" + Guid.NewGuid().ToString("N");
+
+        // The first three attempts (all of flaky's) answer 500; the fallback's first attempt answers.
+        using var response = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(model: "flaky"), headers:
+            [("X-Run-Id", runId), ("X-Mock-Status", "500"), ("X-Mock-Fail-Times", "3"), ("X-Mock-Scenario", runId)]));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("fallback", response.Headers.GetValues("X-Gateway-Downgrade").Single());
+
+        var trace = await Http.EventuallyAsync(
+            () => spans.InTrace(RunTraceId(runId)) is { } all && all.Any(s => s.Kind == ActivityKind.Server) && all.Count(s => s.Kind == ActivityKind.Client) == 4 ? all : null,
+            "the call span and its four attempts", timeoutMs: 10000);
+        var call = Assert.Single(trace, s => s.Kind == ActivityKind.Server);
+        Assert.Equal("chat flaky", call.DisplayName);
+        Assert.Equal("flaky", call.GetTagItem("gen_ai.request.model"));
+        Assert.Equal("mock-small", call.GetTagItem("llm_gateway.served_model"));
+        Assert.Equal("fallback", call.GetTagItem("llm_gateway.downgrade"));
+        Assert.Equal(4, call.GetTagItem("llm_gateway.attempts"));
+        var attempts = trace.Where(s => s.Kind == ActivityKind.Client).OrderBy(s => s.StartTimeUtc).ToList();
+        Assert.Equal([500, 500, 500, 200], attempts.Select(a => (int)a.GetTagItem("http.response.status_code")!));
+        Assert.Equal(["flaky", "flaky", "flaky", "mock-small"], attempts.Select(a => (string)a.GetTagItem("gen_ai.request.model")!));
+        Assert.All(attempts, a => Assert.Equal(call.SpanId, a.ParentSpanId));
+
+        // Waits between flaky's attempts only: the fallback is tried at once.
+        Assert.Equal(2, call.Events.Count(e => e.Name == "retry_wait"));
+    }
+
+    private static ActivityTraceId RunTraceId(string runId) =>
+        ActivityTraceId.CreateFromString(Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(runId)).AsSpan(0, 16)));
 
     private static bool Mentions(Activity span, string text) =>
         span.TagObjects.Any(t => Contains(t.Value, text)) || span.Events.Any(e => e.Tags.Any(t => Contains(t.Value, text))) || span.DisplayName.Contains(text, StringComparison.Ordinal);
