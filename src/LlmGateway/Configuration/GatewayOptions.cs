@@ -34,6 +34,9 @@ public sealed record GatewayOptions
     public LimitsOptions Limits { get; init; } = new();
     public StoreOptions Store { get; init; } = new();
     public OtlpOptions Otlp { get; init; } = new();
+
+    /// <summary>OpenTelemetry traces of LLM and tool calls.</summary>
+    public TracingOptions Tracing { get; init; } = new();
     public MetricsExportOptions Metrics { get; init; } = new();
     public MockLlmOptions MockLlm { get; init; } = new();
 }

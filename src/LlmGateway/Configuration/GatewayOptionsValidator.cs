@@ -153,6 +153,7 @@ internal static class GatewayOptionsValidator
         }
 
         ApprovalOptionsValidator.Check(errors, options);
+        TracingOptionsValidator.Check(errors, options);
         CheckUser(errors, $"{root}:UserDefaults", options.UserDefaults, options);
         foreach (var (name, user) in options.Users)
         {

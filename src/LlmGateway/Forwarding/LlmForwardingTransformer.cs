@@ -42,6 +42,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         // The gateway reads usage out of the body, so it asks for it uncompressed.
         headers.Remove("Accept-Encoding");
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
+        Tracing.UpstreamTraceContext.Apply(headers);
 
         if (provider.AuthHeaderValue is { } auth)
         {
@@ -235,6 +236,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             }
 
             call.Capture?.OnJson(bytes);
+            Tracing.LlmCallSpans.CaptureAnswer(bytes);
             call.Outcome = CallOutcome.Completed;
             call.SettleUsage();
 

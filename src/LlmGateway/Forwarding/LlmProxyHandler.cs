@@ -7,6 +7,7 @@ using LlmGateway.Errors;
 using LlmGateway.Identity;
 using LlmGateway.Resilience;
 using LlmGateway.Telemetry;
+using LlmGateway.Tracing;
 using Microsoft.AspNetCore.Http;
 using Polly;
 using Microsoft.Extensions.Logging;
@@ -59,6 +60,7 @@ internal sealed class LlmProxyHandler
         var start = Stopwatch.GetTimestamp();
         var config = _config.Current;
         var requestId = RequestIds.For(context);
+        using var span = LlmCallSpans.Start(context.Request, endpoint);
 
         string? runId = null;
         var error = CallerAuthenticator.Authenticate(context.Request, config, out var caller)
@@ -112,10 +114,13 @@ internal sealed class LlmProxyHandler
             }
 
             var call = new LlmCall(requestId, caller, runId, endpoint, model, request, body, config.CallLimits, start);
+            LlmCallSpans.Describe(call, config.Options.Tracing.CaptureContent);
 
             // Response cache and run replay (Caching/): lookup before admission; a hit or replayed step is served below.
             // count_tokens answers are never cached, recorded or replayed: they cost nothing and change nothing.
+            var lookup = endpoint == LlmEndpoint.CountTokens ? null : GatewayTracing.StartChild(TracingTags.CacheLookupSpan);
             await using var cached = endpoint == LlmEndpoint.CountTokens ? CachedCall.None : await _cache.BeginAsync(context, config, call, body, context.RequestAborted);
+            LlmCallSpans.CacheLooked(lookup, cached.Result);
             if (cached.Error is { } cacheError)
             {
                 await RejectAsync(context, caller, cacheError, start, model.Name);
@@ -127,10 +132,12 @@ internal sealed class LlmProxyHandler
             call.InjectedIncludeUsage = request.Stream && request.IncludeUsage != true && endpoint is LlmEndpoint.ChatCompletions or LlmEndpoint.Completions;
 
             var allowDowngrade = !string.Equals(context.Request.Headers["X-Gateway-No-Downgrade"], "true", StringComparison.OrdinalIgnoreCase);
-            var admission = endpoint == LlmEndpoint.CountTokens
+            var admissionSpan = GatewayTracing.StartChild(TracingTags.AdmissionSpan);
+            var admission = await (endpoint == LlmEndpoint.CountTokens
                 ? _budgets.AdmitRequestOnlyAsync(config, call, context.RequestAborted)
-                : _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree);
-            if (await admission is { } refusal)
+                : _budgets.AdmitAsync(config, call, body, allowDowngrade, context.RequestAborted, free: cached.IsFree));
+            LlmCallSpans.Admitted(admissionSpan, admission);
+            if (admission is { } refusal)
             {
                 RateLimitHeaders.Write(context.Response.Headers, call.Admission, ApiDialects.Of(endpoint) == ApiDialect.Anthropic);
                 await RejectAsync(context, caller, refusal, start, model.Name);
@@ -247,8 +254,11 @@ internal sealed class LlmProxyHandler
         var timeout = _config.Current.Options.Resilience.AttemptTimeout;
         using var attempt = new UpstreamAttemptTimer(timeout);
         context.Features.Set(attempt);
+        var span = LlmCallSpans.StartAttempt(call);
         var result = await _forwarder.SendAsync(context, call.ServedModel.Provider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
-        return Outcome.FromResult(Classify(context, call, result, attempt));
+        var outcome = Classify(context, call, result, attempt);
+        LlmCallSpans.EndAttempt(span, call, outcome);
+        return Outcome.FromResult(outcome);
     }
 
     private AttemptOutcome Classify(HttpContext context, LlmCall call, ForwarderError result, UpstreamAttemptTimer attempt)
@@ -356,6 +366,8 @@ internal sealed class LlmProxyHandler
             _metrics.Drift.RecordAnswer(served.Name, call.Answer, generated ? call.Usage.OutputTokens : null, call.Body.Span);
         }
 
+        LlmCallSpans.Complete(call, status);
+
         // The record's arguments (the outcome's name among them) are only worth building when it is written.
         if (_logger.IsEnabled(LogLevel.Information))
         {
@@ -375,6 +387,7 @@ internal sealed class LlmProxyHandler
     {
         // Unknown callers never become a metric label.
         _metrics.RecordRejection(caller?.User ?? "", error.Code);
+        ServerSpans.Fail(error.Code, error.Status);
         var runId = context.Request.Headers[GatewayHeaders.RunId].ToString();
         AuditLog.Rejection(_audit, context.Response.Headers[GatewayHeaders.RequestId].ToString(), caller?.Id, caller?.User,
             CallerAuthenticator.IsValidId(runId) ? runId : null, context.Request.Method, context.Request.Path.Value ?? "", error.Status, error.Code, error.Message);

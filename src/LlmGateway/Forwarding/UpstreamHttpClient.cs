@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Http;
 
@@ -6,7 +5,8 @@ namespace LlmGateway.Forwarding;
 
 /// <summary>
 /// The one connection pool to every provider. Configured as YARP's forwarder client is (no proxy, no
-/// redirects, no decompression, no cookies) plus a connect timeout, and W3C trace context propagation.
+/// redirects, no decompression, no cookies) plus a connect timeout. Trace context is
+/// written by the transformers (UpstreamTraceContext), not by HttpClient.
 /// </summary>
 internal sealed class UpstreamHttpClient : IDisposable
 {
@@ -21,7 +21,8 @@ internal sealed class UpstreamHttpClient : IDisposable
             EnableMultipleHttp2Connections = true,
             ConnectTimeout = TimeSpan.FromSeconds(10),
             PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
-            ActivityHeadersPropagator = DistributedContextPropagator.CreateDefaultPropagator(),
+            // The gateway writes traceparent itself (Tracing/UpstreamTraceContext): the attempt span's, not HttpClient's own activity's.
+            ActivityHeadersPropagator = null,
         };
         Invoker = new HttpMessageInvoker(handler, disposeHandler: true);
     }

@@ -26,6 +26,7 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<GatewayConfigProvider>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<GatewayConfigProvider>());
         services.AddHostedService<LlmGateway.Telemetry.OtlpMetricsExport>();
+        services.AddGatewayTracing();
         services.AddOptions<PrometheusMetricsOptions>().Configure<GatewayConfigProvider>(static (meters, config) =>
         {
             if (!config.Current.Options.Metrics.FrameworkMeters)

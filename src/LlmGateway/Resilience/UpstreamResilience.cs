@@ -145,6 +145,7 @@ internal sealed partial class UpstreamResilience
                     call.TotalRetryWait += args.RetryDelay;
                     _metrics.RecordRetry(upstream, args.Outcome.Result.Reason);
                     ResilienceLog.Retrying(_logger, call.RequestId, upstream, args.Outcome.Result.Reason, args.AttemptNumber + 1, args.RetryDelay.TotalMilliseconds);
+                    Tracing.ServerSpans.RetryWait(args.RetryDelay, args.AttemptNumber + 1, args.Outcome.Result.Reason);
                     return default;
                 },
             });

@@ -53,6 +53,7 @@ internal sealed class ToolCallHandler
         var slash = rawPath.IndexOf('/', ToolConstants.RoutePrefix.Length);
         audit.Tool = context.Request.RouteValues["tool"] as string ?? string.Empty;
         audit.Path = slash < 0 ? "/" : rawPath[slash..];
+        using var span = Tracing.ToolCallSpans.Start(context.Request, audit.Tool);
         try
         {
             await HandleCoreAsync(context, audit).ConfigureAwait(false);
@@ -61,6 +62,7 @@ internal sealed class ToolCallHandler
         {
             var status = context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted ? 499 : context.Response.StatusCode;
             var seconds = Stopwatch.GetElapsedTime(audit.Start).TotalSeconds;
+            Tracing.ToolCallSpans.Complete(span, audit, status);
             if (audit.Route is not null)
             {
                 _metrics.RecordToolCall(audit.Route.Name, ToolConstants.MethodLabel(audit.Method), status, seconds);

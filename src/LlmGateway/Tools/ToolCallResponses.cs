@@ -15,6 +15,7 @@ internal static class ToolCallResponses
         audit.Reason = error.Code;
         audit.Denied = true;
         metrics.RecordRejection(audit.Caller?.User ?? string.Empty, error.Code);
+        Tracing.ServerSpans.Fail(error.Code, error.Status);
         return WriteErrorAsync(context, null, error, audit.RequestId);
     }
 

@@ -121,6 +121,7 @@ internal sealed class ToolForwarder(IHttpForwarder forwarder, UpstreamHttpClient
         timeout.CancelAfter(call.Route.Options.Timeout);
         call.AttemptTimeout = timeout;
         ForwarderError result;
+        var span = Tracing.ToolCallSpans.StartAttempt(call);
         try
         {
             result = await forwarder.SendAsync(context, call.Route.BaseUrl, client.Invoker, call.Route.Runtime.RequestConfig, transformer, timeout.Token).ConfigureAwait(false);
@@ -129,6 +130,14 @@ internal sealed class ToolForwarder(IHttpForwarder forwarder, UpstreamHttpClient
         {
             call.AttemptTimeout = null;
         }
+
+        var attempt = Classify(context, call, result, timeout);
+        Tracing.ToolCallSpans.EndAttempt(span, attempt);
+        return attempt;
+    }
+
+    private static ToolAttempt Classify(HttpContext context, ToolCall call, ForwarderError result, CancellationTokenSource timeout)
+    {
 
         if (context.RequestAborted.IsCancellationRequested)
         {

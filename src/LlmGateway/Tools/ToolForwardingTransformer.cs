@@ -33,6 +33,7 @@ internal sealed class ToolForwardingTransformer : HttpTransformer
         headers.Remove(ToolConstants.IdempotencyKeyHeader);
 
         headers.TryAddWithoutValidation(GatewayHeaders.RequestId, call.RequestId);
+        Tracing.UpstreamTraceContext.Apply(headers);
         if (call.IdempotencyKey is { } key)
         {
             // Tools that deduplicate by key (Stripe and the like) then also see one effect per key.

@@ -171,6 +171,7 @@ internal sealed class ToolRuntime
                 OnRetry = args =>
                 {
                     metrics.RecordRetry(upstream, args.Outcome.Result.Reason);
+                    Tracing.ServerSpans.RetryWait(args.RetryDelay, args.AttemptNumber + 1, args.Outcome.Result.Reason);
                     return ValueTask.CompletedTask;
                 },
             });
