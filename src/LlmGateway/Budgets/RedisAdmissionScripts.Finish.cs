@@ -50,12 +50,13 @@ internal static partial class RedisAdmissionScripts
         end
         -- The in-flight slot and the rate windows: a settle corrects the tokens, a release takes the call out, both only
         -- while the call's second is still in the window.
+        -- An emptied window has no oldest second (as the in-memory store's), so an undone hold leaves no trace in it.
         local function rate(h, f, n, k, o, second)
-          if o == NONE or o > a or not second then return n, k end
+          if o == NONE or o > a or not second then return n, k, o end
           local c, t = sunpack('<dd', second)
           if settle then
             add(f, wa, spack('<dd', c, t + at - rt))
-            return n, k + at - rt
+            return n, k + at - rt, o
           end
           if c <= 1 then
             -- The second's last live call: no zero-valued field is left behind.
@@ -63,7 +64,8 @@ internal static partial class RedisAdmissionScripts
           else
             add(f, wa, spack('<dd', c - 1, t - rt))
           end
-          return n - 1, k - rt
+          if n <= 1 then return 0, k - rt, NONE end
+          return n - 1, k - rt, o
         end
 
         -- KEYS: u, b:u (the user's slot).
@@ -77,7 +79,7 @@ internal static partial class RedisAdmissionScripts
               inFlight = inFlight - 1
               if tonumber(uv[2]) <= 1 then hdel(k1, xe) else add(f, xe, tonumber(uv[2]) - 1) end
             end
-            if hasUserRate == 1 then n, k = rate(k1, f, n, k, o, uv[3]) end
+            if hasUserRate == 1 then n, k, o = rate(k1, f, n, k, o, uv[3]) end
             add(f, 'u', spack('<dddddd', inFlight, xo, xm, n, k, o))
             hset(k1, unpack(f))
           end
@@ -115,7 +117,7 @@ internal static partial class RedisAdmissionScripts
           if kv[1] then
             local _, _, _, n, k, o = subject(kv[1])
             local f = {}
-            n, k = rate(k9, f, n, k, o, kv[2])
+            n, k, o = rate(k9, f, n, k, o, kv[2])
             add(f, 'u', spack('<dddddd', 0, NONE, NONE, n, k, o))
             hset(k9, unpack(f))
           end
