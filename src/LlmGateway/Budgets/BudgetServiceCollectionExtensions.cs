@@ -27,7 +27,7 @@ public static class BudgetServiceCollectionExtensions
             var time = sp.GetRequiredService<TimeProvider>();
             return string.IsNullOrWhiteSpace(options.Redis)
                 ? new InMemoryAdmissionStore(storeOptions, time)
-                : new RedisAdmissionStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), storeOptions, time);
+                : new RedisAdmissionStore(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), storeOptions, time, logger: sp.GetService<Microsoft.Extensions.Logging.ILogger<RedisAdmissionStore>>());
         });
         services.TryAddSingleton<BudgetGuard>();
         services.AddHostedService<AdmissionStoreWarmup>();
