@@ -89,9 +89,10 @@ public sealed class RedisClusterFixture : IDisposable
     }
 
     /// <summary>Starts master <paramref name="index"/> again on its port and waits until the cluster is ok.</summary>
-    public void RestartNode(int index)
+    /// <param name="arguments">More redis-server arguments, after (and so overriding) the fixture's: e.g. <c>--appendonly yes</c> to load what the node wrote to its AOF before it was killed.</param>
+    public void RestartNode(int index, params string[] arguments)
     {
-        StartNode(index);
+        StartNode(index, arguments);
         WaitUntilOk();
     }
 
@@ -143,7 +144,7 @@ public sealed class RedisClusterFixture : IDisposable
         }
     }
 
-    private void StartNode(int index)
+    private void StartNode(int index, params string[] arguments)
     {
         var port = Ports[index].ToString(CultureInfo.InvariantCulture);
         var directory = Path.Combine(_root, port);
@@ -160,6 +161,11 @@ public sealed class RedisClusterFixture : IDisposable
             "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", Path.Combine(directory, "nodes.conf"),
             "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", "--dir", directory,
         })
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        foreach (var argument in arguments)
         {
             info.ArgumentList.Add(argument);
         }

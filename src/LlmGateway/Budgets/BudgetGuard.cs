@@ -342,7 +342,7 @@ internal sealed class BudgetGuard
         }
         catch (AdmissionStoreUnavailableException ex)
         {
-            // The reservation expires by itself; the cost stays in the call log and the metrics.
+            // The Redis store retries it (the reason says for how long); a reservation never settled expires by itself.
             BudgetLog.SettleFailed(_logger, call.RequestId, reservation.Id, call.CostUsd, ex.Message);
         }
     }
@@ -409,6 +409,6 @@ internal static partial class BudgetLog
     [LoggerMessage(EventId = GatewayEventIds.StoreUnavailable, EventName = "StoreUnavailable", Level = LogLevel.Warning, Message = "Request {RequestId}: budget store unavailable, policy {Policy}: {Reason}")]
     public static partial void StoreUnavailable(ILogger logger, string requestId, string policy, string reason);
 
-    [LoggerMessage(EventId = GatewayEventIds.SettleFailed, EventName = "SettleFailed", Level = LogLevel.Error, Message = "Request {RequestId}: reservation {ReservationId} could not be settled ({CostUsd} USD); it expires by itself: {Reason}")]
+    [LoggerMessage(EventId = GatewayEventIds.SettleFailed, EventName = "SettleFailed", Level = LogLevel.Error, Message = "Request {RequestId}: reservation {ReservationId} could not be settled ({CostUsd} USD) at once: {Reason}")]
     public static partial void SettleFailed(ILogger logger, string requestId, string reservationId, decimal costUsd, string reason);
 }

@@ -12,8 +12,9 @@ namespace LlmGateway.Budgets;
 /// calls are no-ops, so "settle on success, release in finally" is safe. A reservation neither settled nor
 /// released expires after its TTL and gives its budget and in-flight slot back by itself.
 /// Store failures surface as <see cref="AdmissionStoreUnavailableException"/>, always within a bounded time. A settle
-/// or release that fails still completes the reservation: its hold expires by itself, and a failed settle's actual
-/// cost is not recorded (the caller logs it); retrying could charge twice, as a timed-out script may have run.
+/// or release that fails still completes the reservation for its caller (who logs it): the Redis store retries it in
+/// the background for a bounded time, each finish marked so that a repeat of one that ran is a no-op; one never
+/// completed leaves its hold to expire by itself, uncharged.
 /// </remarks>
 public interface IAdmissionStore
 {

@@ -102,6 +102,12 @@ internal sealed class RateWindow
         {
             Requests--;
             Tokens -= reserved;
+            if (Requests == 0)
+            {
+                // An empty window has no oldest second (x-ratelimit-reset 0), as on Redis Cluster after an undone hold.
+                Oldest = null;
+            }
+
             if (_calls[slot] <= 1)
             {
                 Clear(slot);

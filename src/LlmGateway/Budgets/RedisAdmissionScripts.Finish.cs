@@ -50,12 +50,13 @@ internal static partial class RedisAdmissionScripts
         end
         -- The in-flight slot and the rate windows: a settle corrects the tokens, a release takes the call out, both only
         -- while the call's second is still in the window.
+        -- An emptied window has no oldest second (as the in-memory store's), so an undone hold leaves no trace in it.
         local function rate(h, f, n, k, o, second)
-          if o == NONE or o > a or not second then return n, k end
+          if o == NONE or o > a or not second then return n, k, o end
           local c, t = sunpack('<dd', second)
           if settle then
             add(f, wa, spack('<dd', c, t + at - rt))
-            return n, k + at - rt
+            return n, k + at - rt, o
           end
           if c <= 1 then
             -- The second's last live call: no zero-valued field is left behind.
@@ -63,7 +64,18 @@ internal static partial class RedisAdmissionScripts
           else
             add(f, wa, spack('<dd', c - 1, t - rt))
           end
-          return n - 1, k - rt
+          if n <= 1 then return 0, k - rt, NONE end
+          return n - 1, k - rt, o
+        end
+
+        -- A settlement's marker (idempotency): the first finish of reservation `id` in marker hash `mk` (a key of the
+        -- scope's slot, one per 10 s of first attempts) runs, a repeat of it (a retry of a finish whose reply was lost)
+        -- does nothing. An empty `mk` (the undo of a refused call's holds, never retried) has no marker.
+        local function first(mk, id)
+          if mk == '' then return true end
+          if redis.call('HSETNX', mk, id, 1) == 0 then return false end
+          redis.call('PEXPIRE', mk, markerLife)
+          return true
         end
 
         -- KEYS: u, b:u (the user's slot).
@@ -77,7 +89,7 @@ internal static partial class RedisAdmissionScripts
               inFlight = inFlight - 1
               if tonumber(uv[2]) <= 1 then hdel(k1, xe) else add(f, xe, tonumber(uv[2]) - 1) end
             end
-            if hasUserRate == 1 then n, k = rate(k1, f, n, k, o, uv[3]) end
+            if hasUserRate == 1 then n, k, o = rate(k1, f, n, k, o, uv[3]) end
             add(f, 'u', spack('<dddddd', inFlight, xo, xm, n, k, o))
             hset(k1, unpack(f))
           end
@@ -115,7 +127,7 @@ internal static partial class RedisAdmissionScripts
           if kv[1] then
             local _, _, _, n, k, o = subject(kv[1])
             local f = {}
-            n, k = rate(k9, f, n, k, o, kv[2])
+            n, k, o = rate(k9, f, n, k, o, kv[2])
             add(f, 'u', spack('<dddddd', 0, NONE, NONE, n, k, o))
             hset(k9, unpack(f))
           end
@@ -126,31 +138,40 @@ internal static partial class RedisAdmissionScripts
     // A batch of settlements and releases, every scope of each (a single Redis): one script for several calls, as the
     // store sends the settlements that queued while the previous batch was in flight together (EVALSHA's own cost,
     // ~45k Redis instructions, is then paid once per batch).
-    // KEYS: 9 per item, as Reserve's. ARGV: 4 per item: the numbers, request hash, expiry field, admission field.
-    public static readonly RedisScript Finish = new("finish", Prelude + FinishScopes + """
-        batching = #ARGV > 4
-        for i = 1, #ARGV / 4 do
-          local ko = (i - 1) * 9
-          call(ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i])
-          userFinish(KEYS[ko + 1], KEYS[ko + 3])
-          if hasTeam == 1 then teamFinish(KEYS[ko + 5]) end
-          if hasRun == 1 then runFinish(KEYS[ko + 7], KEYS[ko + 8]) end
-          if hasKeyRate == 1 then keyFinish(KEYS[ko + 9]) end
+    // KEYS: 9 per item, as Reserve's. ARGV: 6 per item: the numbers, request hash, expiry field, admission field, the
+    // marker hash (in the user's slot: the script is atomic over every scope) and the reservation id.
+    public static readonly RedisScript Finish = new("finish", Prelude + MarkerLife + FinishScopes + """
+        batching = #ARGV > 6
+        for i = 1, #ARGV / 6 do
+          local ko, ao = (i - 1) * 9, (i - 1) * 6
+          if first(ARGV[ao + 5], ARGV[ao + 6]) then
+            call(ARGV[ao + 1], ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4])
+            userFinish(KEYS[ko + 1], KEYS[ko + 3])
+            if hasTeam == 1 then teamFinish(KEYS[ko + 5]) end
+            if hasRun == 1 then runFinish(KEYS[ko + 7], KEYS[ko + 8]) end
+            if hasKeyRate == 1 then keyFinish(KEYS[ko + 9]) end
+          end
         end
         flush()
-        return #ARGV / 4
+        return #ARGV / 6
         """);
 
     // One scope of each of a batch of settlements, releases and undos (Redis Cluster: one script per hash slot).
-    // KEYS per step: the scope's keys as in ReserveScoped (user 4, team 2, run 2, key 1). ARGV: 5 per step: scope
-    // (1 user, 2 team, 3 run, 4 key), then Finish's 4.
-    public static readonly RedisScript FinishScoped = new("finish-scoped", Prelude + FinishScopes + """
-        batching = #ARGV > 5
+    // KEYS per step: the scope's keys as in ReserveScoped (user 4, team 2, run 2, key 1). ARGV: 7 per step: scope
+    // (1 user, 2 team, 3 run, 4 key), then Finish's 6 (the marker hash in the scope's own slot: each scope's step is
+    // marked on its own, so a retry redoes only the steps that did not run).
+    public static readonly RedisScript FinishScoped = new("finish-scoped", Prelude + MarkerLife + FinishScopes + """
+        batching = #ARGV > 7
         local ko = 0
-        for i = 1, #ARGV / 5 do
-          local scope = tonumber(ARGV[5 * i - 4])
-          call(ARGV[5 * i - 3], ARGV[5 * i - 2], ARGV[5 * i - 1], ARGV[5 * i])
-          if scope == 1 then
+        for i = 1, #ARGV / 7 do
+          local ao = (i - 1) * 7
+          local scope = tonumber(ARGV[ao + 1])
+          local fresh = first(ARGV[ao + 6], ARGV[ao + 7])
+          call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5])
+          if not fresh then
+            -- Done before: only its keys are skipped.
+            ko = ko + (scope == 1 and 4 or scope == 4 and 1 or 2)
+          elseif scope == 1 then
             userFinish(KEYS[ko + 1], KEYS[ko + 3])
             ko = ko + 4
           elseif scope == 2 then
@@ -165,6 +186,11 @@ internal static partial class RedisAdmissionScripts
           end
         end
         flush()
-        return #ARGV / 5
+        return #ARGV / 7
         """);
+
+    /// <summary>How long a marker hash lives after its last write (ms): the 10 s of first attempts it gathers, the 60 s they are retried, and a margin.</summary>
+    internal const long MarkerLifeMs = 90_000;
+
+    private const string MarkerLife = "local markerLife = 90000\n"; // MarkerLifeMs
 }

@@ -222,7 +222,7 @@ internal sealed partial class RedisAdmissionStore
                     {
                         if (step.Failure is null && step.Reply[0] == 0)
                         {
-                            undo.Add(index, step.ScopeKind, item.Held, [FinishNumbers(item.Held, UndoMode, 0, 0), item.Held.RequestHash, item.Held.ExpiryField, item.Held.WindowField]);
+                            undo.Add(index, step.ScopeKind, item.Held, [FinishNumbers(item.Held, UndoMode, 0, 0), item.Held.RequestHash, item.Held.ExpiryField, item.Held.WindowField, string.Empty, string.Empty]);
                             ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(undone, step.Scope, out _);
                             total = total.Add(item.Held);
                             Interlocked.Increment(ref _undoneSteps);
@@ -321,7 +321,9 @@ internal sealed partial class RedisAdmissionStore
             var count = Scopes(item.Held, scopes);
             for (var s = 0; s < count; s++)
             {
-                steps.Add(index, scopes[s], item.Held, [item.Numbers, item.Held.RequestHash, item.Held.ExpiryField, item.Held.WindowField]);
+                // Each scope's step is marked in its own slot, so a retry redoes only the steps that did not run.
+                var marker = (string)item.Held.Keys[ScopeKeys(scopes[s]).Offset]! + item.Marker;
+                steps.Add(index, scopes[s], item.Held, [item.Numbers, item.Held.RequestHash, item.Held.ExpiryField, item.Held.WindowField, marker, item.Held.Id]);
             }
         }
 

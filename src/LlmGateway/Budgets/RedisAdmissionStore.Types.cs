@@ -63,6 +63,9 @@ internal sealed partial class RedisAdmissionStore
         /// <summary>On a cluster: why a scope of this call could not be decided (its other scopes were given back).</summary>
         public Exception? Failure { get; set; }
 
+        /// <summary>Finishes: the suffix of its marker hashes' names (see RedisAdmissionStore.Retries.cs), the same on every retry.</summary>
+        public string? Marker { get; init; }
+
         /// <summary>On a cluster: refused once by a limit and tried again after the batch's undo.</summary>
         public bool Retried { get; set; }
     }

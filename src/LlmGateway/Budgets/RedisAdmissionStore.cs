@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using StackExchange.Redis;
 
 namespace LlmGateway.Budgets;
@@ -40,6 +42,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private const long RunKeyRefreshMs = 60_000;
 
     private readonly RedisConnection _redis;
+    private readonly ILogger _logger;
     private readonly bool _ownsConnection;
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _timeout;
@@ -66,13 +69,14 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     }
 
     /// <summary>A store on the gateway's shared connection.</summary>
-    public RedisAdmissionStore(RedisConnection redis, AdmissionStoreOptions options, TimeProvider timeProvider, bool ownsConnection = false)
+    public RedisAdmissionStore(RedisConnection redis, AdmissionStoreOptions options, TimeProvider timeProvider, bool ownsConnection = false, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(redis);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         options.Validate();
         _redis = redis;
+        _logger = logger ?? NullLogger.Instance;
         _ownsConnection = ownsConnection;
         _timeProvider = timeProvider;
         _timeout = options.OperationTimeout;
@@ -241,6 +245,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
 
     public void Dispose()
     {
+        _stopping.Cancel();
         if (_ownsConnection)
         {
             _redis.Dispose();
@@ -293,11 +298,19 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             return;
         }
 
-        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null);
-        await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
-        if (item.Failure is { } failure)
+        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null) { Marker = MarkerSuffix() };
+        try
         {
-            throw new AdmissionStoreUnavailableException($"Redis could not run {RedisAdmissionScripts.FinishScoped.Name}: {failure.Message}", failure);
+            await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
+            if (item.Failure is { } failure)
+            {
+                throw new AdmissionStoreUnavailableException($"Redis could not run {RedisAdmissionScripts.FinishScoped.Name}: {failure.Message}", failure);
+            }
+        }
+        catch (AdmissionStoreUnavailableException exception)
+        {
+            // It may have run and only its reply been lost: the retry's marker tells (see RedisAdmissionStore.Retries.cs).
+            throw RetryLater(item, exception);
         }
     }
 
@@ -351,15 +364,17 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
 
         var keys = new RedisKey[batch.Count * KeyCount];
-        var args = new RedisValue[batch.Count * 4];
+        var args = new RedisValue[batch.Count * 6];
         for (var i = 0; i < batch.Count; i++)
         {
             var held = batch[i].Held;
             held.Keys.CopyTo(keys, i * KeyCount);
-            args[4 * i] = batch[i].Numbers;
-            args[(4 * i) + 1] = held.RequestHash;
-            args[(4 * i) + 2] = held.ExpiryField;
-            args[(4 * i) + 3] = held.WindowField;
+            args[6 * i] = batch[i].Numbers;
+            args[(6 * i) + 1] = held.RequestHash;
+            args[(6 * i) + 2] = held.ExpiryField;
+            args[(6 * i) + 3] = held.WindowField;
+            args[(6 * i) + 4] = (string)held.Keys[0]! + batch[i].Marker;
+            args[(6 * i) + 5] = held.Id;
         }
 
         // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
