@@ -26,6 +26,7 @@ internal sealed class RunOutcomes(GatewayConfigProvider config, IRunLedger ledge
 
     public async Task HandleAsync(HttpContext context)
     {
+        _ = RequestIds.For(context);
         var runId = context.Request.RouteValues["run_id"] as string ?? string.Empty;
         var error = CallerAuthenticator.Authenticate(context.Request, config.Current, out var caller);
         if (error is null && !CallerAuthenticator.IsValidId(runId))
