@@ -1,8 +1,6 @@
 using System.Net;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
-using LlmGateway.EndToEnd.Tests.Tools;
 using LlmGateway.Tests.Shared;
-using WireMock.Server;
 
 namespace LlmGateway.EndToEnd.Tests.Runs;
 
@@ -11,53 +9,21 @@ namespace LlmGateway.EndToEnd.Tests.Runs;
 /// one of two replicas on one real redis-server, whichever sweep claims it first.
 /// </summary>
 [RequiresRedisServer]
-public sealed class RunIdleExpiryTests : IClassFixture<RedisServerFixture>, IAsyncLifetime
+public sealed class RunIdleExpiryTests(RedisServerFixture redis) : RunReplicasTestBase(redis, "00:00:02"), IClassFixture<RedisServerFixture>
 {
-    private readonly RedisServerFixture _redis;
-    private MockLlmServer _mock = null!;
-    private WireMockServer _tool = null!;
-    private GatewayServer _a = null!;
-    private GatewayProcess _b = null!;
-
-    public RunIdleExpiryTests(RedisServerFixture redis) => _redis = redis;
-
-    public async Task InitializeAsync()
-    {
-        if (!_redis.IsRunning)
-        {
-            _redis.Start();
-        }
-
-        _mock = await MockLlmServer.StartAsync();
-        _tool = await ToolApi.StartAsync();
-        var config = RunConfigs.Gateway(_mock.BaseUrl, _tool.Url!, _redis.ConnectionString, $"llmgw-{Guid.NewGuid():N}:", idleExpiry: "00:00:02");
-        _a = await GatewayServer.StartAsync(config);
-        _b = await GatewayProcess.StartAsync(config);
-        await _a.WaitReadyAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-        _tool.Stop();
-        _tool.Dispose();
-    }
-
     [RedisFact]
     public async Task UnreportedRun_IdlesOut_ObservedUnknownOnce_AcrossReplicas()
     {
-        using (var first = await _a.Client.SendAsync(RunConfigs.Llm("run-idle", "one")))
-        using (var second = await _b.Client.SendAsync(RunConfigs.Llm("run-idle", "two")))
+        using (var first = await A.Client.SendAsync(RunConfigs.Llm("run-idle", "one")))
+        using (var second = await B.Client.SendAsync(RunConfigs.Llm("run-idle", "two")))
         {
             Assert.Equal(HttpStatusCode.OK, first.StatusCode);
             Assert.Equal(HttpStatusCode.OK, second.StatusCode);
         }
 
         async Task<double> UnknownAsync(string label) =>
-            RunConfigs.Sum(await _a.Client.GetStringAsync("/metrics"), "llm_gateway_run_outcomes_total", label)
-            + RunConfigs.Sum(await _b.Client.GetStringAsync("/metrics"), "llm_gateway_run_outcomes_total", label);
+            RunConfigs.Sum(await A.Client.GetStringAsync("/metrics"), "llm_gateway_run_outcomes_total", label)
+            + RunConfigs.Sum(await B.Client.GetStringAsync("/metrics"), "llm_gateway_run_outcomes_total", label);
 
         await Http.EventuallyAsync(async () => await UnknownAsync("outcome=\"unknown\"") >= 1 ? (bool?)true : null, "the idle run observed as unknown", timeoutMs: 30000);
 
@@ -67,9 +33,9 @@ public sealed class RunIdleExpiryTests : IClassFixture<RedisServerFixture>, IAsy
         Assert.Equal(1, await UnknownAsync("team=\"research\""));
 
         // Gone for its caller and for the admin API.
-        using var late = await _b.Client.SendAsync(RunConfigs.Outcome("run-idle", """{"outcome":"success"}"""));
+        using var late = await B.Client.SendAsync(RunConfigs.Outcome("run-idle", """{"outcome":"success"}"""));
         await Http.AssertErrorAsync(late, 404, "run_not_found", shouldRetry: false);
-        using var calls = await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/runs/run-idle/calls"));
+        using var calls = await A.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/runs/run-idle/calls"));
         Assert.Equal(HttpStatusCode.NotFound, calls.StatusCode);
     }
 }

@@ -1,9 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
-using LlmGateway.EndToEnd.Tests.Tools;
 using LlmGateway.Tests.Shared;
-using WireMock.Server;
 
 namespace LlmGateway.EndToEnd.Tests.Runs;
 
@@ -12,40 +10,8 @@ namespace LlmGateway.EndToEnd.Tests.Runs;
 /// process, replica B a separate process), the calls of one run alternating between them.
 /// </summary>
 [RequiresRedisServer]
-public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncLifetime
+public sealed class RunReplicaTests(RedisServerFixture redis) : RunReplicasTestBase(redis, "1.00:00:00"), IClassFixture<RedisServerFixture>
 {
-    private readonly RedisServerFixture _redis;
-    private MockLlmServer _mock = null!;
-    private WireMockServer _tool = null!;
-    private GatewayServer _a = null!;
-    private GatewayProcess _b = null!;
-
-    public RunReplicaTests(RedisServerFixture redis) => _redis = redis;
-
-    public async Task InitializeAsync()
-    {
-        if (!_redis.IsRunning)
-        {
-            _redis.Start();
-        }
-
-        _mock = await MockLlmServer.StartAsync();
-        _tool = await ToolApi.StartAsync();
-        var config = RunConfigs.Gateway(_mock.BaseUrl, _tool.Url!, _redis.ConnectionString, $"llmgw-{Guid.NewGuid():N}:");
-        _a = await GatewayServer.StartAsync(config);
-        _b = await GatewayProcess.StartAsync(config, new Dictionary<string, string> { ["Logging__LogLevel__LlmGateway"] = "Information" });
-        await _a.WaitReadyAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-        _tool.Stop();
-        _tool.Dispose();
-    }
-
     [RedisFact]
     public async Task RunAlternatingReplicas_StepsInOrder_CallsListed_FailureObservedOnce()
     {
@@ -55,10 +21,10 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
         var requestIds = new List<string>();
         foreach (var (client, request) in new (HttpClient, HttpRequestMessage)[]
         {
-            (_a.Client, RunConfigs.Llm(Run, "step one")),
-            (_b.Client, RunConfigs.Llm(Run, "step two")),
-            (_a.Client, RunConfigs.Tool(Run, "ISSUE-3")),
-            (_b.Client, RunConfigs.Llm(Run, "step four")),
+            (A.Client, RunConfigs.Llm(Run, "step one")),
+            (B.Client, RunConfigs.Llm(Run, "step two")),
+            (A.Client, RunConfigs.Tool(Run, "ISSUE-3")),
+            (B.Client, RunConfigs.Llm(Run, "step four")),
         })
         {
             using var response = await client.SendAsync(request);
@@ -68,13 +34,13 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
 
         // The logs of both replicas: each call's record carries its step.
         var steps = new Dictionary<string, long>();
-        foreach (var record in _a.Logs.GetSnapshot().Where(r => r.Id.Name is "LlmCall" or "ToolCall" && r.GetStructuredStateValue("RunId") == Run))
+        foreach (var record in A.Logs.GetSnapshot().Where(r => r.Id.Name is "LlmCall" or "ToolCall" && r.GetStructuredStateValue("RunId") == Run))
         {
             steps[record.GetStructuredStateValue("RequestId")!] = long.Parse(record.GetStructuredStateValue("Step")!, System.Globalization.CultureInfo.InvariantCulture);
         }
 
-        await Http.EventuallyAsync(() => ProcessSteps(_b.Output, Run).Count == 2 ? (object?)true : null, "replica B's two call records");
-        foreach (var (requestId, step) in ProcessSteps(_b.Output, Run))
+        await Http.EventuallyAsync(() => ProcessSteps(B.Output, Run).Count == 2 ? (object?)true : null, "replica B's two call records");
+        foreach (var (requestId, step) in ProcessSteps(B.Output, Run))
         {
             steps[requestId] = step;
         }
@@ -84,7 +50,7 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
         // The admin API, on either replica, lists the calls in step order (the ledger is written after each answer).
         var calls = await Http.EventuallyAsync(async () =>
         {
-            using var listed = await _b.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, $"/admin/runs/{Run}/calls"));
+            using var listed = await B.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, $"/admin/runs/{Run}/calls"));
             var json = JsonDocument.Parse(await listed.Content.ReadAsStringAsync()).RootElement;
             return listed.StatusCode == HttpStatusCode.OK && json.GetProperty("count").GetInt32() == 4 ? (JsonElement?)json.GetProperty("calls") : null;
         }, "the four calls in the run's list");
@@ -95,8 +61,8 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
         Assert.DoesNotContain(RunConfigs.Agent, calls.GetRawText(), StringComparison.Ordinal);
 
         // Reported to both replicas: recorded by the first, idempotent on the second, observed once over both.
-        using var first = await _a.Client.SendAsync(RunConfigs.Outcome(Run, """{"outcome":"failure","reason":"tests failed"}"""));
-        using var second = await _b.Client.SendAsync(RunConfigs.Outcome(Run, """{"outcome":"success"}"""));
+        using var first = await A.Client.SendAsync(RunConfigs.Outcome(Run, """{"outcome":"failure","reason":"tests failed"}"""));
+        using var second = await B.Client.SendAsync(RunConfigs.Outcome(Run, """{"outcome":"success"}"""));
         Assert.Equal(HttpStatusCode.OK, first.StatusCode);
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
         Assert.Equal(Run, first.Headers.GetValues("X-Run-Id").Single());
@@ -106,8 +72,8 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
         Assert.False(secondBody.GetProperty("recorded").GetBoolean());
         Assert.Equal("failure", secondBody.GetProperty("outcome").GetString());
 
-        var scrapeA = await _a.Client.GetStringAsync("/metrics");
-        var scrapeB = await _b.Client.GetStringAsync("/metrics");
+        var scrapeA = await A.Client.GetStringAsync("/metrics");
+        var scrapeB = await B.Client.GetStringAsync("/metrics");
         double Both(string name, params string[] labels) => RunConfigs.Sum(scrapeA, name, labels) + RunConfigs.Sum(scrapeB, name, labels);
         Assert.Equal(1, Both("llm_gateway_run_outcomes_total", "team=\"research\"", "outcome=\"failure\""));
         Assert.Equal(0, Both("llm_gateway_run_outcomes_total", "outcome=\"success\""));
@@ -122,20 +88,20 @@ public sealed class RunReplicaTests : IClassFixture<RedisServerFixture>, IAsyncL
     [RedisFact]
     public async Task Outcome_BadBody_UnknownRun_OtherUser_AreRefused()
     {
-        using (var call = await _a.Client.SendAsync(RunConfigs.Llm("run-refusals", "hello")))
+        using (var call = await A.Client.SendAsync(RunConfigs.Llm("run-refusals", "hello")))
         {
             Assert.Equal(HttpStatusCode.OK, call.StatusCode);
         }
 
-        using var badOutcome = await _a.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"maybe"}"""));
+        using var badOutcome = await A.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"maybe"}"""));
         await Http.AssertErrorAsync(badOutcome, 400, "invalid_request_error", shouldRetry: false);
-        using var notJson = await _b.Client.SendAsync(RunConfigs.Outcome("run-refusals", "outcome=success"));
+        using var notJson = await B.Client.SendAsync(RunConfigs.Outcome("run-refusals", "outcome=success"));
         await Http.AssertErrorAsync(notJson, 400, "invalid_request_error", shouldRetry: false);
-        using var noKey = await _a.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"success"}""", key: null));
+        using var noKey = await A.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"success"}""", key: null));
         await Http.AssertErrorAsync(noKey, 401, "invalid_api_key", shouldRetry: false);
-        using var unknown = await _a.Client.SendAsync(RunConfigs.Outcome("run-never-seen", """{"outcome":"success"}"""));
+        using var unknown = await A.Client.SendAsync(RunConfigs.Outcome("run-never-seen", """{"outcome":"success"}"""));
         await Http.AssertErrorAsync(unknown, 404, "run_not_found", shouldRetry: false);
-        using var other = await _b.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"success"}""", RunConfigs.Other));
+        using var other = await B.Client.SendAsync(RunConfigs.Outcome("run-refusals", """{"outcome":"success"}""", RunConfigs.Other));
         await Http.AssertErrorAsync(other, 403, "permission_denied", shouldRetry: false);
     }
 
