@@ -23,6 +23,7 @@ internal static class AdminEndpoints
     {
         var admin = endpoints.MapGroup("/admin").AddEndpointFilter(RequireAdminKey);
         admin.MapGet("/runs/{id}", GetRunAsync);
+        admin.MapGet("/runs/{id}/calls", RunCallEndpoints.GetCallsAsync);
         admin.MapPost("/runs/{id}/halt", (string id, IAdmissionStore store, ApprovalDecisions approvals, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "halt-run", id, () => HaltAsync(store.HaltRunAsync(id, ct), approvals, id, null, ct), new { run = id, halted = true }));
         admin.MapPost("/runs/{id}/resume", (string id, IAdmissionStore store, ILoggerFactory logs, CancellationToken ct) => ControlAsync(logs, "resume-run", id, () => store.ResumeRunAsync(id, ct), new { run = id, halted = false }));
         admin.MapGet("/users/{id}", GetUserAsync);

@@ -244,6 +244,12 @@ internal sealed class BudgetGuard
         call.Admission = result;
         if (result.IsAdmitted)
         {
+            // A call reserved again (budget downgrade, fallback) keeps its first step; the counter moved on regardless.
+            if (result.Reservation.Step > 0)
+            {
+                call.Step ??= result.Reservation.Step;
+            }
+
             if (policy.UserBudget.Usd > 0)
             {
                 _metrics.SetBudget(call.Caller.User, (double)policy.UserBudget.Usd * result.SpentFractions.User, (double)policy.UserBudget.Usd);

@@ -207,6 +207,9 @@ internal sealed partial class InMemoryAdmissionStore
 
         public long DeadlineMs { get; set; }
 
+        /// <summary>Calls admitted (LLM and tool): the last one's step.</summary>
+        public long Steps { get; set; }
+
         public bool Halted { get; set; }
 
         public string? User { get; set; }

@@ -301,6 +301,7 @@ internal sealed partial class InMemoryAdmissionStore : IAdmissionStore
             run.DeadlineMs = deadlineMs;
             run.User = request.User;
             run.Budget.Hold(usd, tokens, runLimits);
+            reservation.Step = ++run.Steps;
             if (hash is not null)
             {
                 run.AddRepeat(hash);

@@ -110,7 +110,8 @@ internal static partial class RedisAdmissionScripts
             end
           end
           local refresh = settle and now - refreshed >= refreshEvery
-          local f = { 'r', spack('<dddd', start, now, refresh and now or refreshed, dl) }
+          -- The step counter after the four times (Reserve's runHold) is kept as it is.
+          local f = { 'r', spack('<dddd', start, now, refresh and now or refreshed, dl) .. string.sub(v[3], 33) }
           if not settle and hash ~= '' and v[4] then
             -- The call never happened: it does not count as a repeat either.
             add(f, q, tonumber(v[4]) - 1)

@@ -6,10 +6,10 @@ namespace LlmGateway.Budgets;
 internal static partial class RedisAdmissionScripts
 {
     /// <summary>Numbers <see cref="Reserve"/> answers per admission.</summary>
-    public const int ReserveReplyLength = 21;
+    public const int ReserveReplyLength = 22;
 
     /// <summary>Numbers <see cref="ReserveScoped"/> answers per scope step.</summary>
-    public const int ScopedReplyLength = 12;
+    public const int ScopedReplyLength = 13;
 
     // The admission rules, one scope at a time: the user (keys u, ux, b:u, bx:u: one hash slot, tag {u:…}), the team
     // period (b:t, bx:t: {t:…}), the run (run, runx: {r:…}) and the gateway key's rate window (kw: {k:…}). Each scope
@@ -199,17 +199,20 @@ internal static partial class RedisAdmissionScripts
         -- The run: halt, deadline, loop guard, budget, in-flight cap.
         local run
         local function runRead(k7, k8)
-          -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline), 6 user, 7 repeats of this request
+          -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline, steps), 6 user,
+          -- 7 repeats of this request. Steps (the calls admitted, LLM and tool: a call's step is its index in the run)
+          -- ride in r, which every admission writes anyway: counting them costs no command; r of 32 bytes has none yet.
           run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
           if run.v[5] then
             run.start, run.la, run.refreshed, run.dl = sunpack('<dddd', run.v[5])
+            run.steps = #run.v[5] >= 40 and sunpack('<d', run.v[5], 33) or 0
             if now - run.la >= idle then
               -- Idle for too long: the run is forgotten and starts afresh.
               del(k7, k8)
               run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
             end
           end
-          if not run.v[5] then run.start, run.la, run.refreshed, run.dl = -1, -1, -1, 0 end
+          if not run.v[5] then run.start, run.la, run.refreshed, run.dl, run.steps = -1, -1, -1, 0, 0 end
           run.halted = run.v[4]
           run.repeats = tonumber(run.v[7]) or 0
           if not run.v[5] then run.absent = true end
@@ -233,7 +236,8 @@ internal static partial class RedisAdmissionScripts
         local function runHold()
           -- Key lifetimes are refreshed at most once per refresh interval, and r records when.
           local refresh = run.refreshed < 0 or now - run.refreshed >= refreshEvery
-          local f = { 'r', spack('<dddd', run.start < 0 and now or run.start, now, refresh and now or run.refreshed, deadline) }
+          run.steps = run.steps + 1
+          local f = { 'r', spack('<ddddd', run.start < 0 and now or run.start, now, refresh and now or run.refreshed, deadline, run.steps) }
           if run.v[6] ~= user then add(f, 'user', user) end
           if hash ~= '' then add(f, 'q:' .. hash, run.repeats + 1) end
           hold(run, spack('<ddd', rLu, rLt, rLc), f, runLife)
@@ -290,9 +294,9 @@ internal static partial class RedisAdmissionScripts
     // several hash slots).
     // KEYS: 9 per call: 1 u, 2 ux, 3 b:u, 4 bx:u, 5 b:t, 6 bx:t, 7 run, 8 runx, 9 kw:k
     // ARGV: 5 per call: the numbers packed as 32 little-endian doubles, request hash, user, expiry field, admission field.
-    // Returns 21 numbers per call: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none), what the
+    // Returns 22 numbers per call: admitted, rejection, scope, limit, limit value, retry-after ms (-1 none), what the
     //          user's, team's and run's budgets had used before the call (USD, tokens, calls each), the user's rate
-    //          window n k o and the key's before the call.
+    //          window n k o and the key's before the call, the call's step in its run (0: no run, or refused).
     public static readonly RedisScript Reserve = new("reserve", Prelude + ReserveScopes + """
         batching = #ARGV > 5
         for i = 1, #ARGV / 5 do
@@ -325,7 +329,7 @@ internal static partial class RedisAdmissionScripts
             if hasKeyRate == 1 then keyKeep() end
             answer(0, r[2], r[3], r[4], r[5], r[6])
           end
-          answer(uu, ut, uc, tu, tt, tc, ru, rt, rc, n1, k1, o1, n2, k2, o2)
+          answer(uu, ut, uc, tu, tt, tc, ru, rt, rc, n1, k1, o1, n2, k2, o2, hasRun == 1 and r[1] == 0 and run.steps or 0)
         end
         flush()
         return out
@@ -337,9 +341,9 @@ internal static partial class RedisAdmissionScripts
     // call another step refused.
     // KEYS per step: the scope's keys, as in Reserve: user 4 (u ux b:u bx:u), team 2, run 2, key 1.
     // ARGV: 6 per step: scope (1 user, 2 team, 3 run, 4 key), then Reserve's 5.
-    // Returns 12 numbers per step: rank (0: held), rejection, scope, limit, limit value, retry-after ms, what the
+    // Returns 13 numbers per step: rank (0: held), rejection, scope, limit, limit value, retry-after ms, what the
     //          scope's budget had used before the call (USD, tokens, calls; user, team, run), its rate window n k o before
-    //          the call (user, key).
+    //          the call (user, key), the call's step in its run (a run step that held; else 0).
     public static readonly RedisScript ReserveScoped = new("reserve-scoped", Prelude + ReserveScopes + """
         batching = #ARGV > 6
         local ko = 0
@@ -374,7 +378,7 @@ internal static partial class RedisAdmissionScripts
             if r[1] == 0 then keyHold() else keyKeep() end
           end
           if r[1] == 0 then answer(0, 0, 0, 0, 0, -1) else answer(r[1], r[2], r[3], r[4], r[5], r[6]) end
-          answer(b[1], b[2], b[3], n, k, o)
+          answer(b[1], b[2], b[3], n, k, o, scope == 3 and r[1] == 0 and run.steps or 0)
         end
         flush()
         return out

@@ -229,7 +229,7 @@ internal static partial class RedisAdmissionScripts
           start, dl = -1, 0
         end
         if ARGV[3] == '1' then
-          redis.call('HSET', KEYS[1], 'h', '1', 'r', struct.pack('<dddd', start, now, now, dl))
+          redis.call('HSET', KEYS[1], 'h', '1', 'r', struct.pack('<dddd', start, now, now, dl) .. (r and string.sub(r, 33) or ''))
           redis.call('PEXPIRE', KEYS[1], ARGV[4])
           redis.call('PEXPIRE', KEYS[2], ARGV[4])
         elseif r then

@@ -290,6 +290,11 @@ internal sealed partial class RedisAdmissionStore
                 answer[budget + 2] = reply[8] - before.Calls;
             }
 
+            if (step.ScopeKind == RunScope)
+            {
+                answer[21] = reply[12];
+            }
+
             var window = step.ScopeKind switch { UserScope => 15, KeyScope => 18, _ => -1 };
             if (window >= 0)
             {

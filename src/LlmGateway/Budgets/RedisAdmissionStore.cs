@@ -201,6 +201,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
 
         if (admitted)
         {
+            held.Step = reply[21];
             return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
         }
 

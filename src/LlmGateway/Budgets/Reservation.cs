@@ -33,6 +33,12 @@ public abstract class Reservation
     /// <summary>After this instant the store gives the reservation back by itself.</summary>
     public DateTimeOffset ExpiresAt => DateTimeOffset.FromUnixTimeMilliseconds(ExpiresAtMs);
 
+    /// <summary>
+    /// The call's step in its run: the run's admissions (LLM and tool calls on one counter) up to and including this
+    /// one, counted by the store, so across replicas with Redis; 0 when the call belongs to no run.
+    /// </summary>
+    public long Step { get; internal set; }
+
     internal long UsdNanos { get; }
 
     internal long ExpiresAtMs { get; }

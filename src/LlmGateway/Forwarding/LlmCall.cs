@@ -145,6 +145,15 @@ internal sealed class LlmCall
 
     public decimal CostUsd { get; set; }
 
+    /// <summary>
+    /// The call's 1-based index in its run (LLM and tool calls on one counter), counted by the admission store at
+    /// admission, so across replicas with Redis; null without a run, or when the store did not answer (policy Allow).
+    /// </summary>
+    public long? Step { get; set; }
+
+    /// <summary>The W3C trace id of the activity the call ran in (Activity.Current), when there was one.</summary>
+    public string? TraceId { get; set; }
+
     /// <summary>The admission decision: the reservation to settle and the caller's rate-limit state for headers.</summary>
     public Budgets.AdmissionResult? Admission { get; set; }
 

@@ -38,11 +38,13 @@ internal sealed class LlmProxyHandler
     private readonly BudgetGuard _budgets;
     private readonly UpstreamResilience _resilience;
     private readonly ResponseCache _cache;
+    private readonly Runs.IRunLedger _runs;
     private readonly ILogger<LlmProxyHandler> _logger;
     private readonly ILogger _audit;
 
-    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ResponseCache cache, ILogger<LlmProxyHandler> logger, ILoggerFactory loggerFactory)
+    public LlmProxyHandler(GatewayConfigProvider config, IHttpForwarder forwarder, UpstreamHttpClient client, LlmForwardingTransformer transformer, GatewayMetrics metrics, BudgetGuard budgets, UpstreamResilience resilience, ResponseCache cache, ILogger<LlmProxyHandler> logger, ILoggerFactory loggerFactory, Runs.IRunLedger runs)
     {
+        _runs = runs;
         _audit = loggerFactory.CreateLogger(AuditLog.Category);
         _budgets = budgets;
         _resilience = resilience;
@@ -320,6 +322,7 @@ internal sealed class LlmProxyHandler
     private void Complete(HttpContext context, LlmCall call)
     {
         call.SettleUsage();
+        call.TraceId = Activity.Current is { } activity ? activity.TraceId.ToHexString() : null;
         var now = Stopwatch.GetTimestamp();
         var status = call.Outcome == CallOutcome.ClientAborted ? 499 : context.Response.StatusCode;
         var model = call.RequestedModel.Name;
@@ -374,7 +377,35 @@ internal sealed class LlmProxyHandler
             ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
                 call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.CacheWriteTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
                 upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail,
-                call.Answer.FinishReason, call.Answer.Version, call.Answer.ToolCalls is { } tools ? string.Join(',', tools) : null);
+                call.Answer.FinishReason, call.Answer.Version, call.Answer.ToolCalls is { } tools ? string.Join(',', tools) : null, call.Step, call.TraceId);
+        }
+
+        if (call.RunId is { } runId)
+        {
+            // The run's calls and totals (Runs/): the same fields as the record above, never the prompt or the answer.
+            _runs.Record(runId, user, call.Caller.Team, new Runs.RunCallEntry
+            {
+                Step = call.Step,
+                Kind = Runs.RunConstants.KindLlm,
+                RequestId = call.RequestId,
+                Time = DateTimeOffset.UtcNow,
+                User = user,
+                KeyId = call.Caller.Id,
+                Model = model,
+                ServedModel = served.Name,
+                Status = status,
+                Outcome = call.Outcome.ToString(),
+                InputTokens = call.Usage.InputTokens,
+                CachedInputTokens = call.Usage.CachedInputTokens,
+                OutputTokens = call.Usage.OutputTokens,
+                CostUsd = call.CostUsd,
+                DurationMs = Math.Round(totalSeconds * 1000, 3),
+                Attempts = call.Attempts,
+                FinishReason = call.Answer.FinishReason,
+                ServedVersion = call.Answer.Version,
+                ToolCalls = call.Answer.ToolCalls is { } asked ? [.. asked] : null,
+                TraceId = call.TraceId,
+            });
         }
     }
 

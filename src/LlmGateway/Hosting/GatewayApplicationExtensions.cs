@@ -82,6 +82,8 @@ public static class GatewayApplicationExtensions
         app.MapPost("/v1/messages", context => proxy.HandleAsync(context, LlmEndpoint.Messages));
         app.MapPost("/v1/messages/count_tokens", context => proxy.HandleAsync(context, LlmEndpoint.CountTokens));
         app.MapGet("/v1/models", models.HandleAsync);
+        var outcomes = app.Services.GetRequiredService<LlmGateway.Runs.RunOutcomes>();
+        app.MapPost("/v1/runs/{run_id}/outcome", outcomes.HandleAsync);
         app.MapGatewayTools();
         app.MapGatewayMetrics();
         app.MapGet("/healthz", () => Results.Text("ok"));

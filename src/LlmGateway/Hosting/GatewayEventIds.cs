@@ -47,4 +47,8 @@ internal static class GatewayEventIds
     public const int CacheEntryCorrupt = 5001;
     public const int RecordingFailed = 5100;
     public const int ReplayMiss = 5101;
+
+    public const int RunRecordFailed = 5200;
+    public const int RunEnded = 5201;
+    public const int RunSweepFailed = 5202;
 }

@@ -21,6 +21,7 @@ public static class GatewayServiceCollectionExtensions
         services.AddGatewayTools();
         services.AddGatewayApprovals();
         services.AddGatewayCache();
+        services.AddGatewayRuns();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(new GatewayConfigFile(Path.GetFullPath(configPath), configPollInterval ?? TimeSpan.FromSeconds(1)));
         services.TryAddSingleton<GatewayConfigProvider>();

@@ -98,6 +98,7 @@ internal sealed class GatewayMetrics
         _idempotentReplays = meter.CreateCounter<long>("llm_gateway_idempotent_replays", "{call}",
             "Tool calls answered from a stored result for a repeated idempotency key, by tool.");
         Drift = new Drift.DriftMetrics(meter);
+        Runs = new LlmGateway.Runs.RunMetrics(meter);
 
         meter.CreateObservableCounter("llm_gateway_audit_dropped", () => auditLog?.Dropped ?? 0, "{record}",
             "Audit records not written to the Gateway:AuditLog file: its queue was full, or the gateway stopped while the file could not be written.");
@@ -117,6 +118,9 @@ internal sealed class GatewayMetrics
 
     /// <summary>The drift signals' instruments (served versions, finish reasons, output length, tool choice).</summary>
     public Drift.DriftMetrics Drift { get; }
+
+    /// <summary>The run-level instruments, observed when a run ends (outcomes, cost, calls, duration).</summary>
+    public LlmGateway.Runs.RunMetrics Runs { get; }
 
     /// <summary>A request answered to the caller: counts it and records its duration.</summary>
     public void RecordRequest(string user, string model, int status, double seconds)

@@ -17,4 +17,6 @@ internal static class TelemetryTags
     public const string Tool = "tool";
     public const string Method = "method";
     public const string Version = "version";
+    public const string Kind = "kind";
+    public const string Outcome = "outcome";
 }

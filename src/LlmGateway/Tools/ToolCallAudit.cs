@@ -35,6 +35,12 @@ internal sealed class ToolCallAudit(long start, string requestId, string method)
 
     public bool Replayed { get; set; }
 
+    /// <summary>The call's 1-based index in its run (one counter with the run's LLM calls); null without a run or admission.</summary>
+    public long? Step { get; set; }
+
+    /// <summary>The W3C trace id of the activity the call ran in, when there was one.</summary>
+    public string? TraceId { get; set; }
+
     /// <summary>The approval the call was held for, when its rule needs one.</summary>
     public string? ApprovalId { get; set; }
 }

@@ -31,9 +31,11 @@ internal sealed class ToolCallHandler
     private readonly IRunCacheGenerations _generations;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _audit;
+    private readonly Runs.IRunLedger _runs;
 
-    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, ToolRunCacheMetrics runCacheMetrics, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory)
+    public ToolCallHandler(GatewayConfigProvider config, ToolRegistry tools, ToolCallAdmission admission, IdempotentToolExecution execution, ApprovalGate approvals, ToolRunCache runCache, ToolRunCacheMetrics runCacheMetrics, IRunCacheGenerations generations, GatewayMetrics metrics, ILoggerFactory loggerFactory, Runs.IRunLedger runs)
     {
+        _runs = runs;
         _generations = generations;
         _runCache = runCache;
         _runCacheMetrics = runCacheMetrics;
@@ -62,6 +64,7 @@ internal sealed class ToolCallHandler
         {
             var status = context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted ? 499 : context.Response.StatusCode;
             var seconds = Stopwatch.GetElapsedTime(audit.Start).TotalSeconds;
+            audit.TraceId = Activity.Current is { } activity ? activity.TraceId.ToHexString() : null;
             Tracing.ToolCallSpans.Complete(span, audit, status);
             if (audit.Route is not null)
             {
@@ -70,7 +73,27 @@ internal sealed class ToolCallHandler
 
             ToolAuditLog.ToolCall(_audit, audit.RequestId, DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), audit.Caller?.Id, audit.Caller?.User, audit.RunId,
                 audit.Tool, audit.Method, audit.Path, audit.Denied ? "denied" : "allowed", audit.Rule, audit.Reason, status, Math.Round(seconds * 1000, 3),
-                audit.Attempts, audit.IdempotencyKey, audit.Replayed, audit.ApprovalId);
+                audit.Attempts, audit.IdempotencyKey, audit.Replayed, audit.ApprovalId, audit.Step, audit.TraceId);
+            if (audit.RunId is { } runId && audit.Caller is { } caller && !audit.Denied)
+            {
+                _runs.Record(runId, caller.User, caller.Team, new Runs.RunCallEntry
+                {
+                    Step = audit.Step,
+                    Kind = Runs.RunConstants.KindTool,
+                    RequestId = audit.RequestId,
+                    Time = DateTimeOffset.UtcNow,
+                    User = caller.User,
+                    KeyId = caller.Id,
+                    Tool = audit.Tool,
+                    Method = audit.Method,
+                    Path = audit.Path,
+                    Status = status,
+                    Outcome = audit.Reason,
+                    DurationMs = Math.Round(seconds * 1000, 3),
+                    Attempts = audit.Attempts,
+                    TraceId = audit.TraceId,
+                });
+            }
         }
     }
 
@@ -153,6 +176,11 @@ internal sealed class ToolCallHandler
         {
             await RejectAsync(context, audit, refused).ConfigureAwait(false);
             return;
+        }
+
+        if (reservation is { Step: > 0 })
+        {
+            audit.Step = reservation.Step;
         }
 
         var countsAsCall = true;

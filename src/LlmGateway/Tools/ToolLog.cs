@@ -9,9 +9,9 @@ namespace LlmGateway.Tools;
 internal static partial class ToolAuditLog
 {
     [LoggerMessage(EventId = GatewayEventIds.ToolCallAudit, EventName = "ToolCall", Level = LogLevel.Information,
-        Message = "Tool call {RequestId} at {Time}: key {KeyId} user {User} run {RunId} {Method} {Tool} {Path}: {Decision} by {Rule} ({Reason}), status {Status} in {DurationMs} ms, attempts {Attempts}, idempotency key {IdempotencyKey}, replayed {Replayed}, approval {ApprovalId}")]
+        Message = "Tool call {RequestId} at {Time}: key {KeyId} user {User} run {RunId} {Method} {Tool} {Path}: {Decision} by {Rule} ({Reason}), status {Status} in {DurationMs} ms, attempts {Attempts}, idempotency key {IdempotencyKey}, replayed {Replayed}, approval {ApprovalId}, step {Step}, trace {TraceId}")]
     public static partial void ToolCall(ILogger logger, string requestId, string time, string? keyId, string? user, string? runId, string tool, string method, string path,
-        string decision, string? rule, string reason, int status, double durationMs, int attempts, string? idempotencyKey, bool replayed, string? approvalId);
+        string decision, string? rule, string reason, int status, double durationMs, int attempts, string? idempotencyKey, bool replayed, string? approvalId, long? step, string? traceId);
 }
 
 /// <summary>Operational log events of the tool gateway.</summary>

@@ -187,15 +187,8 @@ internal static class LlmCallSpans
         }
     }
 
-    /// <summary>
-    /// The call's step within its run (llm_gateway.step): the one place it is read. LlmCall has no step number on this
-    /// branch yet; once it has one (issue 17's call-log part, LlmCall.Step), return it here.
-    /// </summary>
-    private static long? StepOf(LlmCall call)
-    {
-        _ = call;
-        return null;
-    }
+    /// <summary>The call's step within its run (llm_gateway.step), as the admission store counted it; null outside a run or when the store did not answer.</summary>
+    private static long? StepOf(LlmCall call) => call.Step;
 
     private static string Content(ReadOnlySpan<byte> utf8) => utf8.Length <= TracingTags.MaxContentChars
         ? Encoding.UTF8.GetString(utf8)

@@ -70,6 +70,11 @@ internal static class ToolCallSpans
         span.SetTag(TracingTags.HttpStatus, status);
         span.SetTag(TracingTags.Outcome, audit.Reason);
         span.SetTag(TracingTags.Attempts, audit.Attempts);
+        if (audit.Step is { } step)
+        {
+            span.SetTag(TracingTags.Step, step);
+        }
+
         if (audit.Replayed)
         {
             span.SetTag(TracingTags.Cache, Telemetry.TelemetryTagValues.Hit);

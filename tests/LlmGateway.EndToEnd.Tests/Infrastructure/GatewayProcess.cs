@@ -38,7 +38,8 @@ public sealed partial class GatewayProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<GatewayProcess> StartAsync(string configJson)
+    /// <param name="environment">Variables set after the defaults (e.g. a log level a test reads records at).</param>
+    public static async Task<GatewayProcess> StartAsync(string configJson, IReadOnlyDictionary<string, string>? environment = null)
     {
         var directory = Directory.CreateTempSubdirectory("llmgw-proc-").FullName;
         var configPath = Path.Combine(directory, "gateway.json");
@@ -56,6 +57,11 @@ public sealed partial class GatewayProcess : IAsyncDisposable
         };
         start.Environment["Logging__LogLevel__Default"] = "Warning";
         start.Environment["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
+
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start the gateway process");
         var gateway = new GatewayProcess(process, directory);
         process.OutputDataReceived += (_, e) => gateway.Append(e.Data);

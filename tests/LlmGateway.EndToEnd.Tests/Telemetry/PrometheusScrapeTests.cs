@@ -81,6 +81,8 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
             var toolCalls = SumOf(scrape, "llm_gateway_tool_calls_total");
             await WaitForAsync(prometheus, async () => await prometheus.QueryScalarAsync("sum(llm_gateway_requests_total)") == requests, $"Prometheus to see all {requests} requests of round {round}");
             await WaitForAsync(prometheus, async () => await prometheus.QueryScalarAsync("sum(llm_gateway_tool_calls_total)") >= toolCalls, $"Prometheus to see all {toolCalls} tool calls of round {round}");
+            var runs = SumOf(scrape, "llm_gateway_run_outcomes_total");
+            await WaitForAsync(prometheus, async () => await prometheus.QueryScalarAsync("sum(llm_gateway_run_outcomes_total)") >= runs, $"Prometheus to see all {runs} ended runs of round {round}");
         }
 
         var cost = await prometheus.QueryScalarAsync("sum(llm_gateway_cost_usd_total)");
@@ -103,8 +105,8 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         var failures = new List<string>();
         var dashboard = DashboardExpressions();
         var alerts = AlertExpressions(File.ReadAllText(alertsPath));
-        Assert.True(dashboard.Count >= 40, $"only {dashboard.Count} dashboard expressions found");
-        Assert.True(alerts.Count >= 7, $"only {alerts.Count} alert expressions found");
+        Assert.True(dashboard.Count >= 47, $"only {dashboard.Count} dashboard expressions found");
+        Assert.True(alerts.Count >= 10, $"only {alerts.Count} alert expressions found");
 
         foreach (var (panel, expr) in dashboard)
         {
@@ -307,6 +309,30 @@ public sealed partial class PrometheusScrapeTests(ITestOutputHelper output) : IA
         using (var payout = await held)
         {
             Assert.Equal(HttpStatusCode.OK, payout.StatusCode);
+        }
+
+        // Runs (issue 17): one that fails and one that succeeds per round, each an LLM call and a tool call, reported
+        // once their calls are in the run's list; the run metrics and the Runs row read them.
+        foreach (var (run, outcome) in new[] { ($"prom-run-failed-{round}", "failure"), ($"prom-run-ok-{round}", "success") })
+        {
+            using (await Llm("/v1/chat/completions", Http.Chat(content: $"run step {run}"), Alice, HttpStatusCode.OK, ("X-Run-Id", run)))
+            {
+            }
+
+            using (var tool = ToolConfigs.Request(HttpMethod.Get, "/tools/jira/rest/api/2/issue/RUN-1", key: Alice))
+            {
+                tool.Headers.Add("X-Run-Id", run);
+                using var answered = await client.SendAsync(tool);
+                Assert.Equal(HttpStatusCode.OK, answered.StatusCode);
+            }
+
+            await Http.EventuallyAsync(async () =>
+            {
+                using var listed = await client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, $"/admin/runs/{run}/calls"));
+                return listed.StatusCode == HttpStatusCode.OK && JsonDocument.Parse(await listed.Content.ReadAsStringAsync()).RootElement.GetProperty("count").GetInt32() == 2 ? (bool?)true : null;
+            }, $"the two calls of run {run}");
+            using var reportedOutcome = await client.SendAsync(Http.Post($"/v1/runs/{run}/outcome", "{\"outcome\":\"" + outcome + "\"}", Alice));
+            Assert.Equal(HttpStatusCode.OK, reportedOutcome.StatusCode);
         }
 
         // Every LLM call's record is written (and its metrics recorded) before the totals are read.

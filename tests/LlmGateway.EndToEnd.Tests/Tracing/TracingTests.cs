@@ -114,6 +114,9 @@ public sealed class TracingTests
         Assert.Equal("echo", toolSpan.GetTagItem("gen_ai.tool.name"));
         Assert.Equal("execute_tool", toolSpan.GetTagItem("gen_ai.operation.name"));
 
+        // Steps as the admission store counted them: LLM call, tool call, LLM call.
+        Assert.Equal([1L, 2L, 3L], new[] { calls[0], toolSpan, calls[1] }.Select(s => (long?)s.GetTagItem("llm_gateway.step")));
+
         // Content is off by default: the prompt is in no attribute or event of any span of the run.
         Assert.DoesNotContain(trace, s => Mentions(s, "prompt-text"));
     }

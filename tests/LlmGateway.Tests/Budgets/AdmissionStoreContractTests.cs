@@ -10,7 +10,7 @@ namespace LlmGateway.Tests.Budgets;
 /// (<see cref="InMemoryAdmissionStoreTests"/>, <see cref="RedisAdmissionStoreTests"/>). Time is a
 /// <see cref="FakeTimeProvider"/>; nothing here sleeps.
 /// </summary>
-public abstract class AdmissionStoreContractTests : IDisposable
+public abstract partial class AdmissionStoreContractTests : IDisposable
 {
     protected static readonly TimeSpan Ttl = TimeSpan.FromMinutes(5);
 

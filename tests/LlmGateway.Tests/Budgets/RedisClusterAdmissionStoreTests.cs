@@ -15,6 +15,34 @@ public sealed class RedisClusterAdmissionStoreTests(RedisClusterFixture cluster,
 {
     protected override string ConnectionString => cluster.ConnectionString;
 
+    protected override bool StepsConsecutive => false;
+
+    [RedisFact]
+    public async Task Steps_OnACluster_AreIncreasingAndUnique()
+    {
+        // Two replicas, one run, calls refused on the user's node now and then: every admitted call's step is new and
+        // larger than the previous one's of the same store.
+        var other = NewStore();
+        await Store.HaltUserAsync("bob");
+        var steps = new List<long>();
+        for (var i = 0; i < 20; i++)
+        {
+            var store = i % 2 == 0 ? Store : other;
+            var result = await store.ReserveAsync(Request() with { RunId = "run-steps", User = i % 3 == 2 ? "bob" : "alice" });
+            if (result.IsAdmitted)
+            {
+                steps.Add(result.Reservation.Step);
+                await store.SettleAsync(result.Reservation, 0.01m, 10);
+            }
+
+            Time.Advance(TimeSpan.FromMilliseconds(1));
+        }
+
+        Assert.Equal(steps.Count, steps.Distinct().Count());
+        Assert.Equal(steps.Order(), steps);
+        Assert.True(steps.Count >= 10);
+    }
+
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider)
     {
         // As the gateway's warm-up does before it reports ready: connect to every node and load the scripts. A first
