@@ -34,7 +34,17 @@ public sealed record ProviderOptions
 /// <summary>A model the gateway serves, with its prices per million tokens.</summary>
 public sealed record ModelOptions
 {
+    /// <summary>The one provider that serves the model: the shorthand of a single deployment. Or <see cref="Deployments"/>.</summary>
     public string? Provider { get; init; }
+
+    /// <summary>Several places that serve the model (keys, organisations, regions), in place of <see cref="Provider"/>.</summary>
+    public List<DeploymentOptions> Deployments { get; init; } = [];
+
+    /// <summary>How a call picks among <see cref="Deployments"/>: <c>weighted</c> (default: random by Weight) or <c>least-busy</c>.</summary>
+    public string? Strategy { get; init; }
+
+    /// <summary><c>run</c>: every call of a run (X-Run-Id) goes to the deployment its first call used, while that one is healthy.</summary>
+    public string? Sticky { get; init; }
 
     /// <summary>The model name sent upstream when it differs from the name callers use.</summary>
     public string? UpstreamModel { get; init; }
@@ -57,4 +67,34 @@ public sealed record ModelOptions
     /// gpt-5, o-series: o200k_base; gpt-4, gpt-3.5: cl100k_base; others: estimate).
     /// </summary>
     public string? Tokenizer { get; init; }
+}
+
+/// <summary>One place a model is served: a provider (its key and URL), the model name there, a weight and its own quota.</summary>
+public sealed record DeploymentOptions
+{
+    /// <summary>The name in X-Gateway-Deployment, metrics and logs; default the provider's name (two deployments on one provider need names).</summary>
+    public string? Name { get; init; }
+
+    public string? Provider { get; init; }
+
+    /// <summary>The model name sent to this deployment; default the model's UpstreamModel, else its name.</summary>
+    public string? UpstreamModel { get; init; }
+
+    /// <summary>Share of the calls under the <c>weighted</c> strategy, and the tie-break of <c>least-busy</c>; default 1.</summary>
+    public double Weight { get; init; } = 1;
+
+    /// <summary>This deployment's own requests per minute (the provider's quota for its key); 0 = none.</summary>
+    public int Rpm { get; init; }
+
+    /// <summary>This deployment's own tokens per minute; 0 = none.</summary>
+    public int Tpm { get; init; }
+
+    /// <summary>Prices of this deployment when they differ from the model's (absent: the model's).</summary>
+    public decimal? InputUsdPerMTok { get; init; }
+
+    public decimal? CachedInputUsdPerMTok { get; init; }
+
+    public decimal? CacheWriteUsdPerMTok { get; init; }
+
+    public decimal? OutputUsdPerMTok { get; init; }
 }

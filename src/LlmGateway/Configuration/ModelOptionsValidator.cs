@@ -39,14 +39,23 @@ internal static class ModelOptionsValidator
         foreach (var (name, model) in options.Models)
         {
             var path = $"{root}:Models:{name}";
-            if (string.IsNullOrWhiteSpace(model.Provider))
+            if (model.Deployments.Count > 0)
             {
-                errors.Add($"{path}:Provider: is required");
+                if (!string.IsNullOrEmpty(model.Provider))
+                {
+                    errors.Add($"{path}: set either Provider (one deployment) or Deployments, not both");
+                }
+            }
+            else if (string.IsNullOrWhiteSpace(model.Provider))
+            {
+                errors.Add($"{path}:Provider: is required (or list Deployments)");
             }
             else if (!options.Providers.ContainsKey(model.Provider))
             {
                 errors.Add($"{path}:Provider: unknown provider '{model.Provider}'");
             }
+
+            DeploymentOptionsValidator.Check(errors, options, path, model);
 
             CheckPrice(errors, $"{path}:InputUsdPerMTok", model.InputUsdPerMTok, required: true);
             CheckPrice(errors, $"{path}:OutputUsdPerMTok", model.OutputUsdPerMTok, required: true);
@@ -100,8 +109,8 @@ internal static class ModelOptionsValidator
     /// </summary>
     private static void CheckSameApi(List<string> errors, GatewayOptions options, string path, string name, ModelOptions model, string standIn)
     {
-        if (model.Provider is null || !options.Providers.TryGetValue(model.Provider, out var provider)
-            || options.Models[standIn].Provider is not { } standInProviderName || !options.Providers.TryGetValue(standInProviderName, out var standInProvider))
+        if (DeploymentOptionsValidator.FirstProvider(model) is not { } providerName || !options.Providers.TryGetValue(providerName, out var provider)
+            || DeploymentOptionsValidator.FirstProvider(options.Models[standIn]) is not { } standInProviderName || !options.Providers.TryGetValue(standInProviderName, out var standInProvider))
         {
             return;
         }
