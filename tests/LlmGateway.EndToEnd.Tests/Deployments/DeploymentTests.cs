@@ -114,6 +114,32 @@ public sealed class DeploymentTests(RedisServerFixture redis) : IClassFixture<Re
         var scrape = await gateway.Client.GetStringAsync("/metrics");
         Assert.Contains("llm_gateway_circuit_state{upstream=\"pb/duo\"} 2", scrape, StringComparison.Ordinal);
         Assert.Contains("llm_gateway_retries_total{deployment=\"pb\",reason=\"500\",upstream=\"pb/duo\"} 4", scrape, StringComparison.Ordinal);
+
+        // No retry was spent on the open circuit: the choice skips it rather than trying it and moving on.
+        Assert.DoesNotContain("reason=\"circuit_open\"", scrape, StringComparison.Ordinal);
+    }
+
+    /// <remarks>
+    /// pb throttles every call with 429 and Retry-After: 30 s, longer than the gateway waits (MaxRetryWait 5 s). A 429
+    /// does not open a circuit, so pb keeps getting first attempts; each is retried on pa at once. Waiting on the same
+    /// deployment (the single-provider behaviour) would answer those calls 429.
+    /// </remarks>
+    [RedisFact]
+    public async Task Throttled_Deployment_IsRetriedOnTheOther_WithoutWaiting()
+    {
+        await using var gateway = await GatewayServer.StartAsync(Config("""
+            "Deployments": [ { "Provider": "pa" }, { "Provider": "pb" } ]
+            """, pbHeaders: """{ "X-Mock-Status": "429", "X-Mock-Retry-After": "30" }"""), services: Seeded(11));
+
+        for (var i = 0; i < 20; i++)
+        {
+            using var response = await gateway.Client.SendAsync(Http.Post(Path, Http.Chat("duo")));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("pa", Deployment(response));
+        }
+
+        Assert.InRange(_b.Log.CountFor(Path), 3, 17);
+        Assert.Equal(20, _a.Log.CountFor(Path));
     }
 
     /// <remarks>
