@@ -214,6 +214,49 @@ public sealed class DeploymentTests(RedisServerFixture redis) : IClassFixture<Re
         }
     }
 
+    /// <remarks>pb's price override (output $20/M instead of $2/M) is what its calls cost: 1000 output tokens, $0.002 vs $0.02.</remarks>
+    [RedisFact]
+    public async Task Cost_IsTheServingDeploymentsPrice()
+    {
+        await using var gateway = await GatewayServer.StartAsync(Config("""
+            "Deployments": [ { "Provider": "pa" }, { "Provider": "pb", "OutputUsdPerMTok": 20 } ]
+            """), services: Seeded(5));
+
+        var costs = new Dictionary<string, decimal>(StringComparer.Ordinal);
+        for (var i = 0; i < 20 && costs.Count < 2; i++)
+        {
+            using var response = await gateway.Client.SendAsync(Http.Post(Path, Http.Chat("duo"), TestConfigs.Key, ("X-Mock-Usage-Prompt", "0"), ("X-Mock-Usage-Completion", "1000")));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            costs[Deployment(response)] = decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        Assert.Equal(0.002m, costs["pa"]);
+        Assert.Equal(0.02m, costs["pb"]);
+    }
+
+    /// <remarks>A running gateway takes a model from Provider to Deployments and back, and refuses a bad edit naming its key path.</remarks>
+    [RedisFact]
+    public async Task ConfigReload_SwitchesDeployments_AndRejectsABadOneByKeyPath()
+    {
+        await using var gateway = await GatewayServer.StartAsync(Config(""" "Provider": "pa" """));
+        Assert.Equal("pa", await CallAsync());
+
+        await gateway.WriteConfigAsync(Config(""" "Deployments": [ { "Name": "only-b", "Provider": "pb" } ] """));
+        await Http.EventuallyAsync(async () => await CallAsync() == "only-b" ? (bool?)true : null, "the reload to Deployments");
+
+        await gateway.WriteConfigAsync(Config(""" "Deployments": [ { "Provider": "pa", "Weight": 0 } ] """));
+        var rejection = await Http.EventuallyAsync(() => gateway.Logs.GetSnapshot().FirstOrDefault(r => r.Id.Name == "ConfigRejected"), "the rejection log");
+        Assert.Contains("Gateway:Models:duo:Deployments:0:Weight: must be positive", rejection.Message, StringComparison.Ordinal);
+        Assert.Equal("only-b", await CallAsync());
+
+        async Task<string> CallAsync()
+        {
+            using var response = await gateway.Client.SendAsync(Http.Post(Path, Http.Chat("duo")));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return Deployment(response);
+        }
+    }
+
     private static async Task<string> RunCallAsync(GatewayServer gateway)
     {
         using var response = await gateway.Client.SendAsync(Http.Post(Path, Http.Chat("duo"), TestConfigs.Key, ("X-Run-Id", "run-sticky")));
