@@ -36,7 +36,7 @@ internal sealed partial class UpstreamResilience : IDeploymentHealth
     private readonly DeploymentChooser _chooser;
     private readonly IDeploymentRateStore _rates;
     private readonly GatewayConfigProvider _config;
-    private (ResilienceOptions Options, ResiliencePipeline<AttemptOutcome> Pipeline)? _retry;
+    private RetryPipeline? _retry;
 
     public UpstreamResilience(GatewayMetrics metrics, ILogger<UpstreamResilience> logger, TimeProvider time, DeploymentChooser chooser, IDeploymentRateStore rates, GatewayConfigProvider config, DeploymentMetrics deploymentMetrics)
     {
@@ -174,123 +174,10 @@ internal sealed partial class UpstreamResilience : IDeploymentHealth
         }
     }
 
-    /// <summary>
-    /// The deployment of the next attempt: one the call has not seen fail (all of them again once every one has), whose
-    /// circuit and bulkhead can take it, and whose own Rpm/Tpm window has room for the call's reservation.
-    /// </summary>
-    private async ValueTask<(DeploymentRoute? Deployment, AttemptOutcome Refusal)> ChooseAsync(LlmCall call, ModelRoute model, CancellationToken cancellationToken)
-    {
-        var all = model.Deployments.Length == 64 ? ulong.MaxValue : (1UL << model.Deployments.Length) - 1;
-        if ((call.FailedDeployments & all) == all)
-        {
-            call.FailedDeployments = 0;
-        }
-
-        var skip = call.FailedDeployments;
-        TimeSpan? soonest = null;
-        var single = model.Deployments.Length == 1;
-        while (true)
-        {
-            var deployment = single
-                ? (skip == 0 ? model.Deployments[0] : null)
-                : _chooser.Pick(model, call.RunId, skip, this, ref soonest);
-            if (deployment is null)
-            {
-                break;
-            }
-
-            if (!deployment.HasRateLimits)
-            {
-                return (deployment, default);
-            }
-
-            DeploymentRateResult taken;
-            try
-            {
-                taken = await _rates.TryTakeAsync(deployment, call.Admission?.Reservation?.ReservedTokens ?? 0, cancellationToken).ConfigureAwait(false);
-            }
-            catch (AdmissionStoreUnavailableException ex)
-            {
-                var policy = _config.Current.Options.Store.OnUnavailable;
-                _metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
-                ResilienceLog.DeploymentStoreUnavailable(_logger, call.RequestId, policy.ToString(), ex.Message);
-                if (policy == StoreFailurePolicy.Allow)
-                {
-                    return (deployment, default);
-                }
-
-                call.PendingError = new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                    $"The rate-limit store is unavailable, so the call cannot be counted against deployment '{deployment.Name}' of model '{model.Name}'; retry shortly.", true, null, TimeSpan.FromSeconds(1));
-                return (null, AttemptOutcome.Delivered);
-            }
-
-            if (taken.Taken)
-            {
-                call.DeploymentTicket = taken.Ticket;
-                call.TicketDeployment = deployment;
-                return (deployment, default);
-            }
-
-            if (taken.RetryAfter is { } wait && (soonest is null || wait < soonest))
-            {
-                soonest = wait;
-            }
-
-            skip |= 1UL << deployment.Index;
-        }
-
-        return (null, new AttemptOutcome(AttemptKind.NoDeployment, 503, soonest, "no_deployment"));
-    }
-
-    /// <inheritdoc />
-    public bool CanTake(DeploymentRoute deployment, out TimeSpan? retryAfter)
-    {
-        retryAfter = null;
-        if (!deployment.Provider.IsUsable)
-        {
-            return false;
-        }
-
-        if (_breakers.TryGetValue(deployment.Upstream, out var breaker) && breaker.State.CircuitState is CircuitState.Open or CircuitState.Isolated)
-        {
-            var left = breaker.OpenUntil - _time.GetUtcNow();
-            retryAfter = left > TimeSpan.Zero ? left : TimeSpan.Zero;
-            return false;
-        }
-
-        if (deployment.Provider.Options.MaxConcurrency > 0 && _bulkheads.TryGetValue(deployment.Provider.Name, out var bulkhead) && bulkhead.IsFull)
-        {
-            retryAfter = TimeSpan.FromSeconds(1);
-            return false;
-        }
-
-        return true;
-    }
-
-    /// <summary>True when a deployment of the call's model that has not failed for it can take the call now: a retry needs no wait.</summary>
-    private bool HasFreeDeployment(LlmCall call)
-    {
-        var deployments = call.ServedModel.Deployments;
-        if (deployments.Length == 1)
-        {
-            return false;
-        }
-
-        for (var i = 0; i < deployments.Length; i++)
-        {
-            if ((call.FailedDeployments & (1UL << i)) == 0 && CanTake(deployments[i], out _))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     private ResiliencePipeline<AttemptOutcome> RetryPipelineFor(ResilienceOptions options)
     {
         // Rebuilt only when the settings change; it holds no state (the circuits are per deployment, below).
-        if (_retry is { } existing && existing.Options == options)
+        if (Volatile.Read(ref _retry) is { } existing && existing.Options == options)
         {
             return existing.Pipeline;
         }
@@ -330,75 +217,13 @@ internal sealed partial class UpstreamResilience : IDeploymentHealth
         }
 
         var pipeline = builder.Build();
-        _retry = (options, pipeline);
+
+        // One reference, swapped whole: a reader never pairs one config's options with another's pipeline.
+        Volatile.Write(ref _retry, new RetryPipeline(options, pipeline));
         return pipeline;
     }
 
-    private Breaker BreakerFor(DeploymentRoute deployment, ResilienceOptions options)
-    {
-        // Rebuilt only when its settings change, so a config reload keeps every circuit's state.
-        if (_breakers.TryGetValue(deployment.Upstream, out var existing) && existing.Options == options.CircuitBreaker)
-        {
-            return existing;
-        }
-
-        return BuildBreaker(deployment.Upstream, options.CircuitBreaker);
-    }
-
-    /// <remarks>Apart from <see cref="BreakerFor"/> so that the lambdas' closure over the upstream is only allocated when a circuit is built, not on every call.</remarks>
-    private Breaker BuildBreaker(string upstream, CircuitBreakerOptions options)
-    {
-        var state = new CircuitBreakerStateProvider();
-        Breaker? built = null;
-        var pipeline = new ResiliencePipelineBuilder<AttemptOutcome> { TimeProvider = _time }
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<AttemptOutcome>
-            {
-                FailureRatio = options.FailureRatio,
-                SamplingDuration = options.SamplingDuration,
-                MinimumThroughput = options.MinimumThroughput,
-                BreakDuration = options.BreakDuration,
-                StateProvider = state,
-
-                // A provider that throttles (429) is alive; only errors and silence count against its circuit.
-                ShouldHandle = static args => new ValueTask<bool>(args.Outcome.Result is { Kind: AttemptKind.Retryable, Status: not 429 }),
-                OnOpened = args =>
-                {
-                    built!.OpenUntil = _time.GetUtcNow() + args.BreakDuration;
-                    _metrics.SetCircuitState(upstream, GatewayMetrics.CircuitOpen);
-                    ResilienceLog.CircuitOpened(_logger, upstream, args.BreakDuration.TotalSeconds);
-                    return default;
-                },
-                OnHalfOpened = _ =>
-                {
-                    _metrics.SetCircuitState(upstream, GatewayMetrics.CircuitHalfOpen);
-                    ResilienceLog.CircuitHalfOpened(_logger, upstream);
-                    return default;
-                },
-                OnClosed = _ =>
-                {
-                    _metrics.SetCircuitState(upstream, GatewayMetrics.CircuitClosed);
-                    ResilienceLog.CircuitClosed(_logger, upstream);
-                    return default;
-                },
-            })
-            .Build();
-        built = new Breaker(options, pipeline, state);
-        _breakers[upstream] = built;
-        _metrics.SetCircuitState(upstream, GatewayMetrics.CircuitClosed);
-        return built;
-    }
-
-    /// <summary>A deployment's circuit: its pipeline, its state, and when an open circuit may close.</summary>
-    private sealed class Breaker(CircuitBreakerOptions options, ResiliencePipeline<AttemptOutcome> pipeline, CircuitBreakerStateProvider state)
-    {
-        public CircuitBreakerOptions Options { get; } = options;
-
-        public ResiliencePipeline<AttemptOutcome> Pipeline { get; } = pipeline;
-
-        public CircuitBreakerStateProvider State { get; } = state;
-
-        public DateTimeOffset OpenUntil { get; set; }
-    }
+    private sealed record RetryPipeline(ResilienceOptions Options, ResiliencePipeline<AttemptOutcome> Pipeline);
 
     private bool ShouldRetry(RetryPredicateArguments<AttemptOutcome> args)
     {
