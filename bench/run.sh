@@ -5,7 +5,7 @@
 #                                     writes bench/results/<date>-<sha>.md and bench/results/latest.md
 #   bench/run.sh --quick              the same, shorter phases (~2-3 min)
 #   bench/run.sh --peers              also Portkey's open-source gateway (npm, into bench/.work/peers)
-#   bench/run.sh --scenarios a,b      only some of: direct nginx yarp gateway policies redis cache stream scaling bodies portkey
+#   bench/run.sh --scenarios a,b      only some of: direct nginx yarp gateway deployments policies redis cache stream scaling bodies portkey
 #   bench/run.sh --micro              BenchmarkDotNet micro-benchmarks instead of the load run
 #   bench/run.sh --no-build           reuse the last Release build
 #   bench/run.sh --baseline REV       also run the policies and Redis scenarios on the gateway built from git REV

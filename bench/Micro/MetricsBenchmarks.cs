@@ -89,7 +89,7 @@ public class MetricsBenchmarks
     private void RecordOneCall(string user, string model)
     {
         _metrics.RecordRequest(user, model, 200, 0.25);
-        _metrics.RecordUpstreamDuration("provider", model, 0.24);
+        _metrics.RecordUpstreamDuration("provider", model, "provider", 0.24);
         _metrics.RecordOverhead(0.00004);
         _metrics.RecordTokens(user, model, 180, 40, 64);
         _metrics.RecordCost(user, "team", model, 0.00123m);

@@ -59,7 +59,7 @@ PROFILES = {
 
 GATEWAY_KEY = "sk-bench-harness-0001"
 RUN_ID = "bench-run-1"
-TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "policies", "policies-base", "redis", "redis-base", "redis-leases",
+TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "deployments", "policies", "policies-base", "redis", "redis-base", "redis-leases",
                 "redis-budgets", "redis-budgets-leases", "cache", "portkey"]
 # Redis scenarios: every policy (X-Run-Id on each call), or budgets only (user and team, no run header), with leases or not.
 REDIS_SCENARIOS = ("redis", "redis-leases", "redis-budgets", "redis-budgets-leases")
@@ -71,6 +71,7 @@ LABELS = {
     "nginx": "nginx reverse proxy",
     "yarp": "bare YARP",
     "gateway": "gateway, pass-through",
+    "deployments": "gateway, pass-through, model on 4 deployments",
     "policies": "gateway, policies (in-memory)",
     "redis": "gateway, policies (Redis)",
     "policies-base": "baseline build: policies (in-memory)",
@@ -312,7 +313,7 @@ def upstream_requests(upstream_port):
     return int(body.decode().splitlines()[2].split()[2])
 
 
-def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=None, context_window=None, budgets_only=False, leases=False):
+def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=None, context_window=None, budgets_only=False, leases=False, deployments=0):
     models = {
         # A context window large enough for the 1 MB prompt of the body-size runs (~260k estimated tokens).
         "bench-model": {"Provider": "upstream", "InputUsdPerMTok": 1.0, "OutputUsdPerMTok": 2.0, "ContextWindow": 2000000, "DefaultMaxOutputTokens": 1024},
@@ -336,6 +337,14 @@ def gateway_config(upstream_port, policies, redis=None, cache=False, tokenizer=N
         "Cache": {"Enabled": cache, "Ttl": "01:00:00", "Scope": "User"},
         "MockLlm": {"Enabled": False},
     }
+    if deployments:
+        # The same upstream behind n providers (n keys of one API): the model picks one per call (weighted, the
+        # default strategy), each with its own circuit and in-flight count. Weights differ so the draw is not trivial.
+        for i in range(deployments):
+            gateway["Providers"][f"upstream-{i}"] = {"BaseUrl": f"http://127.0.0.1:{upstream_port}/v1"}
+        bench = models["bench-model"]
+        del bench["Provider"]
+        bench["Deployments"] = [{"Provider": f"upstream-{i}", "Weight": i + 1} for i in range(deployments)]
     if leases:
         gateway["Store"] = {"Leases": True}
     if policies and budgets_only:
@@ -1138,8 +1147,9 @@ def start_target(key, args, upstream, upstream_port, files, results):
                 procs.append(extra["redis"])
                 redis = f"127.0.0.1:{redis_port}"
             budgets_only = scenario.startswith("redis-budgets")
-            config = gateway_config(upstream_port, policies=key != "gateway", redis=redis, cache=key == "cache",
-                                    budgets_only=budgets_only, leases=scenario.endswith("leases"))
+            config = gateway_config(upstream_port, policies=key not in ("gateway", "deployments"), redis=redis, cache=key == "cache",
+                                    budgets_only=budgets_only, leases=scenario.endswith("leases"),
+                                    deployments=4 if key == "deployments" else 0)
             procs.append(start_gateway(f"gateway-{key}", artifacts, port, config))
             # The bench request has no temperature 0 or seed, so the cache would (rightly) bypass it: force it.
             headers = common + [("X-Gateway-Cache", "force")] if key == "cache" else common

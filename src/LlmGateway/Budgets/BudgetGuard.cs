@@ -128,7 +128,7 @@ internal sealed class BudgetGuard
     }
 
     private static ModelRoute? DowngradeTarget(GatewayConfig config, LlmCall call, ModelRoute model) =>
-        model.Options.DowngradeTo is { Length: > 0 } name && config.Models.TryGetValue(name, out var cheaper) && call.Caller.MayUse(name) && cheaper.Provider.IsUsable
+        model.Options.DowngradeTo is { Length: > 0 } name && config.Models.TryGetValue(name, out var cheaper) && call.Caller.MayUse(name) && cheaper.IsUsable
             ? cheaper
             : null;
 

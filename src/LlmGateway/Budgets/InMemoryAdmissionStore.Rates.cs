@@ -21,7 +21,7 @@ internal sealed partial class InMemoryAdmissionStore
 
 
     /// <summary>True when the call does not fit; <paramref name="retryAtMs"/> is when it will (-1: never, it is larger than the limit).</summary>
-    private static bool CheckRate(RateWindow log, RateLimits limits, long tokens, long now, out AdmissionLimit limit, out long retryAtMs)
+    internal static bool CheckRate(RateWindow log, RateLimits limits, long tokens, long now, out AdmissionLimit limit, out long retryAtMs)
     {
         var nowSecond = AdmissionConstants.Second(now);
         var rpm = limits.RequestsPerMinute;

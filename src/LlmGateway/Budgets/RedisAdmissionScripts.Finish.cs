@@ -12,7 +12,7 @@ internal static partial class RedisAdmissionScripts
     // tokens, actual usd, actual tokens, hasTeam, hasRun, hasUserRate, hasKeyRate, user period end, team period end,
     // retention, run key life, run key refresh, admission ms. With them: the request hash, the expiry second's field
     // name and the admission second's (as Reserve's).
-    private const string FinishScopes = """
+    internal const string FinishScopes = """
         local nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
               refreshEvery, admittedMs
         local settle, hash, xe, wa

@@ -30,7 +30,7 @@ internal static partial class RedisAdmissionScripts
     // tpm, retention, run idle, in-flight retry, run key life, run key refresh. With them: the request hash, the user,
     // the expiry second's field name ('x' .. second) and the admission second's ('w' .. second): formatting a number
     // in Lua costs Redis ~0.5 µs, the caller next to nothing.
-    private const string ReserveScopes = """
+    internal const string ReserveScopes = """
         local numbers = '<' .. string.rep('d', 32)
         local nowMs, ei, usd, tok, hasTeam, hasRun, hasUserRate, hasKeyRate, uLu, uLt, uLc, uEnd, tLu, tLt, tLc, tEnd,
               rLu, rLt, rLc, deadline, maxRepeats, runMaxInFlight, userMaxInFlight, userRpm, userTpm, keyRpm, keyTpm,

@@ -49,7 +49,7 @@ internal static partial class RedisAdmissionScripts
     /// <summary>Every admission script, for loading them ahead of the first call.</summary>
     public static RedisScript[] All => [Reserve, ReserveScoped, Finish, FinishScoped, HaltUser, ResumeUser, HaltRun, RunState, UserState];
 
-    private const string Prelude = """
+    internal const string Prelude = """
         local now, nowSec
         local function setNow(ms) now = ms; nowSec = math.floor(ms / 1000) end
         local NONE = -1

@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using LlmGateway.Deployments;
 using LlmGateway.Identity;
 
 namespace LlmGateway.Configuration;
@@ -27,7 +28,7 @@ internal sealed class GatewayConfig
         var models = new Dictionary<string, ModelRoute>(StringComparer.Ordinal);
         foreach (var (name, model) in options.Models)
         {
-            var route = new ModelRoute(name, model, Providers[model.Provider!]);
+            var route = new ModelRoute(name, model, Providers);
             models[name] = route;
 
             // Off the request path: the first call that needs a count should not wait ~0.3 s for the BPE data.
@@ -139,20 +140,65 @@ internal sealed class ProviderRoute
     };
 }
 
-/// <summary>A model: its provider and prices.</summary>
+/// <summary>A model: its deployments (one for the Provider shorthand), prices and how a call picks a deployment.</summary>
 internal sealed class ModelRoute
 {
+    /// <summary>A model served by one provider (the Provider shorthand).</summary>
     public ModelRoute(string name, ModelOptions options, ProviderRoute provider)
+        : this(name, options, new Dictionary<string, ProviderRoute>(StringComparer.Ordinal) { [provider.Name] = provider })
+    {
+    }
+
+    public ModelRoute(string name, ModelOptions options, IReadOnlyDictionary<string, ProviderRoute> providers)
     {
         Name = name;
         Options = options;
-        Provider = provider;
         UpstreamModel = options.UpstreamModel is { Length: > 0 } upstream ? upstream : name;
-        Prices = new ModelPrices(
+        var modelPrices = new ModelPrices(
             options.InputUsdPerMTok ?? 0m,
             options.CachedInputUsdPerMTok ?? options.InputUsdPerMTok ?? 0m,
             options.OutputUsdPerMTok ?? 0m,
             options.CacheWriteUsdPerMTok ?? options.InputUsdPerMTok ?? 0m);
+        if (options.Deployments.Count == 0)
+        {
+            var provider = providers[options.Provider!];
+            Deployments = [new DeploymentRoute(name, 0, provider.Name, provider, UpstreamModel, 1, 0, 0, modelPrices)];
+        }
+        else
+        {
+            var deployments = new DeploymentRoute[options.Deployments.Count];
+            for (var i = 0; i < deployments.Length; i++)
+            {
+                var d = options.Deployments[i];
+                var provider = providers[d.Provider!];
+                var input = d.InputUsdPerMTok ?? modelPrices.InputPerMTok;
+                var prices = new ModelPrices(
+                    input,
+                    d.CachedInputUsdPerMTok ?? (d.InputUsdPerMTok is null ? modelPrices.CachedInputPerMTok : input),
+                    d.OutputUsdPerMTok ?? modelPrices.OutputPerMTok,
+                    d.CacheWriteUsdPerMTok ?? (d.InputUsdPerMTok is null ? modelPrices.CacheWritePerMTok : input));
+                deployments[i] = new DeploymentRoute(name, i, d.Name is { Length: > 0 } given ? given : provider.Name, provider,
+                    d.UpstreamModel is { Length: > 0 } up ? up : UpstreamModel, d.Weight, d.Rpm, d.Tpm, prices);
+            }
+
+            Deployments = deployments;
+        }
+
+        // Admission reserves the worst case before the deployment is known: each price at its dearest deployment's.
+        var worst = Deployments[0].Prices;
+        foreach (var deployment in Deployments)
+        {
+            var p = deployment.Prices;
+            worst = new ModelPrices(Math.Max(worst.InputPerMTok, p.InputPerMTok), Math.Max(worst.CachedInputPerMTok, p.CachedInputPerMTok),
+                Math.Max(worst.OutputPerMTok, p.OutputPerMTok), Math.Max(worst.CacheWritePerMTok, p.CacheWritePerMTok));
+        }
+
+        Prices = worst;
+        Provider = Deployments[0].Provider;
+        IsUsable = Array.Exists(Deployments, static d => d.Provider.IsUsable);
+        DeploymentStrategies.TryParse(options.Strategy, out var strategy);
+        Strategy = strategy;
+        StickyRun = string.Equals(options.Sticky, DeploymentStrategies.StickyRun, StringComparison.OrdinalIgnoreCase);
         Tokenizer = Accounting.TokenizerNames.TryParse(options.Tokenizer, out var tokenizer) ? tokenizer : Accounting.TokenizerNames.DefaultFor(UpstreamModel);
     }
 
@@ -160,13 +206,26 @@ internal sealed class ModelRoute
 
     public string UpstreamModel { get; }
 
-    /// <summary>"provider/model": the key of this upstream's retry and circuit policy, built once rather than per call.</summary>
-    public string Upstream => field ??= Provider.Name + "/" + Name;
+    /// <summary>"provider/model" of the first deployment (the single provider's circuit key).</summary>
+    public string Upstream => Deployments[0].Upstream;
 
     public ModelOptions Options { get; }
 
+    /// <summary>The first deployment's provider: the API the model speaks (every deployment speaks the same one).</summary>
     public ProviderRoute Provider { get; }
 
+    /// <summary>Where the model is served; one entry for the Provider shorthand.</summary>
+    public DeploymentRoute[] Deployments { get; }
+
+    public DeploymentStrategy Strategy { get; }
+
+    /// <summary>Sticky: "run".</summary>
+    public bool StickyRun { get; }
+
+    /// <summary>True when at least one deployment's provider has its key (or needs none).</summary>
+    public bool IsUsable { get; }
+
+    /// <summary>Each price at the dearest deployment's: what admission reserves. A call is charged its deployment's prices.</summary>
     public ModelPrices Prices { get; }
 
     /// <summary>How this model's tokens are counted: the configured Tokenizer, else the default for its upstream name.</summary>

@@ -10,92 +10,7 @@ internal static class GatewayOptionsValidator
     {
         var errors = new List<string>();
         const string root = GatewayOptions.SectionName;
-
-        if (options.Providers.Count == 0)
-        {
-            errors.Add($"{root}:Providers: at least one provider is required");
-        }
-
-        foreach (var (name, provider) in options.Providers)
-        {
-            var path = $"{root}:Providers:{name}";
-            if (string.IsNullOrWhiteSpace(provider.BaseUrl))
-            {
-                errors.Add($"{path}:BaseUrl: is required");
-            }
-            else if (!Uri.TryCreate(provider.BaseUrl, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
-            {
-                errors.Add($"{path}:BaseUrl: '{provider.BaseUrl}' is not an absolute http(s) URL");
-            }
-
-            CheckNonNegative(errors, $"{path}:MaxConcurrency", provider.MaxConcurrency);
-            CheckNonNegative(errors, $"{path}:MaxQueue", provider.MaxQueue);
-            if (string.IsNullOrWhiteSpace(provider.AuthHeader))
-            {
-                errors.Add($"{path}:AuthHeader: must not be empty");
-            }
-
-            if (provider.Api is not null && !ApiDialects.TryParse(provider.Api, out _))
-            {
-                errors.Add($"{path}:Api: unknown API '{provider.Api}'; use {ApiDialects.OpenAiName} or {ApiDialects.AnthropicName}");
-            }
-        }
-
-        foreach (var (name, model) in options.Models)
-        {
-            var path = $"{root}:Models:{name}";
-            if (string.IsNullOrWhiteSpace(model.Provider))
-            {
-                errors.Add($"{path}:Provider: is required");
-            }
-            else if (!options.Providers.ContainsKey(model.Provider))
-            {
-                errors.Add($"{path}:Provider: unknown provider '{model.Provider}'");
-            }
-
-            CheckPrice(errors, $"{path}:InputUsdPerMTok", model.InputUsdPerMTok, required: true);
-            CheckPrice(errors, $"{path}:OutputUsdPerMTok", model.OutputUsdPerMTok, required: true);
-            CheckPrice(errors, $"{path}:CachedInputUsdPerMTok", model.CachedInputUsdPerMTok, required: false);
-            CheckPrice(errors, $"{path}:CacheWriteUsdPerMTok", model.CacheWriteUsdPerMTok, required: false);
-            if (model.ContextWindow < 0)
-            {
-                errors.Add($"{path}:ContextWindow: must not be negative");
-            }
-
-            if (model.DefaultMaxOutputTokens < 0)
-            {
-                errors.Add($"{path}:DefaultMaxOutputTokens: must not be negative");
-            }
-
-            if (model.Tokenizer is not null && !Accounting.TokenizerNames.TryParse(model.Tokenizer, out _))
-            {
-                errors.Add($"{path}:Tokenizer: unknown tokenizer '{model.Tokenizer}'; use {Accounting.TokenizerNames.Choices}");
-            }
-
-            if (model.DowngradeTo is { Length: > 0 } downgrade)
-            {
-                if (!options.Models.ContainsKey(downgrade))
-                {
-                    errors.Add($"{path}:DowngradeTo: unknown model '{downgrade}'");
-                }
-                else
-                {
-                    CheckSameApi(errors, options, $"{path}:DowngradeTo", name, model, downgrade);
-                }
-            }
-
-            for (var i = 0; i < model.Fallbacks.Count; i++)
-            {
-                if (!options.Models.ContainsKey(model.Fallbacks[i]))
-                {
-                    errors.Add($"{path}:Fallbacks:{i}: unknown model '{model.Fallbacks[i]}'");
-                }
-                else
-                {
-                    CheckSameApi(errors, options, $"{path}:Fallbacks:{i}", name, model, model.Fallbacks[i]);
-                }
-            }
-        }
+        ModelOptionsValidator.Check(errors, options);
 
         var seenHashes = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         for (var i = 0; i < options.Keys.Count; i++)
@@ -222,56 +137,9 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Store:MaxRuns: must be positive");
         }
 
-        if (options.Resilience.MaxAttempts < 1)
-        {
-            errors.Add($"{root}:Resilience:MaxAttempts: must be at least 1");
-        }
-
-        if (options.Resilience.AttemptTimeout <= TimeSpan.Zero)
-        {
-            errors.Add($"{root}:Resilience:AttemptTimeout: must be positive");
-        }
-
-        var resilience = options.Resilience;
-        if (resilience.MaxRetryWait < TimeSpan.Zero || resilience.MaxTotalRetryWait < TimeSpan.Zero || resilience.RetryBaseDelay < TimeSpan.Zero)
-        {
-            errors.Add($"{root}:Resilience: MaxRetryWait, MaxTotalRetryWait and RetryBaseDelay must not be negative");
-        }
-
-        if (resilience.RetryBudgetRatio is < 0 or > 10)
-        {
-            errors.Add($"{root}:Resilience:RetryBudgetRatio: must be between 0 and 10");
-        }
-
-        CheckNonNegative(errors, $"{root}:Resilience:MinRetriesPerSecond", resilience.MinRetriesPerSecond);
-        CheckNonNegative(errors, $"{root}:Resilience:MaxRetriesPerRun", resilience.MaxRetriesPerRun);
-        var breaker = resilience.CircuitBreaker;
-        if (breaker.FailureRatio is <= 0 or > 1)
-        {
-            errors.Add($"{root}:Resilience:CircuitBreaker:FailureRatio: must be in (0, 1]");
-        }
-
-        if (breaker.MinimumThroughput < 2)
-        {
-            errors.Add($"{root}:Resilience:CircuitBreaker:MinimumThroughput: must be at least 2");
-        }
-
-        if (breaker.SamplingDuration < TimeSpan.FromMilliseconds(500) || breaker.BreakDuration < TimeSpan.FromMilliseconds(500))
-        {
-            errors.Add($"{root}:Resilience:CircuitBreaker: SamplingDuration and BreakDuration must be at least 00:00:00.5");
-        }
-
-        if (options.Resilience.StreamIdleTimeout <= TimeSpan.Zero)
-        {
-            errors.Add($"{root}:Resilience:StreamIdleTimeout: must be positive");
-        }
+        ResilienceOptionsValidator.Check(errors, options);
 
         CheckCache(errors, $"{root}:Cache", options.Cache);
-
-        foreach (var (name, tool) in options.Tools)
-        {
-            CheckTool(errors, $"{root}:Tools:{name}", tool);
-        }
 
         if (options.Idempotency.Ttl <= TimeSpan.Zero)
         {
@@ -300,67 +168,6 @@ internal static class GatewayOptionsValidator
 
         return errors;
     }
-
-    private static void CheckTool(List<string> errors, string path, ToolOptions tool)
-    {
-        if (!Uri.TryCreate(tool.BaseUrl, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
-        {
-            errors.Add($"{path}:BaseUrl: '{tool.BaseUrl}' is not an absolute http(s) URL");
-        }
-        else if (!string.IsNullOrEmpty(uri.Query) || !string.IsNullOrEmpty(uri.Fragment))
-        {
-            errors.Add($"{path}:BaseUrl: '{tool.BaseUrl}' may not have a query or fragment");
-        }
-
-        foreach (var name in tool.Headers.Keys)
-        {
-            if (string.IsNullOrWhiteSpace(name) || name.Any(c => c <= ' ' || c >= 127 || c == ':'))
-            {
-                errors.Add($"{path}:Headers:{name}: is not a valid header name");
-            }
-        }
-
-        if (tool.Timeout <= TimeSpan.Zero)
-        {
-            errors.Add($"{path}:Timeout: must be positive");
-        }
-
-        CheckNonNegative(errors, $"{path}:MaxConcurrency", tool.MaxConcurrency);
-        CheckNonNegative(errors, $"{path}:MaxQueue", tool.MaxQueue);
-        if (tool.MaxAttempts is < 1 or > 10)
-        {
-            errors.Add($"{path}:MaxAttempts: must be 1 to 10");
-        }
-
-        if (tool.MaxRetryWait < TimeSpan.Zero)
-        {
-            errors.Add($"{path}:MaxRetryWait: must not be negative");
-        }
-
-        var breaker = tool.Breaker;
-        if (breaker.FailureRatio is < 0 or > 1)
-        {
-            errors.Add($"{path}:Breaker:FailureRatio: must be between 0 (no breaker) and 1");
-        }
-        else if (breaker.FailureRatio > 0)
-        {
-            if (breaker.MinimumThroughput < 2)
-            {
-                errors.Add($"{path}:Breaker:MinimumThroughput: must be at least 2");
-            }
-
-            if (breaker.SamplingDuration < TimeSpan.FromMilliseconds(500) || breaker.SamplingDuration > TimeSpan.FromDays(1))
-            {
-                errors.Add($"{path}:Breaker:SamplingDuration: must be 00:00:00.5 to 1.00:00:00");
-            }
-
-            if (breaker.BreakDuration < TimeSpan.FromMilliseconds(500) || breaker.BreakDuration > TimeSpan.FromDays(1))
-            {
-                errors.Add($"{path}:Breaker:BreakDuration: must be 00:00:00.5 to 1.00:00:00");
-            }
-        }
-    }
-
     private static void CheckUser(List<string> errors, string path, UserOptions user, GatewayOptions options)
     {
         if (user.Team is { Length: > 0 } team && !options.Teams.ContainsKey(team))
@@ -464,42 +271,7 @@ internal static class GatewayOptionsValidator
         CheckNonNegative(errors, $"{path}:Tokens", budget.Tokens);
     }
 
-    /// <summary>
-    /// A stand-in (fallback, downgrade) gets the caller's body unchanged, so it must speak the API of the model it stands
-    /// in for: an OpenAI body sent to Anthropic's /messages (or the reverse) is refused by the provider, or worse, misread.
-    /// </summary>
-    private static void CheckSameApi(List<string> errors, GatewayOptions options, string path, string name, ModelOptions model, string standIn)
-    {
-        if (model.Provider is null || !options.Providers.TryGetValue(model.Provider, out var provider)
-            || options.Models[standIn].Provider is not { } standInProviderName || !options.Providers.TryGetValue(standInProviderName, out var standInProvider))
-        {
-            return;
-        }
-
-        var api = ApiDialects.Of(provider);
-        var standInApi = ApiDialects.Of(standInProvider);
-        if (api != standInApi)
-        {
-            errors.Add($"{path}: model '{standIn}' speaks the {ApiDialects.Name(standInApi)} API (provider '{standInProviderName}'), but '{name}' speaks {ApiDialects.Name(api)}; a stand-in must speak the same API as the model it stands in for");
-        }
-    }
-
-    private static void CheckPrice(List<string> errors, string path, decimal? price, bool required)
-    {
-        if (price is null)
-        {
-            if (required)
-            {
-                errors.Add($"{path}: a price is required (use 0 for a free model)");
-            }
-        }
-        else if (price < 0)
-        {
-            errors.Add($"{path}: must not be negative");
-        }
-    }
-
-    private static void CheckNonNegative(List<string> errors, string path, long value)
+    internal static void CheckNonNegative(List<string> errors, string path, long value)
     {
         if (value < 0)
         {

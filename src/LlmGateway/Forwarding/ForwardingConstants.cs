@@ -11,6 +11,9 @@ internal static class GatewayHeaders
     public const string Downgrade = "X-Gateway-Downgrade";
     public const string CostUsd = "X-Gateway-Cost-Usd";
     public const string Attempts = "X-Gateway-Attempts";
+
+    /// <summary>The deployment of the served model that answered (the provider's name for a model with Provider alone).</summary>
+    public const string Deployment = "X-Gateway-Deployment";
     public const string UpstreamRequestId = "X-Upstream-Request-Id";
     public const string ApiKey = "api-key";
     public const string XApiKey = "x-api-key";

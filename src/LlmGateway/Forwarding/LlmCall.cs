@@ -63,6 +63,20 @@ internal sealed class LlmCall
 
     public ModelRoute ServedModel { get; set; }
 
+    /// <summary>The deployment of the served model the current (or last) attempt went to; null before the first attempt.</summary>
+    public Deployments.DeploymentRoute? Deployment { get; set; }
+
+    /// <summary>The provider of the current attempt (the served model's first before any attempt).</summary>
+    public ProviderRoute ServedProvider => Deployment?.Provider ?? ServedModel.Provider;
+
+    /// <summary>Bits of the served model's deployments that failed (or throttled) for this call: the next attempt prefers others.</summary>
+    public ulong FailedDeployments { get; set; }
+
+    /// <summary>The call's place in a deployment's own Rpm/Tpm window (<see cref="TicketDeployment"/>), settled with its usage.</summary>
+    public Deployments.DeploymentRateTicket DeploymentTicket { get; set; }
+
+    public Deployments.DeploymentRoute? TicketDeployment { get; set; }
+
     public LlmRequestInfo Request { get; }
 
     /// <summary>The caller's request body (valid while the call is handled), for counting its prompt's tokens.</summary>
@@ -230,7 +244,8 @@ internal sealed class LlmCall
             UsageEstimated = true;
         }
 
-        CostUsd = CostCalculator.Cost(Usage, ServedModel.Prices);
+        // The serving deployment's prices (they may differ between deployments); a cached answer has none: the model's.
+        CostUsd = CostCalculator.Cost(Usage, Deployment?.Prices ?? ServedModel.Prices);
     }
 
     /// <param name="Tokens">The count; when over <paramref name="Cap"/>, it stopped there and is only "more than the cap".</param>

@@ -33,7 +33,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         var call = httpContext.Features.GetRequiredFeature<LlmCall>();
-        var provider = call.ServedModel.Provider;
+        var provider = call.ServedProvider;
         proxyRequest.RequestUri = provider.UriFor(call.Endpoint);
 
         var headers = proxyRequest.Headers;
@@ -94,7 +94,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             call.Outcome = CallOutcome.UpstreamFailed;
             call.FailureDetail = $"upstream answered {status}";
             call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
-            ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, status);
+            ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedProvider.Name, status);
             return false;
         }
 
@@ -110,8 +110,8 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         call.FailureDetail = $"upstream answered {status}";
         call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
         call.PendingError = GatewayError.UpstreamError(
-            $"The provider '{call.ServedModel.Provider.Name}' answered {status} {proxyResponse.ReasonPhrase} for model '{call.ServedModel.Name}'.");
-        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, status);
+            $"The provider '{call.ServedProvider.Name}' answered {status} {proxyResponse.ReasonPhrase} for model '{call.ServedModel.Name}'.");
+        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedProvider.Name, status);
         return false;
     }
 
@@ -154,6 +154,11 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         if (call.Downgrade is { } downgrade)
         {
             headers[GatewayHeaders.Downgrade] = downgrade;
+        }
+
+        if (call.Deployment is { } deployment)
+        {
+            headers[GatewayHeaders.Deployment] = deployment.Name;
         }
 
         Budgets.RateLimitHeaders.Write(headers, call.Admission, Configuration.ApiDialects.Of(call.Endpoint) == Configuration.ApiDialect.Anthropic);
@@ -216,7 +221,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
             var messages = call.Endpoint is Configuration.LlmEndpoint.Messages or Configuration.LlmEndpoint.CountTokens;
             if (!UsageReader.TryRead(bytes, out var info, messages: messages))
             {
-                FailGarbage(call, $"The provider '{call.ServedModel.Provider.Name}' answered 200 with a body that is not valid JSON.");
+                FailGarbage(call, $"The provider '{call.ServedProvider.Name}' answered 200 with a body that is not valid JSON.");
                 return;
             }
 
@@ -248,7 +253,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         }
         catch (Exception ex) when (ex is IOException or HttpRequestException && !httpContext.RequestAborted.IsCancellationRequested)
         {
-            FailGarbage(call, $"The connection to provider '{call.ServedModel.Provider.Name}' broke while reading its response.");
+            FailGarbage(call, $"The connection to provider '{call.ServedProvider.Name}' broke while reading its response.");
             call.Outcome = CallOutcome.UpstreamFailed;
         }
         finally
@@ -262,7 +267,7 @@ internal sealed class LlmForwardingTransformer : HttpTransformer
         call.Outcome = CallOutcome.UpstreamGarbage;
         call.FailureDetail = message;
         call.PendingError = GatewayError.UpstreamError(message);
-        ForwardingLog.UpstreamGarbage(_logger, call.RequestId, call.ServedModel.Provider.Name, message);
+        ForwardingLog.UpstreamGarbage(_logger, call.RequestId, call.ServedProvider.Name, message);
     }
 }
 

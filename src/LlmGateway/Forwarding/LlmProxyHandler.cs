@@ -108,7 +108,7 @@ internal sealed class LlmProxyHandler
                 return;
             }
 
-            if (!model.Provider.IsUsable)
+            if (!model.IsUsable)
             {
                 await RejectAsync(context, caller, GatewayError.UpstreamUnavailable(
                     $"The model '{model.Name}' is served by provider '{model.Provider.Name}', which has no API key configured (set {model.Provider.Options.ApiKeyEnv}).", shouldRetry: false), start, model.Name);
@@ -157,6 +157,11 @@ internal sealed class LlmProxyHandler
             {
                 Complete(context, call);
                 await _budgets.CompleteAsync(call);
+                if (call.TicketDeployment is { } ticketed && ticketed == call.Deployment && call.HasUsage)
+                {
+                    // The deployment's Tpm window holds what the call used, not what it reserved (as the users' windows do).
+                    await _resilience.Rates.SettleAsync(ticketed, call.DeploymentTicket, call.Usage.InputTokens + call.Usage.OutputTokens);
+                }
                 call.DeliveredText?.Dispose();
             }
         }
@@ -184,7 +189,7 @@ internal sealed class LlmProxyHandler
         {
             if (i > 0)
             {
-                if (!config.Models.TryGetValue(fallbacks[i - 1], out var fallback) || !call.Caller.MayUse(fallback.Name) || !fallback.Provider.IsUsable)
+                if (!config.Models.TryGetValue(fallbacks[i - 1], out var fallback) || !call.Caller.MayUse(fallback.Name) || !fallback.IsUsable)
                 {
                     continue;
                 }
@@ -197,13 +202,14 @@ internal sealed class LlmProxyHandler
 
                 _metrics.RecordDowngrade(call.ServedModel.Name, fallback.Name, "fallback");
                 call.ServedModel = fallback;
+                call.Deployment = null;
+                call.FailedDeployments = 0;
                 call.Downgrade = "fallback";
             }
 
-            var body = BodyFor(call, originalBody);
             using (var attempts = _resilience.Begin(options, call, context.RequestAborted))
             {
-                outcome = attempts.Complete(await attempts.ExecuteAsync(static s => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: body)));
+                outcome = attempts.Complete(await attempts.ExecuteAsync(static s => s.Handler.AttemptAsync(s.Context, s.Call, s.Body), (Handler: this, Context: context, Call: call, Body: originalBody)));
             }
             if (outcome.Kind == AttemptKind.Delivered || context.RequestAborted.IsCancellationRequested)
             {
@@ -227,11 +233,11 @@ internal sealed class LlmProxyHandler
         }
     }
 
-    /// <summary>The body for the call's current model: the caller's bytes unless the model name or include_usage must change.</summary>
+    /// <summary>The body for the attempt's deployment: the caller's bytes unless the model name or include_usage must change.</summary>
     private static ReadOnlyMemory<byte> BodyFor(LlmCall call, ReadOnlyMemory<byte> original)
     {
-        var model = call.ServedModel;
-        var rewriteModel = model.UpstreamModel != call.Request.Model ? model.UpstreamModel : null;
+        var upstreamModel = call.Deployment?.UpstreamModel ?? call.ServedModel.UpstreamModel;
+        var rewriteModel = upstreamModel != call.Request.Model ? upstreamModel : null;
         return call.InjectedIncludeUsage || rewriteModel is not null
             ? RequestBodyRewriter.Rewrite(original.Span, rewriteModel, call.InjectedIncludeUsage)
             : original;
@@ -242,8 +248,10 @@ internal sealed class LlmProxyHandler
     /// Answers Polly's <see cref="Outcome{TResult}"/> itself, so the pipeline awaits it directly rather than through
     /// one more async wrapper. Needs no cancellation token of its own: YARP ends the attempt when the caller goes away.
     /// </remarks>
-    private async ValueTask<Outcome<AttemptOutcome>> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> body)
+    private async ValueTask<Outcome<AttemptOutcome>> AttemptAsync(HttpContext context, LlmCall call, ReadOnlyMemory<byte> originalBody)
     {
+        // Built per attempt: the deployment chosen for it may name the model differently upstream.
+        var body = BodyFor(call, originalBody);
         call.ResetAttempt();
         call.Attempts++;
         var request = context.Request;
@@ -257,7 +265,7 @@ internal sealed class LlmProxyHandler
         using var attempt = new UpstreamAttemptTimer(timeout);
         context.Features.Set(attempt);
         var span = LlmCallSpans.StartAttempt(call);
-        var result = await _forwarder.SendAsync(context, call.ServedModel.Provider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
+        var result = await _forwarder.SendAsync(context, call.ServedProvider.DestinationPrefix, _client.Invoker, RequestConfig, _transformer, attempt.Token);
         var outcome = Classify(context, call, result, attempt);
         LlmCallSpans.EndAttempt(span, call, outcome);
         return Outcome.FromResult(outcome);
@@ -290,14 +298,14 @@ internal sealed class LlmProxyHandler
 
         var exception = context.GetForwarderErrorFeature()?.Exception;
         call.FailureDetail = $"{result}: {exception?.GetType().Name}";
-        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedModel.Provider.Name, 0);
+        ForwardingLog.UpstreamFailed(_logger, call.RequestId, call.ServedProvider.Name, 0);
         return new AttemptOutcome(AttemptKind.Retryable, StatusCodes.Status502BadGateway, null, "connection");
     }
 
     /// <summary>The caller's answer when every attempt and fallback failed: what happened, and when to come back.</summary>
     private static GatewayError FinalError(LlmCall call, AttemptOutcome outcome, ResilienceOptions options)
     {
-        var provider = call.ServedModel.Provider.Name;
+        var provider = call.ServedProvider.Name;
         var model = call.ServedModel.Name;
         var attempts = call.Attempts == 1 ? "1 attempt" : $"{call.Attempts} attempts";
         var tooLong = call.RetryWaitTooLong && outcome.RetryAfter is { } wait
@@ -305,6 +313,8 @@ internal sealed class LlmProxyHandler
             : string.Empty;
         return outcome.Kind switch
         {
+            AttemptKind.NoDeployment => GatewayError.UpstreamUnavailable(
+                $"No deployment of model '{model}' can take the call now: each has an open circuit, a full bulkhead or no room in its own Rpm/Tpm window.", shouldRetry: true, outcome.RetryAfter ?? TimeSpan.FromSeconds(1)) with { Overloaded = true },
             AttemptKind.CircuitOpen => GatewayError.UpstreamUnavailable(
                 $"The provider '{provider}' is failing for model '{model}' and its circuit is open; no request is sent to it until it may close.", shouldRetry: true, outcome.RetryAfter) with { Overloaded = true },
             AttemptKind.BulkheadFull => GatewayError.UpstreamUnavailable(
@@ -335,7 +345,7 @@ internal sealed class LlmProxyHandler
         _metrics.RecordRequest(user, model, status, totalSeconds);
         if (call.UpstreamStartTimestamp != 0)
         {
-            _metrics.RecordUpstreamDuration(served.Provider.Name, served.Name, upstreamSeconds);
+            _metrics.RecordUpstreamDuration(call.ServedProvider.Name, served.Name, call.Deployment?.Name ?? call.ServedProvider.Name, upstreamSeconds);
 
             // What the gateway itself added: time to the upstream request plus time after its headers, for
             // buffered answers; for streams, only the time before the upstream request.

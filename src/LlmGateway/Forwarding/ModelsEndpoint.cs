@@ -26,7 +26,7 @@ internal sealed class ModelsEndpoint(GatewayConfigProvider config)
             writer.WriteStartArray("data");
             foreach (var (name, model) in current.Models)
             {
-                if (!caller.MayUse(name) || !model.Provider.IsUsable)
+                if (!caller.MayUse(name) || !model.IsUsable)
                 {
                     continue;
                 }

@@ -162,7 +162,7 @@ internal sealed partial class SseRelay
             // The caller already has the provider's own error event; a second one from the gateway would only confuse it.
             call.Outcome = CallOutcome.StreamBroken;
             call.FailureDetail = "the provider reported an error inside the stream";
-            ForwardingLog.StreamBroken(_logger, call.RequestId, call.ServedModel.Provider.Name, call.FailureDetail);
+            ForwardingLog.StreamBroken(_logger, call.RequestId, call.ServedProvider.Name, call.FailureDetail);
             return;
         }
 
@@ -179,7 +179,7 @@ internal sealed partial class SseRelay
 
         call.Outcome = state.Garbage ? CallOutcome.UpstreamGarbage : CallOutcome.StreamBroken;
         call.FailureDetail = failure;
-        ForwardingLog.StreamBroken(_logger, call.RequestId, call.ServedModel.Provider.Name, failure);
+        ForwardingLog.StreamBroken(_logger, call.RequestId, call.ServedProvider.Name, failure);
         var error = GatewayError.UpstreamError(failure);
         if (state.WrittenEvents == 0 && !context.Response.HasStarted)
         {

@@ -21,6 +21,7 @@ internal static class GatewayEventIds
     public const int CircuitOpened = 2102;
     public const int CircuitHalfOpened = 2103;
     public const int CircuitClosed = 2104;
+    public const int DeploymentStoreUnavailable = 2150;
 
     public const int StoreUnavailable = 3000;
     public const int SettleFailed = 3001;

@@ -42,6 +42,7 @@ public static class GatewayServiceCollectionExtensions
         // One multiplexer for every Redis-backed store; created only when a store needs it (Gateway:Redis set).
         services.TryAddSingleton(sp => new LlmGateway.Redis.RedisConnection(
             sp.GetRequiredService<GatewayConfigProvider>().Current.Options.Redis!, TimeSpan.FromSeconds(1)));
+        services.AddLlmGatewayDeployments();
         services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();
         services.TryAddSingleton<SseRelay>();
         services.TryAddSingleton<LlmForwardingTransformer>();

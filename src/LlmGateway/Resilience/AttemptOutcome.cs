@@ -14,6 +14,9 @@ internal enum AttemptKind
 
     /// <summary>The provider's bulkhead is full: fall back at once.</summary>
     BulkheadFull,
+
+    /// <summary>No deployment of a model with several can take the call (circuits open, bulkheads full, windows full): fall back at once.</summary>
+    NoDeployment,
 }
 
 /// <param name="Status">The status to answer with if this is the last word (upstream status, 502, 504...).</param>

@@ -36,5 +36,8 @@ internal sealed class Bulkhead(int limit, int queue)
         }
     }
 
+    /// <summary>No free slot and no room in the queue: a call now would be refused at once.</summary>
+    public bool IsFull => _slots.CurrentCount == 0 && Volatile.Read(ref _waiting) >= Queue;
+
     public void Exit() => _slots.Release();
 }

@@ -72,7 +72,7 @@ internal sealed class GatewayMetrics
         _requestDuration = CreateDurationHistogram(meter, "llm_gateway_request_duration_seconds",
             "Time from receiving a request to completing its response, by model.", LongDurationBuckets);
         _upstreamDuration = CreateDurationHistogram(meter, "llm_gateway_upstream_duration_seconds",
-            "Duration of calls to upstream providers, by provider and model.", LongDurationBuckets);
+            "Duration of calls to upstream providers, by provider, model and deployment.", LongDurationBuckets);
         _overhead = CreateDurationHistogram(meter, "llm_gateway_overhead_seconds",
             "Time the gateway itself adds to a request, upstream time excluded.", OverheadBuckets);
         _timeToFirstToken = CreateDurationHistogram(meter, "llm_gateway_time_to_first_token_seconds",
@@ -84,7 +84,7 @@ internal sealed class GatewayMetrics
         _cacheSaved = meter.CreateCounter<double>("llm_gateway_cache_saved_usd", "USD",
             "Upstream cost avoided by cache hits in US dollars, by model.");
         _retries = meter.CreateCounter<long>("llm_gateway_retries", "{retry}",
-            "Retried upstream calls, by upstream and reason.");
+            "Retried upstream calls, by upstream, reason and deployment.");
         _downgrades = meter.CreateCounter<long>("llm_gateway_downgrades", "{request}",
             "Requests served by a cheaper model than asked for, by models and reason.");
         _configReloads = meter.CreateCounter<long>("llm_gateway_config_reloads", "{reload}",
@@ -166,11 +166,13 @@ internal sealed class GatewayMetrics
         });
     }
 
-    public void RecordUpstreamDuration(string provider, string model, double seconds) =>
+    /// <param name="deployment">The deployment that served (the provider's name for a model with Provider alone).</param>
+    public void RecordUpstreamDuration(string provider, string model, string deployment, double seconds) =>
         _upstreamDuration.Record(seconds, new TagList
         {
             { TelemetryTags.Provider, provider },
             { TelemetryTags.Model, model },
+            { TelemetryTags.Deployment, deployment },
         });
 
     public void RecordOverhead(double seconds) => _overhead.Record(seconds);
@@ -202,11 +204,13 @@ internal sealed class GatewayMetrics
         }
     }
 
-    public void RecordRetry(string upstream, string reason) =>
+    /// <param name="deployment">The deployment whose attempt failed (the provider's name for a model with Provider alone; empty for tools).</param>
+    public void RecordRetry(string upstream, string reason, string deployment = "") =>
         _retries.Add(1, new TagList
         {
             { TelemetryTags.Upstream, upstream },
             { TelemetryTags.Reason, reason },
+            { TelemetryTags.Deployment, deployment },
         });
 
     public void RecordDowngrade(string from, string to, string reason) =>

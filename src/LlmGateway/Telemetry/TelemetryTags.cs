@@ -10,6 +10,7 @@ internal static class TelemetryTags
     public const string Type = "type";
     public const string Provider = "provider";
     public const string Upstream = "upstream";
+    public const string Deployment = "deployment";
     public const string Reason = "reason";
     public const string Result = "result";
     public const string From = "from";

@@ -6,7 +6,7 @@ namespace LlmGateway.Tests.Caching;
 
 public sealed class CanonicalRequestTests
 {
-    private static readonly ModelRoute Model = new("m", new ModelOptions { Provider = "p" }, null!);
+    private static readonly ModelRoute Model = new("m", new ModelOptions { Provider = "p" }, new ProviderRoute("p", new ProviderOptions { BaseUrl = "http://127.0.0.1:9/v1" }));
 
     private static CanonicalRequest Of(string json) => CanonicalRequest.Create(Encoding.UTF8.GetBytes(json));
 

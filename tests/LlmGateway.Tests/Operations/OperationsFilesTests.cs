@@ -459,6 +459,7 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         _ = new GatewayMetrics(services.GetRequiredService<IMeterFactory>());
         _ = new LlmGateway.Approvals.ApprovalMetrics(services.GetRequiredService<IMeterFactory>(), TimeProvider.System);
+        _ = new LlmGateway.Deployments.DeploymentMetrics(services.GetRequiredService<IMeterFactory>(), new LlmGateway.Deployments.DeploymentChooser(new LlmGateway.Deployments.DeploymentRandom()));
         return names;
     }
 

@@ -55,13 +55,13 @@ public sealed class GatewayMetricsTests : IDisposable
     {
         _metrics.RecordCost("alice", "sales", "gpt-4o", 0.25m);
         _metrics.RecordCost("alice", "sales", "gpt-4o", 0.5m);
-        _metrics.RecordUpstreamDuration("openai", "gpt-4o", 2);
+        _metrics.RecordUpstreamDuration("openai", "gpt-4o", "openai", 2);
         _metrics.RecordOverhead(0.00003);
         _metrics.RecordTimeToFirstToken("gpt-4o", 0.3);
         _metrics.RecordRejection("alice", "budget_exceeded");
         _metrics.RecordCacheRequest("gpt-4o", TelemetryTagValues.Hit);
         _metrics.RecordCacheSaved("gpt-4o", 0.1m);
-        _metrics.RecordRetry("openai", "429");
+        _metrics.RecordRetry("openai", "429", "openai");
         _metrics.RecordDowngrade("gpt-4o", "gpt-4o-mini", "budget");
         _metrics.RecordConfigReload(success: true);
         _metrics.RecordConfigReload(success: false);
@@ -71,14 +71,14 @@ public sealed class GatewayMetricsTests : IDisposable
         var scrape = Scrape(_bridge);
 
         Assert.Equal(0.75, SampleValue(scrape, "llm_gateway_cost_usd_total{model=\"gpt-4o\",team=\"sales\",user=\"alice\"}"));
-        Assert.Equal(1, SampleValue(scrape, "llm_gateway_upstream_duration_seconds_count{model=\"gpt-4o\",provider=\"openai\"}"));
+        Assert.Equal(1, SampleValue(scrape, "llm_gateway_upstream_duration_seconds_count{deployment=\"openai\",model=\"gpt-4o\",provider=\"openai\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"5e-05\"}"));
         Assert.Equal(0, SampleValue(scrape, "llm_gateway_overhead_seconds_bucket{le=\"2.5e-05\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_time_to_first_token_seconds_count{model=\"gpt-4o\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_rejections_total{reason=\"budget_exceeded\",user=\"alice\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_cache_requests_total{model=\"gpt-4o\",result=\"hit\"}"));
         Assert.Equal(0.1, SampleValue(scrape, "llm_gateway_cache_saved_usd_total{model=\"gpt-4o\"}"));
-        Assert.Equal(1, SampleValue(scrape, "llm_gateway_retries_total{reason=\"429\",upstream=\"openai\"}"));
+        Assert.Equal(1, SampleValue(scrape, "llm_gateway_retries_total{deployment=\"openai\",reason=\"429\",upstream=\"openai\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_downgrades_total{from=\"gpt-4o\",reason=\"budget\",to=\"gpt-4o-mini\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_config_reloads_total{result=\"success\"}"));
         Assert.Equal(1, SampleValue(scrape, "llm_gateway_config_reloads_total{result=\"failure\"}"));

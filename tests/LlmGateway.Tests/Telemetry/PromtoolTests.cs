@@ -24,13 +24,13 @@ public sealed class PromtoolTests(ITestOutputHelper output)
         metrics.RecordTokens("alice", "gpt-4o", 1000, 200, 300);
         metrics.RecordCost("alice", "sales", "gpt-4o", 0.0123m);
         metrics.RecordCost("carol", null, "gpt-4o", 0.5m);
-        metrics.RecordUpstreamDuration("openai", "gpt-4o", 95);
+        metrics.RecordUpstreamDuration("openai", "gpt-4o", "openai", 95);
         metrics.RecordOverhead(0.00004);
         metrics.RecordTimeToFirstToken("gpt-4o", 0.4);
         metrics.RecordRejection("alice", "rate_limited");
         metrics.RecordCacheRequest("gpt-4o", TelemetryTagValues.Miss);
         metrics.RecordCacheSaved("gpt-4o", 0.02m);
-        metrics.RecordRetry("openai", "timeout");
+        metrics.RecordRetry("openai", "timeout", "openai");
         metrics.RecordDowngrade("gpt-4o", "gpt-4o-mini", "budget");
         metrics.RecordConfigReload(success: true);
         metrics.RecordToolCall("jira", "GET", 200, 0.3);
