@@ -74,12 +74,7 @@ public sealed class CacheWriteBudgetTests : IAsyncLifetime
             Assert.Equal("rate_limit_error", error.RootElement.GetProperty("error").GetProperty("type").GetString());
         }
 
-        var user = await UserAsync();
-        for (var deadline = DateTime.UtcNow.AddSeconds(5); user.GetProperty("reserved_usd").GetDecimal() != 0 && DateTime.UtcNow < deadline;)
-        {
-            await Task.Delay(20);
-            user = await UserAsync();
-        }
+        var user = await BudgetCalls.SettledAsync(_gateway.Client, "/admin/users/four");
 
         var spent = user.GetProperty("spent_usd").GetDecimal();
         Assert.Equal(admitted.Length * CallCost, spent);
@@ -97,13 +92,5 @@ public sealed class CacheWriteBudgetTests : IAsyncLifetime
         request.Headers.Add("X-Mock-Usage-Completion", MaxTokens.ToString(CultureInfo.InvariantCulture));
         request.Headers.Add("X-Mock-Latency-Ms", "1000");
         return request;
-    }
-
-    private async Task<JsonElement> UserAsync()
-    {
-        using var response = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/four"));
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.IsSuccessStatusCode, text);
-        return JsonDocument.Parse(text).RootElement.Clone();
     }
 }

@@ -87,12 +87,7 @@ public abstract class TokenizerBudgetTestsBase : IAsyncLifetime
         }
 
         // A call is settled just after its answer reached the caller: wait until nothing is held.
-        var user = await UserAsync("ten");
-        for (var deadline = DateTime.UtcNow.AddSeconds(5); user.GetProperty("reserved_usd").GetDecimal() != 0 && DateTime.UtcNow < deadline;)
-        {
-            await Task.Delay(20);
-            user = await UserAsync("ten");
-        }
+        var user = await BudgetCalls.SettledAsync(Gateway.Client, "/admin/users/ten");
 
         var spent = user.GetProperty("spent_usd").GetDecimal();
         Assert.True(spent <= Budget, $"spent ${spent} of a ${Budget} budget");

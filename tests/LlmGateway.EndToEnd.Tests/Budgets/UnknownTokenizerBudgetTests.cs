@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
-using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 
 namespace LlmGateway.EndToEnd.Tests.Budgets;
@@ -72,12 +71,7 @@ public sealed class UnknownTokenizerBudgetTests : IAsyncLifetime
             await Http.AssertErrorAsync(rejected, 429, "budget_exceeded", shouldRetry: false);
         }
 
-        var user = await UserAsync();
-        for (var deadline = DateTime.UtcNow.AddSeconds(5); user.GetProperty("reserved_usd").GetDecimal() != 0 && DateTime.UtcNow < deadline;)
-        {
-            await Task.Delay(20);
-            user = await UserAsync();
-        }
+        var user = await BudgetCalls.SettledAsync(_gateway.Client, "/admin/users/ten");
 
         var spent = user.GetProperty("spent_usd").GetDecimal();
         Assert.Equal(admitted.Length * CallCost, spent);
@@ -91,12 +85,4 @@ public sealed class UnknownTokenizerBudgetTests : IAsyncLifetime
         ("X-Mock-Usage-Prompt", PromptTokensCharged.ToString(CultureInfo.InvariantCulture)),
         ("X-Mock-Usage-Completion", MaxTokens.ToString(CultureInfo.InvariantCulture)),
         ("X-Mock-Latency-Ms", "1000"));
-
-    private async Task<JsonElement> UserAsync()
-    {
-        using var response = await _gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/ten"));
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.IsSuccessStatusCode, text);
-        return JsonDocument.Parse(text).RootElement.Clone();
-    }
 }

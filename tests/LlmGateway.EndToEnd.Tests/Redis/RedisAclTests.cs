@@ -41,7 +41,7 @@ public sealed class RedisAclTests : IClassFixture<RedisServerFixture>, IAsyncLif
     [RedisFact]
     public async Task AclUser_WithItsPassword_EnforcesLimitsThroughRedis()
     {
-        var config = TestConfigs.Budgets(_mock.BaseUrl, $"{_redis.ConnectionString},user={User},password={Password}");
+        var config = TestConfigs.Budgets(_mock.BaseUrl, $"{_redis.ConnectionString},user={User},password={Password}", storeTimeout: "00:00:02");
         await using var gateway = await GatewayProcess.StartAsync(config);
 
         var statuses = new List<HttpStatusCode>();

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Text.Json;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using LlmGateway.Tests.Shared;
 
@@ -43,8 +42,8 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
 
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
-        using var spent = await _b.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/spender"));
-        Assert.Equal(1.00m, JsonDocument.Parse(await spent.Content.ReadAsStringAsync()).RootElement.GetProperty("spent_usd").GetDecimal());
+        var spender = await BudgetCalls.SettledAsync(_b.Client, "/admin/users/spender");
+        Assert.Equal(1.00m, spender.GetProperty("spent_usd").GetDecimal());
     }
 
     [RedisFact]
@@ -57,8 +56,7 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
-        using var run = await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/runs/run-c"));
-        var state = JsonDocument.Parse(await run.Content.ReadAsStringAsync()).RootElement;
+        var state = await BudgetCalls.SettledAsync(_a.Client, "/admin/runs/run-c");
         Assert.Equal(0.03m, state.GetProperty("spent_usd").GetDecimal());
 
         (await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-c/halt"))).EnsureSuccessStatusCode();
