@@ -57,6 +57,37 @@ internal sealed class DeploymentChooser(DeploymentRandom random)
     /// <paramref name="soonest"/> then tells the least wait any of them named.
     /// </summary>
     /// <param name="skip">Bits of deployments not to pick (failed for this call, or without room in their window).</param>
+    /// <summary>
+    /// <see cref="Pick"/>, with the chosen deployment counted in flight before anyone else picks: for least-busy under
+    /// a lock of the model, so two calls arriving together never both read the same counts and pile onto one.
+    /// The caller ends the count with <see cref="DeploymentState.Exit"/>.
+    /// </summary>
+    public DeploymentRoute? PickAndEnter(Configuration.ModelRoute model, string? runId, ulong skip, IDeploymentHealth health, ref TimeSpan? soonest)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (model.Strategy != DeploymentStrategy.LeastBusy)
+        {
+            var picked = Pick(model, runId, skip, health, ref soonest);
+            if (picked is not null)
+            {
+                StateOf(picked).Enter();
+            }
+
+            return picked;
+        }
+
+        lock (model.Deployments)
+        {
+            var picked = Pick(model, runId, skip, health, ref soonest);
+            if (picked is not null)
+            {
+                StateOf(picked).Enter();
+            }
+
+            return picked;
+        }
+    }
+
     public DeploymentRoute? Pick(Configuration.ModelRoute model, string? runId, ulong skip, IDeploymentHealth health, ref TimeSpan? soonest)
     {
         var deployments = model.Deployments;

@@ -28,12 +28,18 @@ internal sealed partial class UpstreamResilience
         var single = model.Deployments.Length == 1;
         while (true)
         {
+            // Counted in flight from here (least-busy picks see it at once); every way out without the deployment ends the count.
             var deployment = single
                 ? (skip == 0 ? model.Deployments[0] : null)
-                : _chooser.Pick(model, call.RunId, skip, this, ref soonest);
+                : _chooser.PickAndEnter(model, call.RunId, skip, this, ref soonest);
             if (deployment is null)
             {
                 break;
+            }
+
+            if (single)
+            {
+                _chooser.StateOf(deployment).Enter();
             }
 
             if (!deployment.HasRateLimits)
@@ -56,6 +62,8 @@ internal sealed partial class UpstreamResilience
                     return (deployment, default);
                 }
 
+                _chooser.StateOf(deployment).Exit();
+
                 call.PendingError = new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
                     $"The rate-limit store is unavailable, so the call cannot be counted against deployment '{deployment.Name}' of model '{model.Name}'; retry shortly.", true, null, TimeSpan.FromSeconds(1));
                 return (null, AttemptOutcome.Delivered);
@@ -73,6 +81,7 @@ internal sealed partial class UpstreamResilience
                 soonest = wait;
             }
 
+            _chooser.StateOf(deployment).Exit();
             skip |= 1UL << deployment.Index;
         }
 

@@ -108,7 +108,8 @@ internal sealed partial class UpstreamResilience : IDeploymentHealth
     {
         var call = context.Properties.GetValue(CallKey, null!);
         var model = call.ServedModel;
-        var (deployment, refusal) = model.Deployments.Length == 1 && !model.Deployments[0].HasRateLimits
+        var fast = model.Deployments.Length == 1 && !model.Deployments[0].HasRateLimits;
+        var (deployment, refusal) = fast
             ? (model.Deployments[0], default)
             : await ChooseAsync(call, model, context.CancellationToken).ConfigureAwait(false);
         if (deployment is null)
@@ -120,7 +121,11 @@ internal sealed partial class UpstreamResilience : IDeploymentHealth
         var breaker = BreakerFor(deployment, options);
         var bulkhead = BulkheadFor(deployment.Provider);
         var inFlight = _chooser.StateOf(deployment);
-        inFlight.Enter();
+        if (fast)
+        {
+            // ChooseAsync counts what it picks in flight itself.
+            inFlight.Enter();
+        }
         var inner = ResilienceContextPool.Shared.Get(context.CancellationToken);
         try
         {
