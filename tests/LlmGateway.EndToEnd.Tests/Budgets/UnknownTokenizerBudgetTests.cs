@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Net;
 using System.Text;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 
@@ -57,25 +56,8 @@ public sealed class UnknownTokenizerBudgetTests : IAsyncLifetime
     public async Task FortyConcurrentCalls_OneTokenPerCharacter_NeverPassTheBudget()
     {
         // Held upstream for a second, so all 40 reservations are made while the first ones are still in flight.
-        var responses = await Task.WhenAll(Enumerable.Range(0, 40).Select(_ => _gateway.Client.SendAsync(Call())));
-
-        var admitted = responses.Where(r => r.StatusCode == HttpStatusCode.OK).ToArray();
-        Assert.NotEmpty(admitted);
-        foreach (var response in admitted)
-        {
-            Assert.Equal(CallCost, decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture));
-        }
-
-        foreach (var rejected in responses.Where(r => r.StatusCode != HttpStatusCode.OK))
-        {
-            await Http.AssertErrorAsync(rejected, 429, "budget_exceeded", shouldRetry: false);
-        }
-
-        var user = await BudgetCalls.SettledAsync(_gateway.Client, "/admin/users/ten");
-
-        var spent = user.GetProperty("spent_usd").GetDecimal();
-        Assert.Equal(admitted.Length * CallCost, spent);
-        Assert.True(spent <= Budget, $"spent ${spent} of a ${Budget} budget ({admitted.Length} calls admitted)");
+        await BudgetCalls.AssertBudgetNeverPassedAsync(_gateway.Client, "ten", Enumerable.Range(0, 40).Select(_ => Call()), CallCost, Budget,
+            refused => Http.AssertErrorAsync(refused, 429, "budget_exceeded", shouldRetry: false));
     }
 
     private static HttpRequestMessage Call() => Http.Post(

@@ -38,6 +38,33 @@ public static class BudgetCalls
         }
     }
 
+    /// <summary>
+    /// Sends <paramref name="calls"/> concurrently against one user's budget and checks that it was never passed: every
+    /// admitted call charged <paramref name="callCost"/>, every other refused as <paramref name="assertRefused"/> checks,
+    /// and once settled the user's spend is exactly the admitted calls' cost and within <paramref name="budget"/>.
+    /// </summary>
+    /// <returns>How many calls were admitted (at least one).</returns>
+    public static async Task<int> AssertBudgetNeverPassedAsync(HttpClient client, string user, IEnumerable<HttpRequestMessage> calls, decimal callCost, decimal budget, Func<HttpResponseMessage, Task> assertRefused)
+    {
+        var responses = await Task.WhenAll(calls.Select(client.SendAsync));
+        var admitted = responses.Where(r => r.StatusCode == System.Net.HttpStatusCode.OK).ToArray();
+        Assert.NotEmpty(admitted);
+        foreach (var response in admitted)
+        {
+            Assert.Equal(callCost, decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        foreach (var refused in responses.Where(r => r.StatusCode != System.Net.HttpStatusCode.OK))
+        {
+            await assertRefused(refused);
+        }
+
+        var spent = (await SettledAsync(client, $"/admin/users/{user}")).GetProperty("spent_usd").GetDecimal();
+        Assert.Equal(admitted.Length * callCost, spent);
+        Assert.True(spent <= budget, $"spent ${spent} of a ${budget} budget ({admitted.Length} calls admitted)");
+        return admitted.Length;
+    }
+
     public static HttpRequestMessage Admin(HttpMethod method, string path)
     {
         var request = new HttpRequestMessage(method, path);
