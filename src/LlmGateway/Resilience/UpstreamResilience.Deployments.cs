@@ -63,10 +63,15 @@ internal sealed partial class UpstreamResilience
                 }
 
                 _chooser.StateOf(deployment).Exit();
-
                 call.PendingError = new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
                     $"The rate-limit store is unavailable, so the call cannot be counted against deployment '{deployment.Name}' of model '{model.Name}'; retry shortly.", true, null, TimeSpan.FromSeconds(1));
                 return (null, AttemptOutcome.Delivered);
+            }
+            catch
+            {
+                // Cancelled (the client went away) or anything else: the pick never became an attempt.
+                _chooser.StateOf(deployment).Exit();
+                throw;
             }
 
             if (taken.Taken)
