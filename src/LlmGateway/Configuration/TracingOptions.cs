@@ -6,6 +6,9 @@ public sealed record TracingOptions
     /// <summary>The collector's traces URL, e.g. http://jaeger:4318/v1/traces (OTLP over HTTP/protobuf); empty = no traces.</summary>
     public string? OtlpEndpoint { get; init; }
 
+    /// <summary>Headers sent with every export (e.g. a managed collector's API key); never logged.</summary>
+    public Dictionary<string, string> OtlpHeaders { get; init; } = new(StringComparer.OrdinalIgnoreCase);
+
     /// <summary>Share of traces kept, 0 to 1 (default 1). A caller's sampled flag is followed; a run is kept or dropped whole.</summary>
     public double Sampler { get; init; } = 1.0;
 

@@ -36,6 +36,10 @@ internal sealed class OtlpTraceExport(GatewayConfigProvider config, IEnumerable<
             {
                 exporter.Endpoint = new Uri(endpoint);
                 exporter.Protocol = OtlpExportProtocol.HttpProtobuf;
+                if (options.OtlpHeaders.Count > 0)
+                {
+                    exporter.Headers = string.Join(",", options.OtlpHeaders.Select(h => $"{h.Key}={h.Value}"));
+                }
             });
         }
 

@@ -159,9 +159,10 @@ public sealed class TracingTests
     }
 
     [Fact]
-    public async Task OtlpEndpoint_ReceivesTheCallSpans_OverHttpProtobuf()
+    public async Task OtlpEndpoint_ReceivesTheCallSpans_OverHttpProtobuf_WithTheCollectorHeaders()
     {
         var received = new ConcurrentQueue<string>();
+        var keys = new ConcurrentQueue<string>();
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
@@ -169,6 +170,7 @@ public sealed class TracingTests
         collector.MapPost("/v1/traces", async (HttpContext context) =>
         {
             Assert.Equal("application/x-protobuf", context.Request.ContentType);
+            keys.Enqueue(context.Request.Headers["x-collector-key"].ToString());
             using var body = new MemoryStream();
             await context.Request.Body.CopyToAsync(body);
 
@@ -182,7 +184,7 @@ public sealed class TracingTests
         await using var mock = await MockLlmServer.StartAsync();
         var runId = "run-otlp-" + Guid.NewGuid().ToString("N");
         var config = Config(mock.BaseUrl, mock.BaseUrl, captureContent: false)
-            .Replace("\"Sampler\": 1,", $"\"OtlpEndpoint\": \"{collectorUrl}/v1/traces\", \"Sampler\": 1,", StringComparison.Ordinal);
+            .Replace("\"Sampler\": 1,", $"\"OtlpEndpoint\": \"{collectorUrl}/v1/traces\", \"OtlpHeaders\": {{ \"x-collector-key\": \"collector-secret\" }}, \"Sampler\": 1,", StringComparison.Ordinal);
         await using (var gateway = await GatewayServer.StartAsync(config))
         {
             using var response = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: Prompt), headers: ("X-Run-Id", runId)));
@@ -197,6 +199,8 @@ public sealed class TracingTests
         Assert.DoesNotContain(Prompt, export, StringComparison.Ordinal);
         Assert.DoesNotContain(TestConfigs.ProviderKey, export, StringComparison.Ordinal);
         Assert.DoesNotContain(TestConfigs.Key, export, StringComparison.Ordinal);
+        Assert.NotEmpty(keys);
+        Assert.All(keys, key => Assert.Equal("collector-secret", key));
         await collector.StopAsync();
     }
 
