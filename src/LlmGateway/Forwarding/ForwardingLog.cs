@@ -6,8 +6,8 @@ internal static partial class ForwardingLog
 {
     /// <summary>The one structured record every LLM call writes. Never carries keys or bodies.</summary>
     [LoggerMessage(EventId = GatewayEventIds.LlmCall, EventName = "LlmCall", Level = LogLevel.Information,
-        Message = "LLM call {RequestId} run={RunId} key={KeyId} user={User} model={Model} served={ServedModel} status={Status} outcome={Outcome} input_tokens={InputTokens} cached_input_tokens={CachedInputTokens} cache_write_tokens={CacheWriteTokens} output_tokens={OutputTokens} reasoning_tokens={ReasoningTokens} usage_estimated={UsageEstimated} cost_usd={CostUsd} upstream_ms={UpstreamMs} ttft_ms={TimeToFirstTokenMs} total_ms={TotalMs} stream={Stream} detail={Detail} finish_reason={FinishReason} served_version={ServedVersion} tool_calls={ToolCalls} step={Step} trace_id={TraceId}")]
-    public static partial void Call(ILogger logger, string requestId, string? runId, string keyId, string user, string model, string servedModel, int status, string outcome,
+        Message = "LLM call {RequestId} run={RunId} key={KeyId} user={User} model={Model} served={ServedModel} deployment={Deployment} status={Status} outcome={Outcome} input_tokens={InputTokens} cached_input_tokens={CachedInputTokens} cache_write_tokens={CacheWriteTokens} output_tokens={OutputTokens} reasoning_tokens={ReasoningTokens} usage_estimated={UsageEstimated} cost_usd={CostUsd} upstream_ms={UpstreamMs} ttft_ms={TimeToFirstTokenMs} total_ms={TotalMs} stream={Stream} detail={Detail} finish_reason={FinishReason} served_version={ServedVersion} tool_calls={ToolCalls} step={Step} trace_id={TraceId}")]
+    public static partial void Call(ILogger logger, string requestId, string? runId, string keyId, string user, string model, string servedModel, string? deployment, int status, string outcome,
         long inputTokens, long cachedInputTokens, long cacheWriteTokens, long outputTokens, long reasoningTokens, bool usageEstimated, decimal costUsd, double upstreamMs, double? timeToFirstTokenMs, double totalMs, bool stream, string? detail,
         string? finishReason, string? servedVersion, string? toolCalls, long? step, string? traceId);
 

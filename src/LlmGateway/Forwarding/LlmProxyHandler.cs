@@ -384,7 +384,7 @@ internal sealed class LlmProxyHandler
         // The record's arguments (the outcome's name among them) are only worth building when it is written.
         if (_logger.IsEnabled(LogLevel.Information))
         {
-            ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, status, call.Outcome.ToString(),
+            ForwardingLog.Call(_logger, call.RequestId, call.RunId, call.Caller.Id, user, model, served.Name, call.Deployment?.Name, status, call.Outcome.ToString(),
                 call.Usage.InputTokens, call.Usage.CachedInputTokens, call.Usage.CacheWriteTokens, call.Usage.OutputTokens, call.Usage.ReasoningTokens, call.UsageEstimated, call.CostUsd,
                 upstreamSeconds * 1000, ttft, totalSeconds * 1000, call.Request.Stream, call.FailureDetail,
                 call.Answer.FinishReason, call.Answer.Version, call.Answer.ToolCalls is { } tools ? string.Join(',', tools) : null, call.Step, call.TraceId);

@@ -216,7 +216,7 @@ public sealed class DeploymentTests(RedisServerFixture redis) : IClassFixture<Re
 
     /// <remarks>pb's price override (output $20/M instead of $2/M) is what its calls cost: 1000 output tokens, $0.002 vs $0.02.</remarks>
     [RedisFact]
-    public async Task Cost_IsTheServingDeploymentsPrice()
+    public async Task Cost_IsTheServingDeploymentsPrice_AndTheCallRecordNamesTheDeployment()
     {
         await using var gateway = await GatewayServer.StartAsync(Config("""
             "Deployments": [ { "Provider": "pa" }, { "Provider": "pb", "OutputUsdPerMTok": 20 } ]
@@ -228,6 +228,10 @@ public sealed class DeploymentTests(RedisServerFixture redis) : IClassFixture<Re
             using var response = await gateway.Client.SendAsync(Http.Post(Path, Http.Chat("duo"), TestConfigs.Key, ("X-Mock-Usage-Prompt", "0"), ("X-Mock-Usage-Completion", "1000")));
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
             costs[Deployment(response)] = decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), System.Globalization.CultureInfo.InvariantCulture);
+
+            // The call record names the deployment that served, as the response header does.
+            var record = await Http.EventuallyAsync(() => gateway.Logs.CallFor(response.Headers.GetValues("X-Request-Id").Single()), "call record");
+            Assert.Equal(Deployment(response), record.GetStructuredStateValue("Deployment"));
         }
 
         Assert.Equal(0.002m, costs["pa"]);
