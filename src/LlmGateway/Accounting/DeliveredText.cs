@@ -21,6 +21,9 @@ internal sealed class DeliveredText : IDisposable
     /// <summary>UTF-8 bytes kept so far.</summary>
     public int Length => _length;
 
+    /// <summary>The text kept, UTF-8 (valid until the next append or dispose).</summary>
+    public ReadOnlySpan<byte> Utf8 => _buffer.AsSpan(0, _length);
+
     /// <summary>Forgets the text of a previous attempt.</summary>
     public void Clear()
     {

@@ -33,9 +33,10 @@ internal sealed partial class SseRelay
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         var writer = context.Response.BodyWriter;
         var state = new RelayState();
-        if (call.ServedModel.Tokenizer.HasTokenizer())
+        if (call.ServedModel.Tokenizer.HasTokenizer() || Tracing.LlmCallSpans.CapturesContent())
         {
-            // Kept so that a stream cut before its usage chunk is charged by count (LlmCall.SettleUsage).
+            // Kept so that a stream cut before its usage chunk is charged by count (LlmCall.SettleUsage; only for models
+            // with a tokenizer), and for the call span's content when Gateway:Tracing:CaptureContent is on.
             (call.DeliveredText ??= new DeliveredText()).Clear();
         }
 
@@ -151,6 +152,7 @@ internal sealed partial class SseRelay
 
         call.UpstreamEndTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
         call.DeliveredTextBytes = state.TextBytes;
+        Tracing.LlmCallSpans.CaptureStreamedAnswer(call.DeliveredText);
         if (call.Outcome == CallOutcome.ClientAborted)
         {
             ForwardingLog.ClientDisconnected(_logger, call.RequestId);

@@ -135,7 +135,20 @@ internal static class LlmCallSpans
         span.Dispose();
     }
 
-    /// <summary>The answer's content on the call span, when its request's content was captured (buffered JSON answers only).</summary>
+    /// <summary>Whether the current call's content is captured (then a stream keeps its delivered text for <see cref="CaptureStreamedAnswer"/>).</summary>
+    public static bool CapturesContent() =>
+        GatewayTracing.CurrentServerSpan() is { } span && span.GetCustomProperty(CaptureContentProperty) is true;
+
+    /// <summary>A streamed answer's content on the call span: the text delivered to the caller (not the raw events).</summary>
+    public static void CaptureStreamedAnswer(Accounting.DeliveredText? text)
+    {
+        if (text is not null && GatewayTracing.CurrentServerSpan() is { } span && span.GetCustomProperty(CaptureContentProperty) is true)
+        {
+            span.SetTag(TracingTags.ResponseContent, Content(text.Utf8));
+        }
+    }
+
+    /// <summary>The answer's content on the call span, when its request's content was captured (buffered JSON answers).</summary>
     public static void CaptureAnswer(ReadOnlySpan<byte> json)
     {
         if (GatewayTracing.CurrentServerSpan() is { } span && span.GetCustomProperty(CaptureContentProperty) is true)

@@ -156,6 +156,19 @@ public sealed class TracingTests
         // Gateway:Tracing:CaptureContent: the request and the answer are on the call span.
         Assert.Contains(Prompt, (string)call.GetTagItem("llm_gateway.request.content")!, StringComparison.Ordinal);
         Assert.Contains("\"choices\"", (string)call.GetTagItem("llm_gateway.response.content")!, StringComparison.Ordinal);
+
+        // A streamed answer: the text the caller received is the span's content (not the raw events).
+        var streamTrace = ActivityTraceId.CreateRandom();
+        using var stream = await gateway.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(content: Prompt, stream: true), headers:
+            [("X-Run-Id", runId), ("traceparent", $"00-{streamTrace}-{callerSpan}-01")]));
+        var events = await stream.Content.ReadAsStringAsync();
+        var streamed = await Http.EventuallyAsync(
+            () => spans.InTrace(streamTrace).FirstOrDefault(s => s.Kind == ActivityKind.Server && s.GetTagItem("gen_ai.response.finish_reasons") is not null),
+            "the streamed call's span", timeoutMs: 10000);
+        var text = (string)streamed.GetTagItem("llm_gateway.response.content")!;
+        Assert.False(string.IsNullOrEmpty(text));
+        Assert.DoesNotContain("data:", text, StringComparison.Ordinal);
+        Assert.Equal(DeltaText(events), text);
     }
 
     [Fact]
@@ -263,4 +276,26 @@ public sealed class TracingTests
       }
     }
     """;
+
+    /// <summary>The text of a chat completions stream: its deltas' content, in order.</summary>
+    private static string DeltaText(string events)
+    {
+        var text = new StringBuilder();
+        foreach (var line in events.Split('\n'))
+        {
+            if (!line.StartsWith("data: {", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            using var chunk = JsonDocument.Parse(line["data: ".Length..]);
+            if (chunk.RootElement.TryGetProperty("choices", out var choices) && choices.GetArrayLength() > 0
+                && choices[0].TryGetProperty("delta", out var delta) && delta.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String)
+            {
+                text.Append(content.GetString());
+            }
+        }
+
+        return text.ToString();
+    }
 }
