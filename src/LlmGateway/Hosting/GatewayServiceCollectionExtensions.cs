@@ -46,6 +46,7 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();
         services.TryAddSingleton<SseRelay>();
         services.TryAddSingleton<LlmForwardingTransformer>();
+        services.TryAddSingleton<LlmCallRecorder>();
         services.TryAddSingleton<LlmProxyHandler>();
         services.TryAddSingleton<ModelsEndpoint>();
         services.AddMockLlm();
