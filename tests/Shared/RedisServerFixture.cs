@@ -22,8 +22,17 @@ public sealed class RedisServerFixture : IDisposable
     private readonly StringBuilder _output = new();
     private Process? _process;
 
+    private readonly string[] _extraArguments;
+
     public RedisServerFixture()
+        : this([])
     {
+    }
+
+    /// <summary>A server started with more arguments (e.g. a TLS port); it still answers plain PING on <see cref="Port"/>.</summary>
+    internal RedisServerFixture(string[] extraArguments)
+    {
+        _extraArguments = extraArguments;
         if (RedisServer.ExecutablePath is null)
         {
             if (RedisServer.IsCi)
@@ -73,7 +82,7 @@ public sealed class RedisServerFixture : IDisposable
                 RedirectStandardError = true,
                 WorkingDirectory = Path.GetTempPath(),
             };
-            foreach (var argument in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning" })
+            foreach (var argument in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning" }.Concat(_extraArguments))
             {
                 info.ArgumentList.Add(argument);
             }
@@ -162,7 +171,7 @@ public sealed class RedisServerFixture : IDisposable
 
     public void Dispose() => Stop();
 
-    private static int FreePort()
+    public static int FreePort()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

@@ -91,6 +91,13 @@ public enum StoreFailurePolicy
 /// <summary>The budget/limit store (in memory, or Redis when Gateway:Redis is set).</summary>
 public sealed record StoreOptions
 {
+    /// <summary>
+    /// PEM file of the certificate authority (or the self-signed certificate) that issued Redis's TLS certificate, for a
+    /// Redis whose issuer is not in the machine's trust store (self-hosted with a private CA). Managed Redis presents
+    /// publicly trusted certificates and needs none. Read at start-up; use with <c>ssl=true</c> in Gateway:Redis.
+    /// </summary>
+    public string? TlsCaFile { get; init; }
+
     /// <summary>Prefix of every Redis key, so several gateways can share one Redis.</summary>
     public string KeyPrefix { get; init; } = "llmgw:";
 

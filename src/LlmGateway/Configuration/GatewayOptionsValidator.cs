@@ -117,6 +117,11 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Limits:MaxRequestUsd: must not be negative");
         }
 
+        if (options.Store.TlsCaFile is { Length: > 0 } caFile && !File.Exists(caFile))
+        {
+            errors.Add($"{root}:Store:TlsCaFile: the file '{caFile}' does not exist");
+        }
+
         if (options.Store.Timeout <= TimeSpan.Zero)
         {
             errors.Add($"{root}:Store:Timeout: must be positive");

@@ -40,8 +40,11 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton<UpstreamHttpClient>();
 
         // One multiplexer for every Redis-backed store; created only when a store needs it (Gateway:Redis set).
-        services.TryAddSingleton(sp => new LlmGateway.Redis.RedisConnection(
-            sp.GetRequiredService<GatewayConfigProvider>().Current.Options.Redis!, TimeSpan.FromSeconds(1)));
+        services.TryAddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
+            return new LlmGateway.Redis.RedisConnection(options.Redis!, TimeSpan.FromSeconds(1), options.Store.TlsCaFile);
+        });
         services.AddLlmGatewayDeployments();
         services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();
         services.TryAddSingleton<SseRelay>();

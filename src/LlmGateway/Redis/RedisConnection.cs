@@ -17,10 +17,17 @@ internal sealed class RedisConnection : IDisposable
     private Task<ConnectionMultiplexer>? _connection;
     private bool _disposed;
 
-    public RedisConnection(string configuration, TimeSpan connectTimeout)
+    /// <param name="tlsCaFile">PEM certificate of the issuer to trust for Redis's TLS certificate (Gateway:Store:TlsCaFile), or null.</param>
+    public RedisConnection(string configuration, TimeSpan connectTimeout, string? tlsCaFile = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(configuration);
         _configuration = ConfigurationOptions.Parse(configuration);
+        if (!string.IsNullOrWhiteSpace(tlsCaFile))
+        {
+            // Only certificates chained to this issuer (and matching sslHost) are accepted; the system store is not consulted.
+            _configuration.TrustIssuer(tlsCaFile);
+        }
+
         _configuration.AbortOnConnectFail = false;
         _configuration.ConnectTimeout = (int)connectTimeout.TotalMilliseconds;
         _configuration.SyncTimeout = (int)connectTimeout.TotalMilliseconds;
@@ -70,9 +77,10 @@ internal sealed class RedisConnection : IDisposable
 
     /// <summary>
     /// Connects once on a connection of its own that gives up at the first failure, and says why it failed (null: it
-    /// connected). Tells refused credentials, which never heal by waiting, from an unreachable server.
+    /// connected). Tells refused credentials and refused TLS certificates, which never heal by waiting, from an
+    /// unreachable server.
     /// </summary>
-    public async Task<ConnectionFailureType?> ProbeAsync(TimeSpan maxWait)
+    public async Task<RedisProbeFailure?> ProbeAsync(TimeSpan maxWait)
     {
         var probe = _configuration.Clone();
         probe.AbortOnConnectFail = true;
@@ -85,11 +93,11 @@ internal sealed class RedisConnection : IDisposable
         }
         catch (RedisConnectionException exception)
         {
-            return exception.FailureType;
+            return new RedisProbeFailure(exception.FailureType, IsCertificateFailure(exception));
         }
         catch (TimeoutException)
         {
-            return ConnectionFailureType.UnableToConnect;
+            return new RedisProbeFailure(ConnectionFailureType.UnableToConnect, false);
         }
     }
 
@@ -106,6 +114,20 @@ internal sealed class RedisConnection : IDisposable
         TimeoutException or RedisException or RedisCommandException or SocketException or IOException => true,
         _ => false,
     };
+
+    /// <summary>Whether a connection failed in the TLS handshake (the server's certificate was not accepted).</summary>
+    private static bool IsCertificateFailure(Exception exception)
+    {
+        for (Exception? inner = exception; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is System.Security.Authentication.AuthenticationException)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
     public static void Observe(Task task) =>
@@ -136,3 +158,6 @@ internal sealed class RedisConnection : IDisposable
         }
     }
 }
+
+/// <summary>Why a start-up probe could not connect: the library's failure type, and whether the TLS handshake refused the certificate.</summary>
+internal sealed record RedisProbeFailure(ConnectionFailureType Type, bool Certificate);

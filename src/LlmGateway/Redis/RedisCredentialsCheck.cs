@@ -31,7 +31,15 @@ internal static partial class RedisCredentialsCheck
             return;
         }
 
-        if (failure == ConnectionFailureType.AuthenticationFailure)
+        if (failure.Certificate)
+        {
+            throw new GatewayConfigException([
+                $"{GatewayOptions.SectionName}:Redis: Redis's TLS certificate was not accepted: its issuer is not trusted here, or it does not "
+                + $"name the host in sslHost= (for a private CA set {GatewayOptions.SectionName}:Store:TlsCaFile to the issuer's PEM certificate)",
+            ]);
+        }
+
+        if (failure.Type == ConnectionFailureType.AuthenticationFailure)
         {
             var user = redis.Configuration.User;
             throw new GatewayConfigException([
@@ -40,7 +48,7 @@ internal static partial class RedisCredentialsCheck
             ]);
         }
 
-        Unreachable(services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RedisCredentialsCheck).FullName!), failure.Value.ToString());
+        Unreachable(services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RedisCredentialsCheck).FullName!), failure.Type.ToString());
     }
 
     [LoggerMessage(EventId = GatewayEventIds.StoreUnavailable + 3, EventName = "RedisUnreachableAtStart", Level = LogLevel.Warning, Message = "Redis could not be reached at start-up ({FailureType}); the gateway starts and connects when it comes")]
