@@ -150,18 +150,29 @@ public sealed class RedisServerFixture : IDisposable
     /// <summary>Sends one inline command (e.g. "SCRIPT FLUSH") and returns the first line of the reply, or null.</summary>
     public string? TryCommand(string command)
     {
+        var reply = Send(Port, command, 256);
+        if (reply is null)
+        {
+            return null;
+        }
+
+        var end = reply.IndexOf("\r\n", StringComparison.Ordinal);
+        return end >= 0 ? reply[..end] : reply;
+    }
+
+    /// <summary>One inline command to a Redis (or Sentinel) on a loopback port: the raw reply's first read (up to <paramref name="maxBytes"/>), or null.</summary>
+    public static string? Send(int port, string command, int maxBytes = 4096)
+    {
         try
         {
             using var client = new TcpClient();
             client.SendTimeout = client.ReceiveTimeout = 2000;
-            client.Connect(IPAddress.Loopback, Port);
+            client.Connect(IPAddress.Loopback, port);
             using var stream = client.GetStream();
             stream.Write(Encoding.ASCII.GetBytes(command + "\r\n"));
-            var buffer = new byte[256];
+            var buffer = new byte[maxBytes];
             var read = stream.Read(buffer);
-            var reply = Encoding.ASCII.GetString(buffer, 0, read);
-            var end = reply.IndexOf("\r\n", StringComparison.Ordinal);
-            return end >= 0 ? reply[..end] : reply;
+            return Encoding.ASCII.GetString(buffer, 0, read);
         }
         catch (Exception exception) when (exception is SocketException or IOException)
         {

@@ -1,8 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using LlmGateway.Tests.Shared;
 
@@ -77,24 +74,7 @@ internal sealed class SentinelProcess : IAsyncDisposable
     }
 
     /// <summary>One inline command to the Sentinel; its raw reply (up to 4 KB), or null.</summary>
-    public string? Command(string command)
-    {
-        try
-        {
-            using var client = new TcpClient();
-            client.SendTimeout = client.ReceiveTimeout = 2000;
-            client.Connect(IPAddress.Loopback, Port);
-            using var stream = client.GetStream();
-            stream.Write(Encoding.ASCII.GetBytes(command + "\r\n"));
-            var buffer = new byte[4096];
-            var read = stream.Read(buffer);
-            return Encoding.ASCII.GetString(buffer, 0, read);
-        }
-        catch (Exception exception) when (exception is SocketException or IOException)
-        {
-            return null;
-        }
-    }
+    public string? Command(string command) => RedisServerFixture.Send(Port, command);
 
     public async ValueTask DisposeAsync()
     {
