@@ -147,8 +147,7 @@ internal static class AdminEndpoints
         return Results.Json(answer);
     }
 
-    internal static ErrorResult StoreUnavailable() => new(new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-        "The budget store did not answer in time; retry shortly.", true, null, TimeSpan.FromSeconds(1)));
+    internal static ErrorResult StoreUnavailable() => new(GatewayError.StoreUnavailable("The budget store did not answer in time; retry shortly."));
 
     /// <summary>Writes a <see cref="GatewayError"/> as an endpoint result.</summary>
     internal sealed class ErrorResult(GatewayError error) : IResult

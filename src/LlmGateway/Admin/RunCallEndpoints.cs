@@ -17,8 +17,7 @@ internal static class RunCallEndpoints
         }
         catch (RunLedgerUnavailableException ex)
         {
-            return new AdminEndpoints.ErrorResult(new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                $"The run store (Redis) did not answer: {ex.Message}", true, null, TimeSpan.FromSeconds(1)));
+            return new AdminEndpoints.ErrorResult(GatewayError.StoreUnavailable($"The run store (Redis) did not answer: {ex.Message}"));
         }
 
         return calls is null

@@ -60,8 +60,7 @@ internal sealed class ApprovalGate(IApprovalStore store, ApprovalWebhook webhook
         catch (ApprovalStoreUnavailableException ex)
         {
             ApprovalLog.StoreUnavailable(logger, "hold", ex.Message);
-            return (null, new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                $"The call {call.Method} {call.Path} to tool '{call.Tool}' needs approval, and the approval store did not answer in time. Retry shortly.", true, null, TimeSpan.FromSeconds(1)));
+            return (null, GatewayError.StoreUnavailable($"The call {call.Method} {call.Path} to tool '{call.Tool}' needs approval, and the approval store did not answer in time. Retry shortly."));
         }
 
         switch (approval.State)

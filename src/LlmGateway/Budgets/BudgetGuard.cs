@@ -110,7 +110,7 @@ internal sealed class BudgetGuard
         }
 
         call.Admission = result;
-        return result.IsAdmitted ? null : Describe(result, call);
+        return result.IsAdmitted ? null : AdmissionErrors.Refused(result, call.Caller.User, call.Caller.Team, call.RunId, call.Caller.Id);
     }
 
     /// <summary>Moves the call's reservation to another model (a fallback): released, then reserved at that model's prices.</summary>
@@ -171,14 +171,14 @@ internal sealed class BudgetGuard
         var size = kind == TokenizerKind.Bytes ? PromptTokens.Bound(call.Request.Prompt, TokenizerKind.Estimate) : promptTokens;
         if (window > 0 && size > window)
         {
-            return ContextTooLong(counted && kind.HasTokenizer()
+            return AdmissionErrors.ContextTooLong(counted && kind.HasTokenizer()
                 ? $"The prompt has more than {window} tokens ({TokenizerNames.Name(kind)}), the context window of '{model.Name}'."
                 : $"The prompt is about {size} tokens, more than the {window}-token context window of '{model.Name}'.");
         }
 
         if (inputCap > 0 && size > inputCap)
         {
-            return ContextTooLong(counted && kind.HasTokenizer()
+            return AdmissionErrors.ContextTooLong(counted && kind.HasTokenizer()
                 ? $"The prompt has more than {inputCap} tokens ({TokenizerNames.Name(kind)}), the run's input cap (Gateway:Runs:MaxInputTokens)."
                 : $"The prompt is about {size} tokens, more than the run's input cap of {inputCap} tokens (Gateway:Runs:MaxInputTokens).");
         }
@@ -194,7 +194,7 @@ internal sealed class BudgetGuard
 
         if (ceiling > 0 && worstCase > ceiling && !free)
         {
-            return Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
+            return AdmissionErrors.Budget($"This request could cost up to ${worstCase:0.######} (prompt ~{promptTokens} tokens + {maxOutput} output tokens on '{model.Name}'), over the per-request ceiling of ${ceiling:0.######} (Gateway:Limits:MaxRequestUsd). Lower max_tokens or shorten the prompt.", null);
         }
 
         var runs = policy.Runs;
@@ -258,7 +258,7 @@ internal sealed class BudgetGuard
             return null;
         }
 
-        return Describe(result, call);
+        return AdmissionErrors.Refused(result, call.Caller.User, call.Caller.Team, call.RunId, call.Caller.Id);
     }
 
     /// <summary>The store's answer, or (when the store did not answer) null and the error its policy calls for (null: let the call through).</summary>
@@ -277,9 +277,7 @@ internal sealed class BudgetGuard
                 return (null, null);
             }
 
-            return (null, new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                "The gateway's budget store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
-                true, null, TimeSpan.FromSeconds(1)));
+            return (null, GatewayError.StoreUnavailable("The gateway's budget store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly."));
         }
     }
 
@@ -352,69 +350,4 @@ internal sealed class BudgetGuard
             BudgetLog.SettleFailed(_logger, call.RequestId, reservation.Id, call.CostUsd, ex.Message);
         }
     }
-
-    private static GatewayError Describe(AdmissionResult result, LlmCall call)
-    {
-        var scope = result.FailedScope switch
-        {
-            AdmissionScope.User => $"user '{call.Caller.User}'",
-            AdmissionScope.Team => $"team '{call.Caller.Team}'",
-            AdmissionScope.Run => $"run '{call.RunId}'",
-            AdmissionScope.Key => $"key '{call.Caller.Id}'",
-            _ => "caller",
-        };
-        var value = result.LimitValue.ToString("0.######", CultureInfo.InvariantCulture);
-        var limit = result.FailedLimit switch
-        {
-            AdmissionLimit.Usd => $"USD budget of ${value}",
-            AdmissionLimit.Tokens => $"token budget of {value} tokens",
-            AdmissionLimit.Calls => $"limit of {value} calls",
-            AdmissionLimit.RequestsPerMinute => $"rate limit of {value} requests per minute",
-            AdmissionLimit.TokensPerMinute => $"rate limit of {value} tokens per minute",
-            AdmissionLimit.InFlight => $"limit of {value} calls in flight at once",
-            AdmissionLimit.Deadline => $"deadline of {value} s from its first call",
-            AdmissionLimit.Repeats => $"limit of {value} identical requests",
-            _ => "limit",
-        };
-        var retry = result.RetryAfter is { } after
-            ? $" Capacity returns in {Math.Max(1, Math.Ceiling(after.TotalSeconds)):0} s."
-            : string.Empty;
-
-        return result.Rejection switch
-        {
-            AdmissionRejection.RunHalted => new GatewayError(StatusCodes.Status403Forbidden, GatewayErrorCodes.RunHalted, "permission_error",
-                $"The run '{call.RunId}' was halted by an operator (POST /admin/runs/{{id}}/resume lifts it).", false),
-            AdmissionRejection.UserHalted => new GatewayError(StatusCodes.Status403Forbidden, GatewayErrorCodes.UserHalted, "permission_error",
-                $"The user '{call.Caller.User}' was halted by an operator.", false),
-            AdmissionRejection.RunDeadlineExceeded => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RunDeadlineExceeded, "rate_limit_error",
-                $"The {scope} passed its {limit}.", false),
-            AdmissionRejection.LoopDetected => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.LoopDetected, "rate_limit_error",
-                $"The same request was sent more often than the {scope}'s {limit}; the agent looks stuck in a loop.", false),
-            AdmissionRejection.RateLimitExceeded => new GatewayError(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
-                $"The {scope} reached its {limit}.{retry}", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
-            AdmissionRejection.StoreFull => StoreFull(result.RetryAfter),
-            _ => Budget($"The {scope} has used up its {limit}.{(result.RetryAfter is null ? string.Empty : $" It resets in {Math.Ceiling(result.RetryAfter.Value.TotalSeconds):0} s.")}", result.RetryAfter),
-        };
-    }
-
-    /// <summary>The in-memory store has no room for a new run; the tool gateway refuses the same way.</summary>
-    internal static GatewayError StoreFull(TimeSpan? retryAfter) =>
-        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreFull, "server_error",
-            "The gateway tracks as many runs as it may (Gateway:Store:MaxRuns) and this call would start a new one. Retry shortly, when idle runs have expired, or continue a run already started.",
-            true, null, retryAfter ?? TimeSpan.FromSeconds(1));
-
-    private static GatewayError Budget(string message, TimeSpan? retryAfter) =>
-        new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota", message, false, null, retryAfter);
-
-    private static GatewayError ContextTooLong(string message) =>
-        new(StatusCodes.Status400BadRequest, GatewayErrorCodes.ContextLengthExceeded, "invalid_request_error", message, false, "messages");
-}
-
-internal static partial class BudgetLog
-{
-    [LoggerMessage(EventId = GatewayEventIds.StoreUnavailable, EventName = "StoreUnavailable", Level = LogLevel.Warning, Message = "Request {RequestId}: budget store unavailable, policy {Policy}: {Reason}")]
-    public static partial void StoreUnavailable(ILogger logger, string requestId, string policy, string reason);
-
-    [LoggerMessage(EventId = GatewayEventIds.SettleFailed, EventName = "SettleFailed", Level = LogLevel.Error, Message = "Request {RequestId}: reservation {ReservationId} could not be settled ({CostUsd} USD) at once: {Reason}")]
-    public static partial void SettleFailed(ILogger logger, string requestId, string reservationId, decimal costUsd, string reason);
 }

@@ -225,8 +225,7 @@ internal sealed class ResponseCache
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             CacheLog.StoreFailed(_logger, call.RequestId, "replay", ex.Message);
-            state.Error = new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                "The recording store did not answer in time; retry shortly.", true, null, TimeSpan.FromSeconds(1));
+            state.Error = GatewayError.StoreUnavailable("The recording store did not answer in time; retry shortly.");
             return;
         }
 

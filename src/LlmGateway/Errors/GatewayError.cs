@@ -50,6 +50,10 @@ internal readonly record struct GatewayError(int Status, string Code, string Typ
     public static GatewayError ApprovalDenied(string message, string approvalId) =>
         new(StatusCodes.Status403Forbidden, GatewayErrorCodes.ApprovalDenied, "permission_error", message, false) { ApprovalId = approvalId };
 
+    /// <summary>A store the call needs (budgets, runs, approvals, recordings) did not answer, and the policy is to refuse: 503 store_unavailable, retry in 1 s.</summary>
+    public static GatewayError StoreUnavailable(string message) =>
+        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error", message, true, null, TimeSpan.FromSeconds(1));
+
     public static GatewayError Internal(string requestId) =>
         new(StatusCodes.Status500InternalServerError, GatewayErrorCodes.InternalError, "server_error",
             $"The gateway failed unexpectedly while handling this request (request id {requestId}). It was logged; retry, and report the request id if it persists.", true);

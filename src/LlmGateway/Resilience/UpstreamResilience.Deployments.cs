@@ -3,7 +3,6 @@ using LlmGateway.Configuration;
 using LlmGateway.Deployments;
 using LlmGateway.Errors;
 using LlmGateway.Forwarding;
-using Microsoft.AspNetCore.Http;
 using Polly.CircuitBreaker;
 
 namespace LlmGateway.Resilience;
@@ -63,8 +62,7 @@ internal sealed partial class UpstreamResilience
                 }
 
                 _chooser.StateOf(deployment).Exit();
-                call.PendingError = new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                    $"The rate-limit store is unavailable, so the call cannot be counted against deployment '{deployment.Name}' of model '{model.Name}'; retry shortly.", true, null, TimeSpan.FromSeconds(1));
+                call.PendingError = GatewayError.StoreUnavailable($"The rate-limit store is unavailable, so the call cannot be counted against deployment '{deployment.Name}' of model '{model.Name}'; retry shortly.");
                 return (null, AttemptOutcome.Delivered);
             }
             catch

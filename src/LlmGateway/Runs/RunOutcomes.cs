@@ -55,8 +55,7 @@ internal sealed class RunOutcomes(GatewayConfigProvider config, IRunLedger ledge
         }
         catch (RunLedgerUnavailableException ex)
         {
-            await new GatewayError(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-                $"The run store (Redis) did not answer: {ex.Message}. Report the outcome again.", true, null, TimeSpan.FromSeconds(1)).WriteAsync(context.Response).ConfigureAwait(false);
+            await GatewayError.StoreUnavailable($"The run store (Redis) did not answer: {ex.Message}. Report the outcome again.").WriteAsync(context.Response).ConfigureAwait(false);
             return;
         }
 

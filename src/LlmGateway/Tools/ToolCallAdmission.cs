@@ -1,10 +1,8 @@
-using System.Globalization;
 using LlmGateway.Budgets;
 using LlmGateway.Configuration;
 using LlmGateway.Errors;
 using LlmGateway.Identity;
 using LlmGateway.Telemetry;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
 namespace LlmGateway.Tools;
@@ -46,24 +44,7 @@ internal sealed class ToolCallAdmission(IAdmissionStore admissions, GatewayMetri
             return (result.Reservation, null);
         }
 
-        var value = result.LimitValue.ToString("0.######", CultureInfo.InvariantCulture);
-        GatewayError error = result.Rejection switch
-        {
-            AdmissionRejection.RunHalted => new(StatusCodes.Status403Forbidden, GatewayErrorCodes.RunHalted, "permission_error",
-                $"The run '{runId}' was halted by an operator (POST /admin/runs/{{id}}/resume lifts it).", false),
-            AdmissionRejection.UserHalted => new(StatusCodes.Status403Forbidden, GatewayErrorCodes.UserHalted, "permission_error",
-                $"The user '{caller.User}' was halted by an operator.", false),
-            AdmissionRejection.RunDeadlineExceeded => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RunDeadlineExceeded, "rate_limit_error",
-                $"The run '{runId}' passed its deadline of {value} s from its first call.", false),
-            AdmissionRejection.RateLimitExceeded => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.RateLimitExceeded, "rate_limit_error",
-                $"The run '{runId}' reached a rate or in-flight limit of {value}.", true, null, result.RetryAfter ?? TimeSpan.FromSeconds(1)),
-            AdmissionRejection.StoreFull => BudgetGuard.StoreFull(result.RetryAfter),
-            _ => new(StatusCodes.Status429TooManyRequests, GatewayErrorCodes.BudgetExceeded, "insufficient_quota",
-                result.FailedLimit == AdmissionLimit.Calls
-                    ? $"The run '{runId}' has used up its limit of {value} calls (LLM and tool calls together)."
-                    : $"The {result.FailedScope.ToString().ToLowerInvariant()} budget is used up ({result.FailedLimit} limit {value}).", false, null, result.RetryAfter),
-        };
-        return (null, error);
+        return (null, AdmissionErrors.Refused(result, caller.User, caller.Team, runId, caller.Id));
     }
 
     /// <summary>

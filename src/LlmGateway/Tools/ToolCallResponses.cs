@@ -67,9 +67,7 @@ internal static class ToolCallResponses
         GatewayError.PermissionDenied($"Your key may not call {method} {path} on tool '{tool}': {why}.");
 
     public static GatewayError StoreUnavailable() =>
-        new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreUnavailable, "server_error",
-            "The gateway's store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.",
-            true, null, TimeSpan.FromSeconds(1));
+        GatewayError.StoreUnavailable("The gateway's store did not answer in time, and its policy (Gateway:Store:OnUnavailable) is to refuse calls it cannot account for. Retry shortly.");
 
     public static GatewayError StoreFull() =>
         new(StatusCodes.Status503ServiceUnavailable, GatewayErrorCodes.StoreFull, "server_error",
