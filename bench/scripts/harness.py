@@ -60,9 +60,10 @@ PROFILES = {
 GATEWAY_KEY = "sk-bench-harness-0001"
 RUN_ID = "bench-run-1"
 TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "deployments", "policies", "policies-base", "redis", "redis-base", "redis-leases",
-                "redis-budgets", "redis-budgets-leases", "cache", "portkey"]
-# Redis scenarios: every policy (X-Run-Id on each call), or budgets only (user and team, no run header), with leases or not.
-REDIS_SCENARIOS = ("redis", "redis-leases", "redis-budgets", "redis-budgets-leases")
+                "redis-budgets", "redis-budgets-leases", "redis-cluster", "redis-cluster-leases", "cache", "portkey"]
+# Redis scenarios: every policy (X-Run-Id on each call), or budgets only (user and team, no run header), with leases or not;
+# the cluster ones on a 3-master Redis Cluster on loopback (every policy), its three nodes' CPU and commands summed.
+REDIS_SCENARIOS = ("redis", "redis-leases", "redis-budgets", "redis-budgets-leases", "redis-cluster", "redis-cluster-leases")
 # Targets run only with --baseline: the same scenarios on another build of the gateway, measured in the same run.
 BASELINE_KEYS = {"policies-base": "policies", "redis-base": "redis"}
 EXTRA_PHASES = ["stream", "scaling", "bodies"]
@@ -79,6 +80,8 @@ LABELS = {
     "redis-leases": "gateway, policies (Redis, leases)",
     "redis-budgets": "gateway, budgets only (Redis)",
     "redis-budgets-leases": "gateway, budgets only (Redis, leases)",
+    "redis-cluster": "gateway, policies (3-master Redis Cluster)",
+    "redis-cluster-leases": "gateway, policies (3-master Redis Cluster, leases)",
     "cache": "gateway, cache hit",
     "portkey": "Portkey 1.15 (peer)",
 }
@@ -402,6 +405,81 @@ def start_redis(port):
     raise RuntimeError("redis-server did not start:\n" + proc.tail())
 
 
+class ProcGroup:
+    """Several processes measured as one (a Redis Cluster's nodes): CPU and RSS summed."""
+
+    def __init__(self, procs):
+        self.procs = procs
+
+    def alive(self):
+        return all(p.alive() for p in self.procs)
+
+    def cpu_seconds(self):
+        return sum(p.cpu_seconds() for p in self.procs if p.alive())
+
+    def stop(self):
+        for p in self.procs:
+            p.stop()
+
+
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                pass
+
+
+def start_redis_cluster(masters=3):
+    """A Redis Cluster of `masters` nodes on loopback (no replicas), each in a directory of its own; ready when every
+    node reports cluster_state:ok. Returns (ProcGroup, ports)."""
+    ports, procs = [], []
+    try:
+        for _ in range(masters):
+            port = cluster_port()
+            directory = os.path.join(WORK, f"cluster-{port}")
+            os.makedirs(directory, exist_ok=True)
+            procs.append(Proc(f"redis-cluster-{port}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                                        "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file",
+                                                        os.path.join(directory, "nodes.conf"), "--dir", directory]))
+            ports.append(port)
+        for port in ports:
+            wait_redis(port, procs)
+        create = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+                                 "--cluster-yes"], capture_output=True, text=True, timeout=60)
+        if create.returncode != 0:
+            raise RuntimeError("redis-cli --cluster create failed: " + (create.stdout + create.stderr)[-400:])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            states = [subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True, text=True, timeout=5).stdout for p in ports]
+            if all("cluster_state:ok" in st for st in states):
+                return ProcGroup(procs), ports
+            time.sleep(0.2)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
+
+
+def wait_redis(port, procs):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"redis-server on {port} did not start:\n" + "\n".join(p.tail() for p in procs))
+
+
 def install_portkey():
     target = os.path.join(WORK, "peers")
     os.makedirs(target, exist_ok=True)
@@ -692,14 +770,16 @@ def median(values):
 def fixed_round(t, prof, key, rnd, ours):
     path, body_file = t.chat
     h2load(t.port, path, body_file, t.headers, RATE, RATE_CONNS, prof["settle"])
-    before = redis_calls(t.extra["redis_port"]) if "redis_port" in t.extra else None
+    before = redis_calls(t.extra["redis_ports"]) if "redis_ports" in t.extra else None
     with CpuMeter(t.measured, ours, t.extra.get("redis")) as m:
         r = h2load(t.port, path, body_file, t.headers, RATE, RATE_CONNS, prof["fixed"], os.path.join(WORK, f"h2load-{key}-r{rnd}.log"))
     if before is not None:
         # Redis commands (scripts count as one each, plus what they call inside) per request served.
-        after = redis_calls(t.extra["redis_port"])
+        after = redis_calls(t.extra["redis_ports"])
         r["redis_cmds"] = (after[0] - before[0]) / max(1, r["done"])
         r["redis_scripts"] = (after[1] - before[1]) / max(1, r["done"])
+        top = sorted(((after[2].get(k, 0) - before[2].get(k, 0), k) for k in after[2] if k != "info"), reverse=True)[:8]
+        log(f"{key}: Redis commands per request: " + ", ".join(f"{k} {n / max(1, r['done']):.2f}" for n, k in top if n > 0))
     r["cpu_us"] = m.per_request_us(r["done"]) if t.measured else None
     r["other_cores"] = m.other_cores
     if "redis" in t.extra:
@@ -707,11 +787,17 @@ def fixed_round(t, prof, key, rnd, ours):
     return r
 
 
-def redis_calls(port):
-    """(calls of every command but INFO, calls of EVAL/EVALSHA) so far, from INFO commandstats."""
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, timeout=10).stdout
-    stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([\w|]+):calls=(\d+)", out)}
-    return (sum(v for k, v in stats.items() if k != "info"), stats.get("evalsha", 0) + stats.get("eval", 0))
+def redis_calls(ports):
+    """(calls of every command but INFO and CLUSTER, calls of EVAL/EVALSHA) so far on these nodes, from INFO commandstats."""
+    total, scripts, every = 0, 0, {}
+    for port in ports:
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, timeout=10).stdout
+        stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_([\w|]+):calls=(\d+)", out)}
+        total += sum(v for k, v in stats.items() if k != "info" and not k.startswith("cluster"))
+        scripts += stats.get("evalsha", 0) + stats.get("eval", 0)
+        for k, v in stats.items():
+            every[k] = every.get(k, 0) + v
+    return total, scripts, every
 
 
 def sat_round(t, prof, ours):
@@ -791,7 +877,7 @@ def measure_scaling(t, prof, key, sat_rps, ours):
     for _ in range(prof["scale_rounds"]):
         one(1, "before")
         one(1000, "before")
-    redis_port = t.extra["redis_port"] if "redis_port" in t.extra else None
+    redis_port = t.extra["redis_ports"][0] if len(t.extra.get("redis_ports", [])) == 1 else None
     rss0, heap0 = t.measured.rss_mb(), gc_heap_mb(t.port)
     redis0 = redis_used_mb(redis_port) if redis_port else None
     fill_seconds = int(min(prof["fill_cap"], max(8, 100000 / max(1, sat_rps) * 1.3 + 2)))
@@ -1140,10 +1226,14 @@ def start_target(key, args, upstream, upstream_port, files, results):
             extra, redis = {}, None
             scenario = BASELINE_KEYS.get(key, key)
             artifacts = args.baseline if key in BASELINE_KEYS else args.artifacts
-            if scenario in REDIS_SCENARIOS:
+            if scenario.startswith("redis-cluster"):
+                extra["redis"], extra["redis_ports"] = start_redis_cluster()
+                procs.append(extra["redis"])
+                redis = ",".join(f"127.0.0.1:{p}" for p in extra["redis_ports"])
+            elif scenario in REDIS_SCENARIOS:
                 redis_port = free_port()
                 extra["redis"] = start_redis(redis_port)
-                extra["redis_port"] = redis_port
+                extra["redis_ports"] = [redis_port]
                 procs.append(extra["redis"])
                 redis = f"127.0.0.1:{redis_port}"
             budgets_only = scenario.startswith("redis-budgets")
