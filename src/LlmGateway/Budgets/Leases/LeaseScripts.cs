@@ -99,10 +99,14 @@ internal static class LeaseScripts
         return reply
         """);
 
-    // KEYS: 1 budget hash. ARGV: 1 packed now, spent usd, tokens, calls, released usd, tokens, calls, period end,
-    // retention; 2 the block's expiry field name. Charges what the block's calls cost and gives back what it releases,
-    // unless its second already expired (then Redis gave it back whole).
+    // KEYS: 1 budget hash, 2 the marker hash of returns (same slot). ARGV: 1 packed now, spent usd, tokens, calls,
+    // released usd, tokens, calls, period end, retention; 2 the block's expiry field name; 3 the return's id.
+    // Charges what the block's calls cost and gives back what it releases, unless its second already expired (then
+    // Redis gave it back whole). A return whose id is in the marker hash already ran (a retry after a lost reply):
+    // it does nothing and answers 0, so a return is charged once however often it is sent.
     public static readonly RedisScript Return = new("lease-return", """
+        if redis.call('HSETNX', KEYS[2], ARGV[3], 1) == 0 then return 0 end
+        redis.call('PEXPIRE', KEYS[2], 90000)
         local now, spu, spt, spc, relu, relt, relc, pe, retention = struct.unpack('<ddddddddd', ARGV[1])
         local NONE = -1
         local v = redis.call('HMGET', KEYS[1], 's', ARGV[2])

@@ -249,8 +249,8 @@ internal sealed partial class LeasedAdmissionStore
 
     /// <summary>
     /// Charges a closed block's settled calls and gives back all its room but what its calls in flight hold; when none
-    /// are left the block is gone. A return that fails is not retried (the script may have run): its hold expires by
-    /// TTL and its calls' spend is not recorded, as a failed settlement's is not.
+    /// are left the block is gone. A return Redis does not confirm is retried in the background under its id, which
+    /// the script records, so it is charged once (LeasedAdmissionStore.Returns.cs).
     /// </summary>
     private async ValueTask FlushAsync(LeaseBlock block)
     {
@@ -278,14 +278,8 @@ internal sealed partial class LeasedAdmissionStore
             }
         }
 
-        var numbers = Pack([NowMs(), spend.Usd, spend.Tokens, spend.Calls, release.Usd, release.Tokens, release.Calls, scope.PeriodEndMs, _retentionMs]);
-        try
-        {
-            await EvaluateAsync(LeaseScripts.Return, [scope.Budget], [numbers, block.ExpiryField]).ConfigureAwait(false);
-        }
-        catch (AdmissionStoreUnavailableException)
-        {
-            Interlocked.Increment(ref _lostReturns);
-        }
+        var now = NowMs();
+        var numbers = Pack([now, spend.Usd, spend.Tokens, spend.Calls, release.Usd, release.Tokens, release.Calls, scope.PeriodEndMs, _retentionMs]);
+        await ReturnAsync(new PendingReturn([scope.Budget, ReturnMarker(scope, now)], [numbers, block.ExpiryField, NextReturnId()])).ConfigureAwait(false);
     }
 }

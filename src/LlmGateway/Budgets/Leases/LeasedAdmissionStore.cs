@@ -79,7 +79,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     /// <summary>Lease scripts sent (grants, returns, bumps); per-call scripts are counted by the inner store.</summary>
     internal long LeaseScriptsSent => Interlocked.Read(ref _scripts);
 
-    /// <summary>Returns that failed (their holds expire by TTL; their calls' spend was not recorded).</summary>
+    /// <summary>Returns given up after their retries (their holds expire by TTL; their calls' spend was not recorded).</summary>
     internal long LostReturns => Interlocked.Read(ref _lostReturns);
 
     /// <summary>Whether a request is decided on blocks: only budgets and the user's halt are leased.</summary>
@@ -228,6 +228,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
             // Not returned: the blocks expire by their TTL.
         }
 
+        StopReturns(tryPending: true);
         _stopped = true;
         Unsubscribe();
         if (_ownsInner)
@@ -244,6 +245,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     {
         _stopped = true;
         _sweeper.Dispose();
+        StopReturns(tryPending: false);
         Unsubscribe();
         _scopes.Clear();
         _users.Clear();
