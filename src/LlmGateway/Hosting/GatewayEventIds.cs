@@ -52,4 +52,5 @@ internal static class GatewayEventIds
     public const int RunRecordFailed = 5200;
     public const int RunEnded = 5201;
     public const int RunSweepFailed = 5202;
+    public const int RunRecordsDropped = 5203;
 }

@@ -15,59 +15,15 @@ namespace LlmGateway.Runs;
 /// (<c>runs:active</c>, by last activity), which each replica's sweep reads to find the idle ones; the end script sets
 /// <c>end</c> only when it is absent, so whichever replica (report or sweep) gets there first observes the run, once.
 /// </summary>
-internal sealed class RedisRunLedger : IRunLedger
+/// <remarks>
+/// Calls are written in batches (<see cref="RunLedgerWriter"/>, every 100 ms): one script per run and one <c>ZADD</c>
+/// per batch. Reads of a run on this replica (its calls, its outcome report) and the idle sweep write this replica's
+/// queued calls first; another replica sees a call up to one flush period (plus the write) later.
+/// </remarks>
+internal sealed class RedisRunLedger : IRunLedger, IAsyncDisposable, IDisposable
 {
     /// <summary>Idle runs ended per sweep at most (the next sweep takes the rest).</summary>
     private const int SweepBatch = 256;
-
-    // KEYS: 1 log, 2 calls. ARGV: 1 now ms, 2 idle ms, 3 log life ms, 4 cap, 5 user, 6 team, 7 'llm' | 'tool', 8 cost nano-USD, 9 entry.
-    private static readonly RedisScript RecordScript = new("run-record", """
-        local now, idle = tonumber(ARGV[1]), tonumber(ARGV[2])
-        local v = redis.call('HMGET', KEYS[1], 'last', 'end')
-        local last = tonumber(v[1])
-        if last and now - last >= idle then
-          -- Idle past its expiry (and ended by a sweep, or about to be): the same id starts a new run.
-          redis.call('DEL', KEYS[1], KEYS[2])
-          last = nil
-          v[2] = false
-        end
-        if not last then redis.call('HSET', KEYS[1], 'start', now, 'user', ARGV[5], 'team', ARGV[6]) end
-        if not v[2] then
-          redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
-          redis.call('HINCRBY', KEYS[1], 'cost', ARGV[8])
-        end
-        if not last or now > last then redis.call('HSET', KEYS[1], 'last', now) end
-        redis.call('RPUSH', KEYS[2], ARGV[9])
-        redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-        redis.call('PEXPIRE', KEYS[1], ARGV[3])
-        redis.call('PEXPIRE', KEYS[2], ARGV[2])
-        return 1
-        """);
-
-    // KEYS: 1 log. ARGV: 1 now ms, 2 idle ms, 3 outcome, 4 the reporting user ('' for the idle sweep).
-    // Returns {0} unknown run, {1, start, last, user, team, llm, tool, cost} ended now, {2, outcome} ended before,
-    // {3} another user's run, {4} not idle (sweep only).
-    private static readonly RedisScript EndScript = new("run-end", """
-        local v = redis.call('HMGET', KEYS[1], 'start', 'last', 'end', 'user', 'team', 'llm', 'tool', 'cost')
-        if not v[1] then return {0} end
-        local idled = tonumber(ARGV[1]) - tonumber(v[2]) >= tonumber(ARGV[2])
-        if ARGV[4] ~= '' then
-          if idled then return {0} end
-          if v[4] ~= ARGV[4] then return {3} end
-        elseif not idled then
-          return {4}
-        end
-        if v[3] then return {2, v[3]} end
-        redis.call('HSET', KEYS[1], 'end', ARGV[3])
-        return {1, v[1], v[2], v[4], v[5] or '', v[6] or '0', v[7] or '0', v[8] or '0'}
-        """);
-
-    // KEYS: 1 runs:active. ARGV: 1 run id, 2 cutoff ms. Removes the run unless a call made it active again.
-    private static readonly RedisScript ForgetIdleScript = new("run-forget-idle", """
-        local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-        if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-        return 1
-        """);
 
     private readonly RedisConnection _redis;
     private readonly string _prefix;
@@ -77,9 +33,15 @@ internal sealed class RedisRunLedger : IRunLedger
     private readonly TimeSpan _timeout;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly long _callsLifeMs;
+    private readonly long _refreshMs;
+    private readonly RunLedgerWriter _writer;
 
-    /// <param name="timeout">Bound of every awaited Redis call (the admin and outcome endpoints, the sweep).</param>
-    public RedisRunLedger(RedisConnection redis, string keyPrefix, TimeSpan idleExpiry, TimeSpan timeout, TimeProvider time, ILogger<RedisRunLedger> logger)
+    /// <param name="timeout">Bound of every awaited Redis call (the admin and outcome endpoints, the sweep, a batch).</param>
+    /// <param name="flushPeriod">Time between batches (default <see cref="RunLedgerWriter.DefaultPeriod"/>; infinite: on reads and stop only).</param>
+    /// <param name="queueCapacity">Calls queued at most; past it calls are dropped and counted (<paramref name="onDropped"/>).</param>
+    public RedisRunLedger(RedisConnection redis, string keyPrefix, TimeSpan idleExpiry, TimeSpan timeout, TimeProvider time, ILogger<RedisRunLedger> logger,
+        TimeSpan? flushPeriod = null, int queueCapacity = RunLedgerWriter.DefaultCapacity, Action<long>? onDropped = null)
     {
         ArgumentNullException.ThrowIfNull(redis);
         ArgumentNullException.ThrowIfNull(time);
@@ -93,13 +55,29 @@ internal sealed class RedisRunLedger : IRunLedger
         _timeout = timeout;
         _time = time;
         _logger = logger;
+
+        // Expiry is refreshed at most every quarter of the idle time (at most every minute): see RedisRunScripts.Record.
+        _refreshMs = Math.Clamp(_idleMs / 4, 1, 60_000);
+        _callsLifeMs = _idleMs + (2 * _refreshMs);
+        _writer = new RunLedgerWriter(WriteBatchAsync, flushPeriod ?? RunLedgerWriter.DefaultPeriod, queueCapacity, onDropped, logger);
     }
 
+    /// <summary>The batching writer (tests: batches sent, calls queued and dropped).</summary>
+    internal RunLedgerWriter Writer => _writer;
+
     public void Record(string runId, string user, string? team, RunCallEntry entry) =>
-        _ = RecordAsync(runId, user, team, entry);
+        _writer.Enqueue(runId, new PendingRunCall(NowMs(), user, team ?? string.Empty, entry));
+
+    /// <summary>Writes every queued call now (graceful stop).</summary>
+    public Task FlushAsync(CancellationToken cancellationToken) => _writer.FlushAllAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => _writer.DisposeAsync();
+
+    public void Dispose() => _writer.Dispose();
 
     public async ValueTask<IReadOnlyList<RunCallEntry>?> GetCallsAsync(string runId, CancellationToken cancellationToken)
     {
+        await _writer.FlushRunAsync(runId, cancellationToken).ConfigureAwait(false);
         var values = await BoundAsync(ListAsync(CallsKey(runId)), cancellationToken).ConfigureAwait(false);
         if (values.Length == 0)
         {
@@ -121,8 +99,9 @@ internal sealed class RedisRunLedger : IRunLedger
 
     public async ValueTask<RunEnding> EndAsync(string runId, string user, string outcome, CancellationToken cancellationToken)
     {
+        await _writer.FlushRunAsync(runId, cancellationToken).ConfigureAwait(false);
         var now = NowMs();
-        var reply = (RedisResult[])(await BoundAsync(_redis.EvaluateAsync(EndScript, [LogKey(runId)], [now, _idleMs, outcome, user]), cancellationToken).ConfigureAwait(false))!;
+        var reply = (RedisResult[])(await BoundAsync(_redis.EvaluateAsync(RedisRunScripts.End, [LogKey(runId)], [now, _idleMs, outcome, user]), cancellationToken).ConfigureAwait(false))!;
         return (long)reply[0] switch
         {
             1 => new RunEnding(RunEndStatus.Ended, outcome, Summary(runId, outcome, reply, now)),
@@ -134,6 +113,8 @@ internal sealed class RedisRunLedger : IRunLedger
 
     public async ValueTask<IReadOnlyList<RunSummary>> EndIdleAsync(CancellationToken cancellationToken)
     {
+        // A run with a call queued here is not idle: write the queue before looking.
+        await _writer.FlushAllAsync(cancellationToken).ConfigureAwait(false);
         var cutoff = NowMs() - _idleMs;
         var database = await BoundAsync(_redis.DatabaseAsync(), cancellationToken).ConfigureAwait(false);
         var idle = await BoundAsync(database.SortedSetRangeByScoreAsync(_active, double.NegativeInfinity, cutoff, take: SweepBatch), cancellationToken).ConfigureAwait(false);
@@ -142,7 +123,7 @@ internal sealed class RedisRunLedger : IRunLedger
         {
             var runId = (string)member!;
             var now = NowMs();
-            var reply = (RedisResult[])(await BoundAsync(_redis.EvaluateAsync(EndScript, [LogKey(runId)], [now, _idleMs, RunConstants.Unknown, ""]), cancellationToken).ConfigureAwait(false))!;
+            var reply = (RedisResult[])(await BoundAsync(_redis.EvaluateAsync(RedisRunScripts.End, [LogKey(runId)], [now, _idleMs, RunConstants.Unknown, ""]), cancellationToken).ConfigureAwait(false))!;
             var status = (long)reply[0];
             if (status == 1)
             {
@@ -153,7 +134,7 @@ internal sealed class RedisRunLedger : IRunLedger
 
             if (status != 4)
             {
-                await BoundAsync(_redis.EvaluateAsync(ForgetIdleScript, [_active], [runId, cutoff]), cancellationToken).ConfigureAwait(false);
+                await BoundAsync(_redis.EvaluateAsync(RedisRunScripts.ForgetIdle, [_active], [runId, cutoff]), cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -168,23 +149,74 @@ internal sealed class RedisRunLedger : IRunLedger
             TimeSpan.FromMilliseconds(Math.Max(0, endMs - start)));
     }
 
-    private async Task RecordAsync(string runId, string user, string? team, RunCallEntry entry)
+    private async Task WriteBatchAsync(IReadOnlyDictionary<string, List<PendingRunCall>> runs)
     {
+        var writes = new List<(string RunId, List<PendingRunCall> Calls, Task Task)>(runs.Count);
+        var active = new SortedSetEntry[runs.Count];
+        foreach (var (runId, calls) in runs)
+        {
+            var (args, newest) = RecordArgs(calls);
+            writes.Add((runId, calls, _redis.EvaluateAsync(RedisRunScripts.Record, [LogKey(runId), CallsKey(runId)], args)));
+            active[writes.Count - 1] = new SortedSetEntry(runId, newest);
+        }
+
+        Task zadd;
         try
         {
-            var now = NowMs();
-            var json = JsonSerializer.Serialize(entry, RunCallEntry.Json);
-            var kind = entry.Kind == RunConstants.KindTool ? RunConstants.KindTool : RunConstants.KindLlm;
-            RedisValue[] args = [now, _idleMs, _lifeMs, RunConstants.CallsPerRun, user, team ?? string.Empty, kind, UsdAmount.ToNanosCeiling(entry.CostUsd ?? 0), json];
-            var record = _redis.EvaluateAsync(RecordScript, [LogKey(runId), CallsKey(runId)], args);
-            var database = await _redis.DatabaseAsync().ConfigureAwait(false);
-            var active = database.SortedSetAddAsync(_active, runId, now);
-            await Task.WhenAll(record, active).WaitAsync(_timeout).ConfigureAwait(false);
+            var database = await _redis.DatabaseAsync().WaitAsync(_timeout).ConfigureAwait(false);
+            zadd = database.SortedSetAddAsync(_active, active);
         }
         catch (Exception ex) when (RedisConnection.IsUnavailable(ex))
         {
-            RunLog.RecordFailed(_logger, entry.RequestId, runId, ex.Message);
+            zadd = Task.FromException(ex);
         }
+
+        try
+        {
+            await Task.WhenAll(writes.Select(w => w.Task).Append(zadd)).WaitAsync(_timeout).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisConnection.IsUnavailable(ex))
+        {
+            foreach (var (runId, calls, task) in writes)
+            {
+                if (!task.IsCompletedSuccessfully)
+                {
+                    RedisConnection.Observe(task);
+                    var first = calls[0].Entry.RequestId;
+                    RunLog.RecordFailed(_logger, calls.Count == 1 ? first : $"{first} (and {calls.Count - 1} more)", runId,
+                        task.Exception?.GetBaseException().Message ?? ex.Message);
+                }
+            }
+
+            RedisConnection.Observe(zadd);
+        }
+    }
+
+    /// <summary>The record script's arguments for one run's calls (only the newest <see cref="RunConstants.CallsPerRun"/> carry their entry), and its newest call's time.</summary>
+    private (RedisValue[] Args, long Newest) RecordArgs(List<PendingRunCall> calls)
+    {
+        var args = new RedisValue[RedisRunScripts.RecordFixedArgs + (RedisRunScripts.RecordArgsPerCall * calls.Count)];
+        args[0] = _idleMs;
+        args[1] = _lifeMs;
+        args[2] = _callsLifeMs;
+        args[3] = _refreshMs;
+        args[4] = RunConstants.CallsPerRun;
+        var newest = long.MinValue;
+        var kept = calls.Count - RunConstants.CallsPerRun;
+        for (var i = 0; i < calls.Count; i++)
+        {
+            var call = calls[i];
+            var at = RedisRunScripts.RecordFixedArgs + (RedisRunScripts.RecordArgsPerCall * i);
+            args[at] = call.NowMs;
+            args[at + 1] = call.User;
+            args[at + 2] = call.Team;
+            args[at + 3] = call.Entry.Kind == RunConstants.KindTool ? RunConstants.KindTool : RunConstants.KindLlm;
+            args[at + 4] = UsdAmount.ToNanosCeiling(call.Entry.CostUsd ?? 0);
+            args[at + 5] = i < kept ? string.Empty : JsonSerializer.Serialize(call.Entry, RunCallEntry.Json);
+            newest = Math.Max(newest, call.NowMs);
+        }
+
+        return (args, newest);
     }
 
     private async Task<RedisValue[]> ListAsync(RedisKey key)

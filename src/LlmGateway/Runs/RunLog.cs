@@ -16,4 +16,8 @@ internal static partial class RunLog
     [LoggerMessage(EventId = GatewayEventIds.RunSweepFailed, EventName = "RunSweepFailed", Level = LogLevel.Warning,
         Message = "Idle runs could not be ended now (next try in {PeriodSeconds} s): {Reason}")]
     public static partial void SweepFailed(ILogger logger, double periodSeconds, string reason);
+
+    [LoggerMessage(EventId = GatewayEventIds.RunRecordsDropped, EventName = "RunRecordsDropped", Level = LogLevel.Warning,
+        Message = "{Count} calls were not added to their runs' calls and totals: the run ledger's queue ({Capacity} calls) was full, Redis is not keeping up")]
+    public static partial void RecordsDropped(ILogger logger, long count, int capacity);
 }

@@ -22,6 +22,7 @@ internal sealed class RunMetrics
     private readonly Histogram<double> _cost;
     private readonly Histogram<long> _calls;
     private readonly Histogram<double> _duration;
+    private readonly Counter<long> _recordsDropped;
 
     public RunMetrics(Meter meter)
     {
@@ -37,7 +38,12 @@ internal sealed class RunMetrics
         _duration = meter.CreateHistogram("llm_gateway_run_duration_seconds", "s",
             "Time from a run's first call to its outcome report (or its last call, when it idled out), by team.", tags: null,
             new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+        _recordsDropped = meter.CreateCounter<long>("llm_gateway_run_records_dropped", "{call}",
+            "Calls not added to their run's calls and totals because the Redis run ledger's write queue was full.");
     }
+
+    /// <summary>Counts calls the Redis run ledger's queue had no room for.</summary>
+    public void RecordsDropped(long count) => _recordsDropped.Add(count);
 
     public void Observe(RunSummary run)
     {

@@ -19,10 +19,12 @@ public static class RunServiceCollectionExtensions
                 ? new InMemoryRunLedger(options.Runs.IdleExpiry, options.Store.MaxRuns, time)
                 : new RedisRunLedger(sp.GetRequiredService<LlmGateway.Redis.RedisConnection>(), options.Store.KeyPrefix, options.Runs.IdleExpiry,
                     TimeSpan.FromTicks(Math.Max(options.Store.Timeout.Ticks, TimeSpan.TicksPerSecond)), time,
-                    sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<RedisRunLedger>>());
+                    sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<RedisRunLedger>>(),
+                    onDropped: sp.GetRequiredService<LlmGateway.Telemetry.GatewayMetrics>().Runs.RecordsDropped);
         });
         services.TryAddSingleton<RunOutcomes>();
         services.AddHostedService<RunSweeper>();
+        services.AddHostedService<RunLedgerStopFlush>();
         return services;
     }
 }

@@ -21,7 +21,8 @@ public abstract class RunLedgerContractTests : IDisposable
 
     public void Dispose()
     {
-        foreach (var owned in _owned)
+        // Newest first: a ledger flushes its queue on dispose, before its connection goes.
+        foreach (var owned in Enumerable.Reverse(_owned))
         {
             owned.Dispose();
         }
