@@ -39,7 +39,7 @@ internal sealed partial class RedisAdmissionStore
     /// <paramref name="oldest"/>, -1 none, before the call) into the x-ratelimit snapshots: each keeps the tighter of
     /// the user's and the key's limits (the user's on a tie), resetting when the window's oldest second leaves it.
     /// </summary>
-    private static void Window(ref RateLimitSnapshot requests, ref RateLimitSnapshot tokens, long n, long k, long oldest, RateLimits limits, bool taken, long callTokens, long nowMs)
+    internal static void Window(ref RateLimitSnapshot requests, ref RateLimitSnapshot tokens, long n, long k, long oldest, RateLimits limits, bool taken, long callTokens, long nowMs)
     {
         if (taken)
         {

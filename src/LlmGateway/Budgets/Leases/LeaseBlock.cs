@@ -16,12 +16,30 @@ internal record struct LeaseAmounts(long Usd, long Tokens, long Calls)
 /// <summary>The limits a block was granted under (nano-dollars, tokens, calls); a call with other limits takes a new block.</summary>
 internal readonly record struct LeaseLimits(long Usd, long Tokens, long Calls);
 
-/// <summary>
-/// One budget scope on this replica (a user's or team's budget in one period): its open block and the closed blocks
-/// still draining. Every field is guarded by <see cref="Gate"/>.
-/// </summary>
-internal sealed class LeaseScope(string control, string budget, string reservations, bool isUser, LlmGateway.Configuration.BudgetPeriod period, long periodId, long periodEndMs)
+/// <summary>What a scope's blocks hold in Redis.</summary>
+internal enum LeaseKind
 {
+    /// <summary>A user's or team's period budget: USD, tokens and calls reserved in its <c>s</c> field.</summary>
+    Budget,
+
+    /// <summary>A user's or key's RPM/TPM window: calls and tokens counted in one second's <c>w{s}</c> counter.</summary>
+    Rate,
+
+    /// <summary>A user's in-flight cap: slots counted in the user's in-flight counter.</summary>
+    InFlight,
+}
+
+/// <summary>
+/// One scope on this replica (a user's or team's budget in one period, a user's or key's rate window, a user's
+/// in-flight cap): its open block and the closed blocks still draining. Every field is guarded by <see cref="Gate"/>.
+/// </summary>
+internal sealed class LeaseScope(string control, string budget, string reservations, bool isUser, LlmGateway.Configuration.BudgetPeriod period, long periodId, long periodEndMs, LeaseKind kind = LeaseKind.Budget)
+{
+    public LeaseKind Kind { get; } = kind;
+
+    /// <summary>The scope's name on this replica (kind and hash: a user's rate and in-flight scopes share one hash).</summary>
+    public string Id { get; } = kind + ":" + budget;
+
     public LlmGateway.Configuration.BudgetPeriod Period { get; } = period;
 
     public long PeriodId { get; } = periodId;
@@ -31,8 +49,10 @@ internal sealed class LeaseScope(string control, string budget, string reservati
     /// <summary>The hash holding the scope's lease version (and, for a user, the halt flag).</summary>
     public string Control { get; } = control;
 
+    /// <summary>The hash the blocks are held in: the budget hash, or the user's (key's) own hash for rates and in flight.</summary>
     public string Budget { get; } = budget;
 
+    /// <summary>The sorted set of the hash's pending expiry seconds (budgets, in flight).</summary>
     public string Reservations { get; } = reservations;
 
     public bool IsUser { get; } = isUser;
@@ -73,7 +93,10 @@ internal sealed class LeaseBlock(LeaseScope scope, LeaseAmounts granted, long ex
     /// <summary>What its settled calls cost, not yet charged in Redis.</summary>
     public LeaseAmounts Used { get; set; }
 
-    /// <summary>Redis gives the block back by itself at this second (its replica died): no call may hold past it.</summary>
+    /// <summary>
+    /// Redis gives the block back by itself at this second (its replica died): no call may hold past it. A rate block's
+    /// is the second whose window counter holds it.
+    /// </summary>
     public long ExpirySecond { get; } = expirySecond;
 
     public string ExpiryField { get; } = expiryField;
@@ -88,23 +111,25 @@ internal sealed class LeaseBlock(LeaseScope scope, LeaseAmounts granted, long ex
     /// <summary>The scope's spent plus reserved (every replica) when the block was granted, for the budget fractions.</summary>
     public LeaseAmounts UsedAtGrant { get; } = usedAtGrant;
 
+    /// <summary>A rate block: its window's oldest second at the grant (-1 none), for the x-ratelimit reset.</summary>
+    public long Oldest { get; init; } = -1;
+
     /// <summary>Calls admitted on it, for sizing the next block.</summary>
     public long Admitted { get; set; }
 
     public bool IsClosed { get; set; }
 }
 
-/// <summary>A call admitted on blocks: the user's and, with a team, the team's.</summary>
-internal sealed class LeasedReservation(LeasedAdmissionStore store, string idPrefix, long sequence, LeaseAmounts held, long expiresAtMs, LeaseBlock user, LeaseBlock? team)
+/// <summary>A call's hold on one block: what it took there (its worst case in that block's amounts).</summary>
+internal readonly record struct LeaseHold(LeaseBlock Block, LeaseAmounts Need);
+
+/// <summary>A call admitted on blocks: the user's budget's and, as its limits ask, the team's, rate windows' and in-flight cap's.</summary>
+internal sealed class LeasedReservation(LeasedAdmissionStore store, string idPrefix, long sequence, LeaseAmounts held, long expiresAtMs, LeaseHold[] holds)
     : Reservation(held.Usd, held.Tokens, expiresAtMs)
 {
     public LeasedAdmissionStore Store { get; } = store;
 
-    public LeaseAmounts HeldAmounts { get; } = held;
-
-    public LeaseBlock User { get; } = user;
-
-    public LeaseBlock? Team { get; } = team;
+    public LeaseHold[] Holds { get; } = holds;
 
     private protected override string FormatId() => ReservationIds.Format(idPrefix, sequence);
 }

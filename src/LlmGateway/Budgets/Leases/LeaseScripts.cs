@@ -13,7 +13,7 @@ namespace LlmGateway.Budgets.Leases;
 /// Each scope also has a lease version <c>lv</c> (in the user's hash for a user budget, in the team period's hash for a
 /// team budget): halts, resumes and limit changes bump it and publish "control-key version" on the prefix's channel.
 /// </remarks>
-internal static class LeaseScripts
+internal static partial class LeaseScripts
 {
     /// <summary>Numbers the grant script takes, packed as little-endian doubles.</summary>
     public const int GrantNumbers = 12;
@@ -134,5 +134,5 @@ internal static class LeaseScripts
         return v
         """);
 
-    public static RedisScript[] All => [Grant, Return, Bump];
+    public static RedisScript[] All => [Grant, Return, Bump, GrantRate, ReturnRate, GrantInFlight, ReturnInFlight];
 }

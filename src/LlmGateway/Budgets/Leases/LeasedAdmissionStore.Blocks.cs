@@ -1,49 +1,71 @@
-using System.Globalization;
-
 namespace LlmGateway.Budgets.Leases;
 
 /// <summary>A block's life: granted, admitting locally, closed, returned.</summary>
 internal sealed partial class LeasedAdmissionStore
 {
     /// <summary>Admits the call on the open blocks of its scopes, or returns null when one has no room for it.</summary>
-    private AdmissionResult? TryAdmit(LeaseScope user, LeaseLimits userLimits, LeaseScope? team, LeaseLimits teamLimits, LeaseAmounts need, long ei, long now)
+    private AdmissionResult? TryAdmit(LeasePart[] parts, long ei, long now)
     {
-        lock (user.Gate)
+        var blocks = new LeaseBlock[parts.Length];
+        var entered = 0;
+        try
         {
-            if (Usable(user, userLimits, need, ei, now) is not { } userBlock)
+            // Gates are taken in the parts' fixed order; every other path holds one gate at a time.
+            foreach (var part in parts)
             {
-                return null;
+                part.Scope.Gate.Enter();
+                entered++;
+                if (Usable(part.Scope, part.Limits, part.Need, ei, now) is not { } block)
+                {
+                    return null;
+                }
+
+                blocks[entered - 1] = block;
             }
 
-            if (team is null)
+            return Admit(parts, blocks, ei, now);
+        }
+        finally
+        {
+            for (var i = 0; i < entered; i++)
             {
-                return Admit(need, ei, userBlock, userLimits, null, teamLimits);
-            }
-
-            lock (team.Gate)
-            {
-                return Usable(team, teamLimits, need, ei, now) is { } teamBlock ? Admit(need, ei, userBlock, userLimits, teamBlock, teamLimits) : null;
+                parts[i].Scope.Gate.Exit();
             }
         }
     }
 
-    private AdmissionResult Admit(LeaseAmounts need, long ei, LeaseBlock user, LeaseLimits userLimits, LeaseBlock? team, LeaseLimits teamLimits)
+    private AdmissionResult Admit(LeasePart[] parts, LeaseBlock[] blocks, long ei, long now)
     {
-        var fractions = new BudgetFractions(Fraction(user, userLimits), team is null ? 0 : Fraction(team, teamLimits), 0);
-        Take(user, need);
-        if (team is not null)
+        double user = 0, team = 0;
+        RateLimitSnapshot requests = default, tokens = default;
+        var holds = new LeaseHold[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
         {
-            Take(team, need);
-        }
+            var (scope, limits, need, rates) = parts[i];
+            var block = blocks[i];
+            if (scope.Kind == LeaseKind.Budget && scope.IsUser)
+            {
+                user = Fraction(block, limits);
+            }
+            else if (scope.Kind == LeaseKind.Budget)
+            {
+                team = Fraction(block, limits);
+            }
 
-        var held = new LeasedReservation(this, _idPrefix, Interlocked.Increment(ref _sequence), need, ei * 1000, user, team);
-        return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, default, default, fractions);
-
-        static void Take(LeaseBlock block, LeaseAmounts need)
-        {
             block.Held += need;
             block.Admitted++;
+            holds[i] = new LeaseHold(block, need);
+            if (scope.Kind == LeaseKind.Rate)
+            {
+                // The window as this replica knows it: every replica's calls and blocks at the grant, and this block's
+                // calls since (this one included).
+                var used = block.UsedAtGrant + block.Held + block.Used;
+                RedisAdmissionStore.Window(ref requests, ref tokens, used.Calls, used.Tokens, block.Oldest >= 0 ? block.Oldest : block.ExpirySecond, rates, false, 0, now);
+            }
         }
+
+        var held = new LeasedReservation(this, _idPrefix, Interlocked.Increment(ref _sequence), parts[0].Need, ei * 1000, holds);
+        return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokens, new BudgetFractions(user, team, 0));
     }
 
     /// <summary>
@@ -80,14 +102,31 @@ internal sealed partial class LeasedAdmissionStore
             return null;
         }
 
-        if (now >= block.OpenUntilMs || block.Version < scope.KnownVersion || block.Limits != limits || !(block.Held + block.Used + need).FitsIn(block.Granted))
+        if (now >= block.OpenUntilMs || block.Version < scope.KnownVersion || block.Limits != limits || !Fits(block, need))
         {
             CloseLocked(scope, block);
             return null;
         }
 
         // The call's own hold must expire no later than the block: a call may not outlive the room Redis keeps for it.
-        return ei <= block.ExpirySecond ? block : null;
+        // (A rate block's second bounds when calls are admitted on it, not how long they hold.)
+        return scope.Kind == LeaseKind.Rate || ei <= block.ExpirySecond ? block : null;
+    }
+
+    /// <summary>
+    /// Whether the call fits in what Redis holds for the block: every amount of a budget block; for a rate or in-flight
+    /// block only the amounts that have a limit (its window's tokens are counted even without a TPM, and corrected on
+    /// return, as the per-call store counts them).
+    /// </summary>
+    private static bool Fits(LeaseBlock block, LeaseAmounts need)
+    {
+        var after = block.Held + block.Used + need;
+        if (block.Scope.Kind == LeaseKind.Budget)
+        {
+            return after.FitsIn(block.Granted);
+        }
+
+        return (block.Limits.Tokens <= 0 || after.Tokens <= block.Granted.Tokens) && (block.Limits.Calls <= 0 || after.Calls <= block.Granted.Calls);
     }
 
     private void CloseLocked(LeaseScope scope, LeaseBlock block)
@@ -136,31 +175,15 @@ internal sealed partial class LeasedAdmissionStore
             }
 
             var now = NowMs();
-            var field = "x" + ei.ToString(CultureInfo.InvariantCulture);
-            var numbers = Pack(
-            [
-                now, ei, need.Usd, need.Tokens, want, limits.Usd, limits.Tokens, limits.Calls, scope.PeriodEndMs, _retentionMs,
-                _lease.Fraction, scope.IsUser ? 1 : 0,
-            ]);
-            var reply = (long[])(await EvaluateAsync(LeaseScripts.Grant, [scope.Control, scope.Budget, scope.Reservations], [numbers, field, _channelName]).ConfigureAwait(false))!;
-            var calls = reply[0];
+            var (version, block) = await RequestBlockAsync(scope, limits, need, ei, want, now).ConfigureAwait(false);
             lock (scope.Gate)
             {
-                scope.KnownVersion = Math.Max(scope.KnownVersion, reply[1]);
-                if (calls <= 0)
+                scope.KnownVersion = Math.Max(scope.KnownVersion, version);
+                if (block is null)
                 {
                     return false;
                 }
 
-                var block = new LeaseBlock(
-                    scope,
-                    new LeaseAmounts(calls * need.Usd, calls * need.Tokens, calls),
-                    ei,
-                    field,
-                    now + _windowMs,
-                    reply[1],
-                    limits,
-                    new LeaseAmounts(reply[2], reply[3], reply[4]));
                 if (scope.Open is { } previous)
                 {
                     CloseLocked(scope, previous);
@@ -192,14 +215,20 @@ internal sealed partial class LeasedAdmissionStore
             return;
         }
 
-        if (Finish(held.User, held.HeldAmounts, actual))
+        foreach (var (block, need) in held.Holds)
         {
-            await FlushAsync(held.User).ConfigureAwait(false);
-        }
-
-        if (held.Team is { } team && Finish(team, held.HeldAmounts, actual))
-        {
-            await FlushAsync(team).ConfigureAwait(false);
+            // What the call cost in each block's terms: a rate window counts a settled call's actual tokens (a released
+            // call leaves it); an in-flight slot is free again whatever the call cost.
+            var cost = block.Scope.Kind switch
+            {
+                LeaseKind.Budget => actual,
+                LeaseKind.Rate => new LeaseAmounts(0, actual.Tokens, actual.Calls),
+                _ => default,
+            };
+            if (Finish(block, need, cost))
+            {
+                await FlushAsync(block).ConfigureAwait(false);
+            }
         }
 
         // True when the block is closed and this was its last call: it goes back now.
@@ -276,6 +305,22 @@ internal sealed partial class LeasedAdmissionStore
             {
                 scope.Closed.Remove(block);
             }
+        }
+
+        if (scope.Kind is LeaseKind.Rate or LeaseKind.InFlight)
+        {
+            // Not retried: a repeat would take calls or slots out twice. Unconfirmed, they stay counted until their
+            // second passes or their TTL ends: conservative, never more than a limit.
+            try
+            {
+                await ReturnWindowOrSlotsAsync(block, spend, release).ConfigureAwait(false);
+            }
+            catch (AdmissionStoreUnavailableException)
+            {
+                Interlocked.Increment(ref _lostReturns);
+            }
+
+            return;
         }
 
         var now = NowMs();

@@ -59,7 +59,7 @@ internal sealed partial class LeasedAdmissionStore
                 flush = scope.Closed.Exists(block => !block.Used.IsZero || block.Granted != block.Held);
                 if (scope.Open is null && scope.Closed.Count == 0 && scope.Granting is null && scope.PeriodEndMs > 0 && scope.PeriodEndMs < now)
                 {
-                    _scopes.TryRemove(scope.Budget, out _);
+                    _scopes.TryRemove(scope.Id, out _);
                 }
             }
 

@@ -11,11 +11,12 @@ namespace LlmGateway.Budgets.Leases;
 /// trade-offs: docs/redis-scale-out.md.
 /// </summary>
 /// <remarks>
-/// Leased: the user's and the team's period budgets (USD, tokens, calls) and the user's halt. Everything else — runs
-/// (halts, deadlines, loop guard, run budgets), in-flight caps, RPM/TPM windows — and every call that a block cannot
-/// admit (near a limit, halted) goes to the exact per-call <see cref="RedisAdmissionStore"/>, after this replica has given
-/// back the unused room of the scopes involved. Blocks are held in Redis as reservations, so both paths see each
-/// other: spent + every block + every reservation ≤ the limit, across replicas.
+/// Leased: the user's and the team's period budgets (USD, tokens, calls), the user's halt, the user's and the key's
+/// RPM/TPM windows and the user's in-flight cap. Calls of a run, and every call that a block cannot admit (near a limit,
+/// halted), go to the exact per-call <see cref="RedisAdmissionStore"/>, after this replica has given back the unused
+/// room of the scopes involved. Blocks are held in Redis in the per-call layout (reservations, window counters,
+/// in-flight counters), so both paths see each other: spent + every block + every reservation ≤ the limit, across
+/// replicas.
 /// </remarks>
 internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposable
 {
@@ -36,6 +37,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private readonly ConcurrentDictionary<string, LeaseScope> _scopes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectLeases> _users = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectLeases> _teams = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, SubjectLeases> _keys = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _subscribing = new(1, 1);
     private readonly ITimer _sweeper;
     private readonly Action<RedisChannel, RedisValue> _onMessage;
@@ -82,37 +84,41 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     /// <summary>Returns given up after their retries (their holds expire by TTL; their calls' spend was not recorded).</summary>
     internal long LostReturns => Interlocked.Read(ref _lostReturns);
 
-    /// <summary>Whether a request is decided on blocks: only budgets and the user's halt are leased.</summary>
-    internal static bool IsLeasable(AdmissionRequest request) =>
-        request.RunId is null
-        && request.UserMaxInFlight <= 0
-        && request.UserRateLimits.IsUnlimited
-        && (request.KeyId is null || request.KeyRateLimits.IsUnlimited);
+    /// <summary>Whether a request is decided on blocks: every call of no run (its budgets, rates and in-flight cap).</summary>
+    internal static bool IsLeasable(AdmissionRequest request) => request.RunId is null;
 
     public async ValueTask<AdmissionResult> ReserveAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (!IsLeasable(request) || _stopped)
         {
+            // Per call: this replica's rate and in-flight blocks of the subjects give their unused room back first, so
+            // the exact path sees only calls, not room set aside.
+            await CloseSubjectsAsync(request).ConfigureAwait(false);
             return await _inner.ReserveAsync(request, cancellationToken).ConfigureAwait(false);
         }
 
         var now = NowMs();
         var ei = AdmissionConstants.ExpirySecond(now + Math.Max(1, (long)request.ReservationTtl.TotalMilliseconds));
-        var need = new LeaseAmounts(UsdAmount.ToNanosCeiling(request.ReserveUsd), Math.Max(0, request.ReserveTokens), 1);
-        var user = Scope(_users, "u", request.User, request.UserBudgetPeriod, now, isUser: true);
-        var team = request.Team is { } teamName ? Scope(_teams, "t", teamName, request.TeamBudgetPeriod, now, isUser: false) : null;
-        var userLimits = Limits(request.UserBudget);
-        var teamLimits = Limits(request.TeamBudget);
+        var parts = Parts(request, now);
         for (var attempt = 0; attempt < MaxAttempts; attempt++)
         {
-            if (TryAdmit(user, userLimits, team, teamLimits, need, ei, NowMs()) is { } admitted)
+            if (TryAdmit(parts, ei, NowMs()) is { } admitted)
             {
                 return admitted;
             }
 
-            if (!await EnsureBlockAsync(user, userLimits, need, ei, cancellationToken).ConfigureAwait(false)
-                || (team is not null && !await EnsureBlockAsync(team, teamLimits, need, ei, cancellationToken).ConfigureAwait(false)))
+            var granted = true;
+            foreach (var part in parts)
+            {
+                if (!await EnsureBlockAsync(part.Scope, part.Limits, part.Need, ei, cancellationToken).ConfigureAwait(false))
+                {
+                    granted = false;
+                    break;
+                }
+            }
+
+            if (!granted)
             {
                 break;
             }
@@ -120,10 +126,9 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
 
         // Near a limit, or halted: this replica gives back its unused room in these scopes, and the per-call path
         // decides exactly (and says which limit refused, with its Retry-After).
-        await CloseAsync(user).ConfigureAwait(false);
-        if (team is not null)
+        foreach (var part in parts)
         {
-            await CloseAsync(team).ConfigureAwait(false);
+            await CloseAsync(part.Scope).ConfigureAwait(false);
         }
 
         return await _inner.ReserveAsync(request, cancellationToken).ConfigureAwait(false);
@@ -176,7 +181,14 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
                 {
                     foreach (var block in scope.Closed)
                     {
-                        local += block.Held.Calls;
+                        // A leased call holds the user's budget block; with an in-flight cap also an in-flight block,
+                        // whose slots the per-call counter already counts.
+                        local += scope.Kind switch
+                        {
+                            LeaseKind.Budget => block.Held.Calls,
+                            LeaseKind.InFlight => -block.Held.Calls,
+                            _ => 0,
+                        };
                     }
                 }
             }
@@ -250,6 +262,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _scopes.Clear();
         _users.Clear();
         _teams.Clear();
+        _keys.Clear();
     }
 
     private static LeaseLimits Limits(BudgetLimits limits) =>
@@ -278,7 +291,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         var control = _prefix + "{" + tag + ":" + name + "}";
         var budget = control + "b:" + key;
         var end = BudgetPeriods.GetEnd(period, instant)?.ToUnixTimeMilliseconds() ?? 0;
-        var scope = _scopes.GetOrAdd(budget, _ => new LeaseScope(isUser ? control : budget, budget, control + "bx:" + key, isUser, period, id, end));
+        var scope = _scopes.GetOrAdd(LeaseKind.Budget + ":" + budget, _ => new LeaseScope(isUser ? control : budget, budget, control + "bx:" + key, isUser, period, id, end));
         Volatile.Write(ref subject.Current, scope);
         return scope;
     }
@@ -286,5 +299,9 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private sealed class SubjectLeases
     {
         public LeaseScope? Current;
+
+        public LeaseScope? Rate;
+
+        public LeaseScope? InFlight;
     }
 }

@@ -13,8 +13,10 @@ namespace LlmGateway.Tests.Budgets.Leases;
 /// <summary>
 /// Random interleavings of admissions, settlements, releases, halts, limit changes, time and returns on three replicas
 /// with leases and one without, all on one redis-server: after every step, spent plus every block and reservation held
-/// in Redis stays within the limit (S + B ≤ L) for the user and the team, so spend never passes a limit. CsCheck prints
-/// the seed of a failing case; pass it as <c>seed:</c> to replay it.
+/// in Redis stays within the limit (S + B ≤ L) for the user and the team, so spend never passes a limit; no 61-second
+/// span of a rate window (alice's RPM/TPM, her key's RPM) counts more calls or tokens than its limit, and bob never has
+/// more calls in flight (admitted, not finished, every replica) than his cap, nor his in-flight counter more slots.
+/// CsCheck prints the seed of a failing case; pass it as <c>seed:</c> to replay it.
 /// </summary>
 [RequiresRedisServer]
 public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture<RedisServerFixture>
@@ -22,6 +24,12 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
     private static readonly DateTimeOffset Start = new(2026, 12, 3, 10, 0, 0, TimeSpan.Zero);
 
     private static readonly decimal[] UserLimits = [0.5m, 1m, 2m];
+
+    private static readonly RateLimits AliceRates = new(6, 150);
+
+    private static readonly RateLimits KeyRates = new(5, 0);
+
+    private const int BobMaxInFlight = 2;
 
     [RedisFact]
     public async Task RandomInterleavings_OnSeveralReplicas_NeverPassALimit()
@@ -61,7 +69,7 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
             var ceilings = new[] { 1m, 1m };
             const decimal TeamLimit = 1.5m;
             var halted = new bool[2];
-            var held = new List<(IAdmissionStore Store, Reservation Reservation)>();
+            var held = new List<(IAdmissionStore Store, Reservation Reservation, int User)>();
             using var client = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
             var database = client.GetDatabase();
             foreach (var (kind, replica, user, cents, share) in steps)
@@ -76,6 +84,10 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                             UserBudget = new BudgetLimits(limits[user], 0, 0),
                             Team = "team-1",
                             TeamBudget = new BudgetLimits(TeamLimit, 0, 0),
+                            UserRateLimits = user == 0 ? AliceRates : default,
+                            KeyId = user == 0 ? "key-a" : null,
+                            KeyRateLimits = share < 0.5 ? KeyRates : default,
+                            UserMaxInFlight = user == 1 ? BobMaxInFlight : 0,
                             ReserveUsd = cents / 100m,
                             ReserveTokens = cents,
                             ReservationTtl = TimeSpan.FromMinutes(10),
@@ -83,18 +95,18 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                         var result = await store.ReserveAsync(request);
                         if (result.IsAdmitted)
                         {
-                            held.Add((store, result.Reservation));
+                            held.Add((store, result.Reservation, user));
                         }
 
                         break;
                     case <= 6 when held.Count > 0:
-                        var (owner, settled) = held[(int)(share * held.Count) % held.Count];
-                        held.Remove((owner, settled));
+                        var (owner, settled, settledUser) = held[(int)(share * held.Count) % held.Count];
+                        held.Remove((owner, settled, settledUser));
                         await owner.SettleAsync(settled, Math.Round(settled.ReservedUsd * (decimal)share, 6), settled.ReservedTokens / 2);
                         break;
                     case 7 when held.Count > 0:
-                        var (releasing, released) = held[(int)(share * held.Count) % held.Count];
-                        held.Remove((releasing, released));
+                        var (releasing, released, releasedUser) = held[(int)(share * held.Count) % held.Count];
+                        held.Remove((releasing, released, releasedUser));
                         await releasing.ReleaseAsync(released);
                         break;
                     case 8:
@@ -119,11 +131,11 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                         limits[user] = next;
                         break;
                     case 10:
-                        time.Advance(TimeSpan.FromMilliseconds(cents * 50));
+                        time.Advance(TimeSpan.FromMilliseconds(cents * 200));
                         break;
                     case 11:
                         // Everything finishes and every replica returns its blocks: nothing held under an older limit is left.
-                        foreach (var (finishing, reservation) in held)
+                        foreach (var (finishing, reservation, _) in held)
                         {
                             await finishing.SettleAsync(reservation, reservation.ReservedUsd, reservation.ReservedTokens);
                         }
@@ -154,6 +166,14 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
 
                 var team = await UsedAsync(database, $"{options.KeyPrefix}{{t:team-1}}b:{month}");
                 Assert.True(team <= TeamLimit, $"team: spent + held {team} > limit {TeamLimit} after step {kind} on replica {replica}");
+
+                var (calls, tokens) = await BusiestWindowAsync(database, $"{options.KeyPrefix}{{u:alice}}");
+                Assert.True(calls <= AliceRates.RequestsPerMinute && tokens <= AliceRates.TokensPerMinute, $"alice's window: {calls} calls, {tokens} tokens in 61 s > {AliceRates} after step {kind} on replica {replica}");
+                var (keyCalls, _) = await BusiestWindowAsync(database, $"{options.KeyPrefix}{{k:key-a}}");
+                Assert.True(keyCalls <= KeyRates.RequestsPerMinute, $"key's window: {keyCalls} calls in 61 s > {KeyRates.RequestsPerMinute} after step {kind} on replica {replica}");
+                var bobInFlight = held.Count(h => h.User == 1);
+                var bobSlots = await InFlightAsync(database, $"{options.KeyPrefix}{{u:bob}}");
+                Assert.True(bobInFlight <= BobMaxInFlight && bobSlots <= BobMaxInFlight, $"bob: {bobInFlight} calls in flight, {bobSlots} slots held > cap {BobMaxInFlight} after step {kind} on replica {replica}");
             }
         }
         finally
@@ -168,6 +188,41 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                 connection.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// The most calls and tokens any 61 consecutive seconds of a rate window count (its <c>w{second}</c> fields): a call
+    /// counts from its second to that second plus 60, so these are the calls and tokens some admission saw at once.
+    /// </summary>
+    private static async Task<(long Calls, long Tokens)> BusiestWindowAsync(IDatabase database, string key)
+    {
+        var seconds = new List<(long Second, double Calls, double Tokens)>();
+        foreach (var entry in await database.HashGetAllAsync(key))
+        {
+            var name = (string)entry.Name!;
+            if (name.Length > 1 && name[0] == 'w' && long.TryParse(name.AsSpan(1), out var second))
+            {
+                var packed = (byte[])entry.Value!;
+                seconds.Add((second, BinaryPrimitives.ReadDoubleLittleEndian(packed), BinaryPrimitives.ReadDoubleLittleEndian(packed.AsSpan(sizeof(double)))));
+            }
+        }
+
+        long calls = 0, tokens = 0;
+        foreach (var (first, _, _) in seconds)
+        {
+            var span = seconds.Where(s => s.Second >= first && s.Second <= first + 60).ToList();
+            calls = Math.Max(calls, (long)span.Sum(s => s.Calls));
+            tokens = Math.Max(tokens, (long)span.Sum(s => s.Tokens));
+        }
+
+        return (calls, tokens);
+    }
+
+    /// <summary>A user's in-flight counter (the first number of its packed <c>u</c> field): slots held by calls and blocks.</summary>
+    private static async Task<long> InFlightAsync(IDatabase database, string key)
+    {
+        var packed = (byte[]?)await database.HashGetAsync(key, "u");
+        return packed is null ? 0 : (long)BinaryPrimitives.ReadDoubleLittleEndian(packed);
     }
 
     /// <summary>Spent plus reserved USD of a budget hash (its packed <c>s</c> field), as every script leaves it.</summary>

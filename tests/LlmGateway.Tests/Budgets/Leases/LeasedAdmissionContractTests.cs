@@ -35,14 +35,16 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
     [RedisFact]
     public async Task OneReplica_WithLeases_DecidesEveryCallAsTheExactStore()
     {
-        // Differential: one call at a time, a replica with leases against the in-memory store. Budget-only calls are
-        // decided on blocks, the rest (runs, rates, in-flight caps) per call; a block's room is given back before a call
-        // goes per call, so near a limit nothing is refused that fits. Limits are tight: refusals of several kinds occur.
+        // Differential: one call at a time, a replica with leases against the in-memory store. Calls of no run are
+        // decided on blocks (budgets, alice's RPM/TPM window, her key's RPM, bob's in-flight cap), calls of a run per
+        // call; a block's room is given back before a call goes per call, so near a limit nothing is refused that fits
+        // and the refusal (kind, limit, Retry-After) is the exact store's. Limits are tight: refusals of each kind occur.
         var store = Store;
         var reference = new InMemoryAdmissionStore(Options, Time);
         var random = new Random(20261203);
         var held = new List<(Reservation Leased, Reservation Memory)>();
         var refused = new HashSet<AdmissionRejection>();
+        var limits = new HashSet<AdmissionLimit>();
         var admitted = 0;
         for (var i = 0; i < 400; i++)
         {
@@ -70,6 +72,7 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
             else
             {
                 refused.Add(expected.Rejection);
+                limits.Add(expected.FailedLimit);
             }
 
             if (held.Count > 0 && random.Next(3) > 0)
@@ -103,7 +106,8 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
         }
 
         Assert.InRange(admitted, 40, 360);
-        Assert.Superset(new HashSet<AdmissionRejection> { AdmissionRejection.BudgetExceeded, AdmissionRejection.UserHalted }, refused);
+        Assert.Superset(new HashSet<AdmissionRejection> { AdmissionRejection.BudgetExceeded, AdmissionRejection.UserHalted, AdmissionRejection.RateLimitExceeded }, refused);
+        Assert.Superset(new HashSet<AdmissionLimit> { AdmissionLimit.RequestsPerMinute, AdmissionLimit.TokensPerMinute, AdmissionLimit.InFlight }, limits);
 
         static AdmissionRequest RandomRequest(Random random)
         {
@@ -116,7 +120,10 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
                 Team = user == "bob" ? null : "team-1",
                 TeamBudget = new BudgetLimits(5m, 0, 200),
                 RunId = perCall ? "run-1" : null,
-                UserRateLimits = perCall ? new RateLimits(1000, 0) : default,
+                UserRateLimits = user == "alice" ? new RateLimits(14, 4000) : default,
+                KeyId = user == "alice" ? "key-a" : null,
+                KeyRateLimits = new RateLimits(random.Next(2) == 0 ? 12 : 0, 0),
+                UserMaxInFlight = user == "bob" ? 2 : 0,
                 ReserveUsd = Math.Round((decimal)random.NextDouble() * 0.2m, 4),
                 ReserveTokens = random.Next(10, 800),
                 ReservationTtl = TimeSpan.FromSeconds(60),
