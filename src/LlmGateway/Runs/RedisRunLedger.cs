@@ -36,6 +36,7 @@ internal sealed class RedisRunLedger : IRunLedger, IAsyncDisposable, IDisposable
     private readonly long _callsLifeMs;
     private readonly long _refreshMs;
     private readonly RunLedgerWriter _writer;
+    private readonly TimeSpan _flushPeriod;
 
     /// <param name="timeout">Bound of every awaited Redis call (the admin and outcome endpoints, the sweep, a batch).</param>
     /// <param name="flushPeriod">Time between batches (default <see cref="RunLedgerWriter.DefaultPeriod"/>; infinite: on reads and stop only).</param>
@@ -59,7 +60,8 @@ internal sealed class RedisRunLedger : IRunLedger, IAsyncDisposable, IDisposable
         // Expiry is refreshed at most every quarter of the idle time (at most every minute): see RedisRunScripts.Record.
         _refreshMs = Math.Clamp(_idleMs / 4, 1, 60_000);
         _callsLifeMs = _idleMs + (2 * _refreshMs);
-        _writer = new RunLedgerWriter(WriteBatchAsync, flushPeriod ?? RunLedgerWriter.DefaultPeriod, queueCapacity, onDropped, logger);
+        _flushPeriod = flushPeriod ?? RunLedgerWriter.DefaultPeriod;
+        _writer = new RunLedgerWriter(WriteBatchAsync, _flushPeriod, queueCapacity, onDropped, logger);
     }
 
     /// <summary>The batching writer (tests: batches sent, calls queued and dropped).</summary>
@@ -100,6 +102,14 @@ internal sealed class RedisRunLedger : IRunLedger, IAsyncDisposable, IDisposable
     public async ValueTask<RunEnding> EndAsync(string runId, string user, string outcome, CancellationToken cancellationToken)
     {
         await _writer.FlushRunAsync(runId, cancellationToken).ConfigureAwait(false);
+
+        // Other replicas write their calls of this run up to one flush period late: wait for them (two periods, real
+        // time), or a run whose calls went through another replica just now would be unknown (404) or end without them.
+        if (_flushPeriod > TimeSpan.Zero && _flushPeriod != Timeout.InfiniteTimeSpan)
+        {
+            await Task.Delay(_flushPeriod * 2, cancellationToken).ConfigureAwait(false);
+        }
+
         var now = NowMs();
         var reply = (RedisResult[])(await BoundAsync(_redis.EvaluateAsync(RedisRunScripts.End, [LogKey(runId)], [now, _idleMs, outcome, user]), cancellationToken).ConfigureAwait(false))!;
         return (long)reply[0] switch
