@@ -116,6 +116,12 @@ internal sealed partial class RedisAdmissionStore
     /// <summary>The scopes a call touches, in step order.</summary>
     private static int Scopes(RedisReservation held, Span<int> scopes)
     {
+        if (held.RunOnly)
+        {
+            scopes[0] = RunScope;
+            return 1;
+        }
+
         var count = 0;
         scopes[count++] = UserScope;
         if (held.HasTeam)

@@ -77,7 +77,8 @@ internal sealed partial class RedisAdmissionStore
             return outcome;
         }
 
-        private int SlotOf(RedisKey key) => store._hashSlot?.Invoke(key) ?? 0;
+        /// <summary>On a single Redis every step goes in one script (no slot rule to keep).</summary>
+        private int SlotOf(RedisKey key) => Volatile.Read(ref store._topology) == 2 ? store._hashSlot?.Invoke(key) ?? 0 : 0;
 
         private sealed class Slot
         {

@@ -112,5 +112,8 @@ internal sealed partial class RedisAdmissionStore
         public long TeamPeriodEndMs { get; init; }
 
         public long RunLifeMs { get; init; }
+
+        /// <summary>Made by <see cref="ReserveRunAsync"/>: it holds in the run only.</summary>
+        public bool RunOnly { get; init; }
     }
 }

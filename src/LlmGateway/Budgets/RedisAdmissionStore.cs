@@ -93,7 +93,22 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// <summary>Reserve scripts sent so far (each carries one or more admissions); for tests of the batching.</summary>
     internal long ReserveScripts => Interlocked.Read(ref _reserveScripts);
 
-    public async ValueTask<AdmissionResult> ReserveAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
+    public ValueTask<AdmissionResult> ReserveAsync(AdmissionRequest request, CancellationToken cancellationToken = default) =>
+        ReserveCoreAsync(request, runOnly: false, cancellationToken);
+
+    /// <summary>
+    /// Decides only the call's run (halt, deadline, loop guard, budget, in-flight cap), in one single-slot step: for a
+    /// store that decided the user's, team's and key's scopes itself (leases). Its settlement or release touches only the
+    /// run as well. The reply's user and team fractions are 0 and it has no rate-window figures.
+    /// </summary>
+    internal ValueTask<AdmissionResult> ReserveRunAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentException.ThrowIfNullOrEmpty(request.RunId, nameof(request));
+        return ReserveCoreAsync(request, runOnly: true, cancellationToken);
+    }
+
+    private async ValueTask<AdmissionResult> ReserveCoreAsync(AdmissionRequest request, bool runOnly, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         var now = NowMs();
@@ -156,6 +171,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             UserPeriodEndMs = userPeriod.EndMs,
             TeamPeriodEndMs = teamPeriod?.EndMs ?? 0,
             RunLifeMs = runLifeMs,
+            RunOnly = runOnly,
         };
         var item = new PendingCall(held, Pack(numbers), request.User);
         long[] batchReply;
@@ -256,6 +272,23 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private static double Flag(bool value) => value ? 1 : 0;
 
     /// <summary>
+    /// Whether a batch holds run-only calls (<see cref="ReserveRunAsync"/>): then it goes as scope steps, as on a
+    /// cluster (on a single Redis all in one script), so those calls touch their run's keys only.
+    /// </summary>
+    private static bool HasRunOnly(List<PendingCall> batch)
+    {
+        foreach (var item in batch)
+        {
+            if (item.Held.RunOnly)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
     /// A seconds field's name (<c>x1763712000</c>), built once per second rather than per call: Lua formatting a number
     /// costs Redis ~0.5 µs, which every replica's calls share.
     /// </summary>
@@ -331,7 +364,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async Task<RedisResult> SendReservesAsync(List<PendingCall> batch)
     {
         Interlocked.Increment(ref _reserveScripts);
-        if (await IsClusterAsync().ConfigureAwait(false))
+        if (await IsClusterAsync().ConfigureAwait(false) || HasRunOnly(batch))
         {
             return await SendScopedReservesAsync(batch).ConfigureAwait(false);
         }
@@ -359,7 +392,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// <summary>One finish script for a batch of settlements and releases (on a cluster, one per hash slot).</summary>
     private async Task<RedisResult> SendFinishesAsync(List<PendingCall> batch)
     {
-        if (await IsClusterAsync().ConfigureAwait(false))
+        if (await IsClusterAsync().ConfigureAwait(false) || HasRunOnly(batch))
         {
             return await SendScopedFinishesAsync(batch).ConfigureAwait(false);
         }

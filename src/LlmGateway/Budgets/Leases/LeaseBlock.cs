@@ -123,13 +123,19 @@ internal sealed class LeaseBlock(LeaseScope scope, LeaseAmounts granted, long ex
 /// <summary>A call's hold on one block: what it took there (its worst case in that block's amounts).</summary>
 internal readonly record struct LeaseHold(LeaseBlock Block, LeaseAmounts Need);
 
-/// <summary>A call admitted on blocks: the user's budget's and, as its limits ask, the team's, rate windows' and in-flight cap's.</summary>
+/// <summary>
+/// A call admitted on blocks: the user's budget's and, as its limits ask, the team's, rate windows' and in-flight
+/// cap's; with its run's own per-call hold when it belongs to one.
+/// </summary>
 internal sealed class LeasedReservation(LeasedAdmissionStore store, string idPrefix, long sequence, LeaseAmounts held, long expiresAtMs, LeaseHold[] holds)
     : Reservation(held.Usd, held.Tokens, expiresAtMs)
 {
     public LeasedAdmissionStore Store { get; } = store;
 
     public LeaseHold[] Holds { get; } = holds;
+
+    /// <summary>A call of a run: its hold in the run, decided per call (the run is not leased).</summary>
+    public Reservation? Run { get; set; }
 
     private protected override string FormatId() => ReservationIds.Format(idPrefix, sequence);
 }

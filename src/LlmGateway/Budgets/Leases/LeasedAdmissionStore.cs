@@ -12,9 +12,11 @@ namespace LlmGateway.Budgets.Leases;
 /// </summary>
 /// <remarks>
 /// Leased: the user's and the team's period budgets (USD, tokens, calls), the user's halt, the user's and the key's
-/// RPM/TPM windows and the user's in-flight cap. Calls of a run, and every call that a block cannot admit (near a limit,
-/// halted), go to the exact per-call <see cref="RedisAdmissionStore"/>, after this replica has given back the unused
-/// room of the scopes involved. Blocks are held in Redis in the per-call layout (reservations, window counters,
+/// RPM/TPM windows and the user's in-flight cap. A run is not leased: a call of a run, once its blocks admitted it,
+/// has its run decided by one single-slot script on the run's keys alone (<see cref="RedisAdmissionStore.ReserveRunAsync"/>),
+/// and is refused, its holds on the blocks given back, when the run refuses. Every call that a block cannot admit
+/// (near a limit, halted) goes to the exact per-call <see cref="RedisAdmissionStore"/>, after this replica has given
+/// back the unused room of the scopes involved. Blocks are held in Redis in the per-call layout (reservations, window counters,
 /// in-flight counters), so both paths see each other: spent + every block + every reservation ≤ the limit, across
 /// replicas.
 /// </remarks>
@@ -84,13 +86,10 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     /// <summary>Returns given up after their retries (their holds expire by TTL; their calls' spend was not recorded).</summary>
     internal long LostReturns => Interlocked.Read(ref _lostReturns);
 
-    /// <summary>Whether a request is decided on blocks: every call of no run (its budgets, rates and in-flight cap).</summary>
-    internal static bool IsLeasable(AdmissionRequest request) => request.RunId is null;
-
     public async ValueTask<AdmissionResult> ReserveAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        if (!IsLeasable(request) || _stopped)
+        if (_stopped)
         {
             // Per call: this replica's rate and in-flight blocks of the subjects give their unused room back first, so
             // the exact path sees only calls, not room set aside.
@@ -105,7 +104,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         {
             if (TryAdmit(parts, ei, NowMs()) is { } admitted)
             {
-                return admitted;
+                return request.RunId is null ? admitted : await WithRunAsync(request, admitted, cancellationToken).ConfigureAwait(false);
             }
 
             var granted = true;
@@ -134,15 +133,47 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         return await _inner.ReserveAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
-    public ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default) =>
-        reservation is LeasedReservation held
-            ? FinishAsync(held, new LeaseAmounts(UsdAmount.ToNanosCeiling(actualUsd), Math.Max(0, actualTokens), 1))
-            : _inner.SettleAsync(reservation, actualUsd, actualTokens, cancellationToken);
+    public async ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default)
+    {
+        if (reservation is not LeasedReservation held)
+        {
+            await _inner.SettleAsync(reservation, actualUsd, actualTokens, cancellationToken).ConfigureAwait(false);
+            return;
+        }
 
-    public ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default) =>
-        reservation is LeasedReservation held
-            ? FinishAsync(held, default)
-            : _inner.ReleaseAsync(reservation, cancellationToken);
+        try
+        {
+            await FinishAsync(held, new LeaseAmounts(UsdAmount.ToNanosCeiling(actualUsd), Math.Max(0, actualTokens), 1)).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (held.Run is { } run)
+            {
+                await _inner.SettleAsync(run, actualUsd, actualTokens, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    public async ValueTask ReleaseAsync(Reservation reservation, CancellationToken cancellationToken = default)
+    {
+        if (reservation is not LeasedReservation held)
+        {
+            await _inner.ReleaseAsync(reservation, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await FinishAsync(held, default).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (held.Run is { } run)
+            {
+                await _inner.ReleaseAsync(run, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
 
     public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => _inner.HaltRunAsync(runId, cancellationToken);
 
@@ -263,6 +294,36 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _users.Clear();
         _teams.Clear();
         _keys.Clear();
+    }
+
+    /// <summary>
+    /// A call of a run that its blocks admitted: its run decides (one script on the run's keys). Refused, or Redis
+    /// failing, the call's holds on the blocks are given back and the run's answer stands.
+    /// </summary>
+    private async ValueTask<AdmissionResult> WithRunAsync(AdmissionRequest request, AdmissionResult admitted, CancellationToken cancellationToken)
+    {
+        var held = (LeasedReservation)admitted.Reservation!;
+        AdmissionResult run;
+        try
+        {
+            run = await _inner.ReserveRunAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await FinishAsync(held, default).ConfigureAwait(false);
+            throw;
+        }
+
+        if (!run.IsAdmitted)
+        {
+            await FinishAsync(held, default).ConfigureAwait(false);
+            return run;
+        }
+
+        held.Run = run.Reservation;
+        held.Step = run.Reservation.Step;
+        return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, admitted.Requests, admitted.Tokens,
+            admitted.SpentFractions with { Run = run.SpentFractions.Run });
     }
 
     private static LeaseLimits Limits(BudgetLimits limits) =>

@@ -16,6 +16,8 @@ namespace LlmGateway.Tests.Budgets.Leases;
 /// in Redis stays within the limit (S + B ≤ L) for the user and the team, so spend never passes a limit; no 61-second
 /// span of a rate window (alice's RPM/TPM, her key's RPM) counts more calls or tokens than its limit, and bob never has
 /// more calls in flight (admitted, not finished, every replica) than his cap, nor his in-flight counter more slots.
+/// A third of the calls belong to one run, whose budget and in-flight cap (decided per call on the run's keys, after the
+/// blocks admitted the call) are never passed either.
 /// CsCheck prints the seed of a failing case; pass it as <c>seed:</c> to replay it.
 /// </summary>
 [RequiresRedisServer]
@@ -30,6 +32,10 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
     private static readonly RateLimits KeyRates = new(5, 0);
 
     private const int BobMaxInFlight = 2;
+
+    private const decimal RunLimit = 0.6m;
+
+    private const int RunMaxInFlight = 2;
 
     [RedisFact]
     public async Task RandomInterleavings_OnSeveralReplicas_NeverPassALimit()
@@ -69,7 +75,7 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
             var ceilings = new[] { 1m, 1m };
             const decimal TeamLimit = 1.5m;
             var halted = new bool[2];
-            var held = new List<(IAdmissionStore Store, Reservation Reservation, int User)>();
+            var held = new List<(IAdmissionStore Store, Reservation Reservation, int User, bool InRun)>();
             using var client = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
             var database = client.GetDatabase();
             foreach (var (kind, replica, user, cents, share) in steps)
@@ -88,6 +94,9 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                             KeyId = user == 0 ? "key-a" : null,
                             KeyRateLimits = share < 0.5 ? KeyRates : default,
                             UserMaxInFlight = user == 1 ? BobMaxInFlight : 0,
+                            RunId = cents % 3 == 0 ? "run-1" : null,
+                            RunBudget = new BudgetLimits(RunLimit, 0, 0),
+                            RunMaxInFlight = RunMaxInFlight,
                             ReserveUsd = cents / 100m,
                             ReserveTokens = cents,
                             ReservationTtl = TimeSpan.FromMinutes(10),
@@ -95,19 +104,21 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                         var result = await store.ReserveAsync(request);
                         if (result.IsAdmitted)
                         {
-                            held.Add((store, result.Reservation, user));
+                            held.Add((store, result.Reservation, user, request.RunId is not null));
                         }
 
                         break;
                     case <= 6 when held.Count > 0:
-                        var (owner, settled, settledUser) = held[(int)(share * held.Count) % held.Count];
-                        held.Remove((owner, settled, settledUser));
+                        var settling = held[(int)(share * held.Count) % held.Count];
+                        held.Remove(settling);
+                        var (owner, settled, _, _) = settling;
                         await owner.SettleAsync(settled, Math.Round(settled.ReservedUsd * (decimal)share, 6), settled.ReservedTokens / 2);
                         break;
                     case 7 when held.Count > 0:
-                        var (releasing, released, releasedUser) = held[(int)(share * held.Count) % held.Count];
-                        held.Remove((releasing, released, releasedUser));
-                        await releasing.ReleaseAsync(released);
+                        var releasing = held[(int)(share * held.Count) % held.Count];
+                        held.Remove(releasing);
+                        var (releaser, released, _, _) = releasing;
+                        await releaser.ReleaseAsync(released);
                         break;
                     case 8:
                         halted[user] = !halted[user];
@@ -135,7 +146,7 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                         break;
                     case 11:
                         // Everything finishes and every replica returns its blocks: nothing held under an older limit is left.
-                        foreach (var (finishing, reservation, _) in held)
+                        foreach (var (finishing, reservation, _, _) in held)
                         {
                             await finishing.SettleAsync(reservation, reservation.ReservedUsd, reservation.ReservedTokens);
                         }
@@ -171,6 +182,10 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
                 Assert.True(calls <= AliceRates.RequestsPerMinute && tokens <= AliceRates.TokensPerMinute, $"alice's window: {calls} calls, {tokens} tokens in 61 s > {AliceRates} after step {kind} on replica {replica}");
                 var (keyCalls, _) = await BusiestWindowAsync(database, $"{options.KeyPrefix}{{k:key-a}}");
                 Assert.True(keyCalls <= KeyRates.RequestsPerMinute, $"key's window: {keyCalls} calls in 61 s > {KeyRates.RequestsPerMinute} after step {kind} on replica {replica}");
+                var run = await UsedAsync(database, $"{options.KeyPrefix}{{r:run-1}}");
+                var runInFlight = held.Count(h => h.InRun);
+                var runSlots = await ReservedCallsAsync(database, $"{options.KeyPrefix}{{r:run-1}}");
+                Assert.True(run <= RunLimit && runInFlight <= RunMaxInFlight && runSlots <= RunMaxInFlight, $"run: spent + held {run} (limit {RunLimit}), {runInFlight} calls in flight, {runSlots} held (cap {RunMaxInFlight}) after step {kind} on replica {replica}");
                 var bobInFlight = held.Count(h => h.User == 1);
                 var bobSlots = await InFlightAsync(database, $"{options.KeyPrefix}{{u:bob}}");
                 Assert.True(bobInFlight <= BobMaxInFlight && bobSlots <= BobMaxInFlight, $"bob: {bobInFlight} calls in flight, {bobSlots} slots held > cap {BobMaxInFlight} after step {kind} on replica {replica}");
@@ -223,6 +238,13 @@ public sealed class LeasePropertyTests(RedisServerFixture redis) : IClassFixture
     {
         var packed = (byte[]?)await database.HashGetAsync(key, "u");
         return packed is null ? 0 : (long)BinaryPrimitives.ReadDoubleLittleEndian(packed);
+    }
+
+    /// <summary>The calls a budget hash holds (the sixth number of its packed <c>s</c> field): a run's calls in flight.</summary>
+    private static async Task<long> ReservedCallsAsync(IDatabase database, string key)
+    {
+        var packed = (byte[]?)await database.HashGetAsync(key, "s");
+        return packed is null ? 0 : (long)BinaryPrimitives.ReadDoubleLittleEndian(packed.AsSpan(5 * sizeof(double)));
     }
 
     /// <summary>Spent plus reserved USD of a budget hash (its packed <c>s</c> field), as every script leaves it.</summary>

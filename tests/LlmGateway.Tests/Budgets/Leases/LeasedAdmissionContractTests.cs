@@ -15,6 +15,12 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
 {
     protected abstract string ConnectionString { get; }
 
+    /// <summary>
+    /// Whether a run's steps are numbered as the in-memory store numbers them. On a cluster, a per-call admission whose
+    /// run step held while another scope refused is undone, and its number is skipped: steps still only grow.
+    /// </summary>
+    protected virtual bool StepsExact => true;
+
     /// <summary>A replica with leases whose blocks take the whole room left (tests of who holds what).</summary>
     private LeaseOptions? _nextLease;
 
@@ -35,16 +41,19 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
     [RedisFact]
     public async Task OneReplica_WithLeases_DecidesEveryCallAsTheExactStore()
     {
-        // Differential: one call at a time, a replica with leases against the in-memory store. Calls of no run are
-        // decided on blocks (budgets, alice's RPM/TPM window, her key's RPM, bob's in-flight cap), calls of a run per
-        // call; a block's room is given back before a call goes per call, so near a limit nothing is refused that fits
-        // and the refusal (kind, limit, Retry-After) is the exact store's. Limits are tight: refusals of each kind occur.
+        // Differential: one call at a time, a replica with leases against the in-memory store. Calls are decided on
+        // blocks (budgets, alice's RPM/TPM window, her key's RPM, bob's in-flight cap); a call of a run then has its run
+        // decided per call on the run's keys alone (budget, calls, in-flight cap, loop guard, halt). A block's room is
+        // given back before a call goes per call, so near a limit nothing is refused that fits and the refusal (kind,
+        // scope, limit, Retry-After) and the run step are the exact store's. Limits are tight: refusals of each kind occur.
         var store = Store;
         var reference = new InMemoryAdmissionStore(Options, Time);
         var random = new Random(20261203);
         var held = new List<(Reservation Leased, Reservation Memory)>();
         var refused = new HashSet<AdmissionRejection>();
         var limits = new HashSet<AdmissionLimit>();
+        var runRefusals = new HashSet<AdmissionLimit>();
+        var lastStep = 0L;
         var admitted = 0;
         for (var i = 0; i < 400; i++)
         {
@@ -60,10 +69,28 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
                 await reference.ResumeUserAsync("bob");
             }
 
+            if (i == 260)
+            {
+                await store.HaltRunAsync("run-1");
+                await reference.HaltRunAsync("run-1");
+            }
+
+            if (i == 290)
+            {
+                await store.ResumeRunAsync("run-1");
+                await reference.ResumeRunAsync("run-1");
+            }
+
             var request = RandomRequest(random);
             var expected = await reference.ReserveAsync(request);
             var actual = await store.ReserveAsync(request);
             Assert.True(Describe(expected) == Describe(actual), $"call {i}: {request}\nexpected {Describe(expected)}\nactual   {Describe(actual)}");
+            if (expected.IsAdmitted && request.RunId is not null)
+            {
+                Assert.True(StepsExact ? actual.Reservation!.Step == expected.Reservation!.Step : actual.Reservation!.Step > lastStep, $"call {i}: step {actual.Reservation!.Step}, expected {expected.Reservation!.Step} (last {lastStep})");
+                lastStep = actual.Reservation.Step;
+            }
+
             if (expected.IsAdmitted)
             {
                 admitted++;
@@ -73,6 +100,10 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
             {
                 refused.Add(expected.Rejection);
                 limits.Add(expected.FailedLimit);
+                if (expected.FailedScope == AdmissionScope.Run)
+                {
+                    runRefusals.Add(expected.FailedLimit);
+                }
             }
 
             if (held.Count > 0 && random.Next(3) > 0)
@@ -108,18 +139,24 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
         Assert.InRange(admitted, 40, 360);
         Assert.Superset(new HashSet<AdmissionRejection> { AdmissionRejection.BudgetExceeded, AdmissionRejection.UserHalted, AdmissionRejection.RateLimitExceeded }, refused);
         Assert.Superset(new HashSet<AdmissionLimit> { AdmissionLimit.RequestsPerMinute, AdmissionLimit.TokensPerMinute, AdmissionLimit.InFlight }, limits);
+        Assert.Superset(new HashSet<AdmissionRejection> { AdmissionRejection.RunHalted, AdmissionRejection.LoopDetected }, refused);
+        Assert.Superset(new HashSet<AdmissionLimit> { AdmissionLimit.Usd, AdmissionLimit.InFlight }, runRefusals);
 
         static AdmissionRequest RandomRequest(Random random)
         {
             var user = random.Next(3) == 0 ? "bob" : "alice";
-            var perCall = random.Next(6) == 0;
+            var inRun = random.Next(3) == 0;
             return new AdmissionRequest
             {
                 User = user,
                 UserBudget = new BudgetLimits(user == "alice" ? 6m : 3m, 0, 0),
                 Team = user == "bob" ? null : "team-1",
                 TeamBudget = new BudgetLimits(5m, 0, 200),
-                RunId = perCall ? "run-1" : null,
+                RunId = inRun ? "run-1" : null,
+                RunBudget = new BudgetLimits(1m, 0, 0),
+                RunMaxInFlight = 2,
+                RunMaxRepeats = 3,
+                RequestHash = "prompt-" + random.Next(16),
                 UserRateLimits = user == "alice" ? new RateLimits(14, 4000) : default,
                 KeyId = user == "alice" ? "key-a" : null,
                 KeyRateLimits = new RateLimits(random.Next(2) == 0 ? 12 : 0, 0),
@@ -258,4 +295,6 @@ public sealed class LeasedAdmissionStoreTests(RedisServerFixture redis) : Leased
 public sealed class LeasedClusterAdmissionStoreTests(RedisClusterFixture cluster) : LeasedAdmissionContractTests, IClassFixture<RedisClusterFixture>
 {
     protected override string ConnectionString => cluster.ConnectionString;
+
+    protected override bool StepsExact => false;
 }
