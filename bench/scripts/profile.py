@@ -88,6 +88,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--perf", action="store_true")
+    parser.add_argument("--leases", action="store_true", help="redis variant: with leases (Gateway:Store:Leases)")
     parser.add_argument("--connections", type=int, default=h.SAT_CONNS, help="wrk connections (default: the harness's saturation setting)")
     parser.add_argument("--delay-ms", type=int, default=0, help="pause per connection between requests: with --connections, a rough fixed rate (10 connections × 5 ms ≈ 2,000 req/s)")
     parser.add_argument("--tokenizer", choices=["estimate", "o200k_base", "cl100k_base"],
@@ -115,7 +116,7 @@ def main():
                 redis = f"127.0.0.1:{redis_port}"
             config = h.gateway_config(upstream_port, policies=args.variant not in ("gateway", "cache"), redis=redis,
                                       cache=args.variant == "cache", tokenizer=args.tokenizer,
-                                      context_window=args.context_window)
+                                      context_window=args.context_window, leases=args.leases)
             if args.perf:
                 # Managed frames resolve through /tmp/perf-PID.map, which W^X double mapping would hide.
                 os.environ.update(DOTNET_PerfMapEnabled="1", DOTNET_EnableWriteXorExecute="0")
