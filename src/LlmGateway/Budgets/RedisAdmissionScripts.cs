@@ -47,7 +47,7 @@ namespace LlmGateway.Budgets;
 internal static partial class RedisAdmissionScripts
 {
     /// <summary>Every admission script, for loading them ahead of the first call.</summary>
-    public static RedisScript[] All => [Reserve, ReserveScoped, Finish, FinishScoped, HaltUser, ResumeUser, HaltRun, RunState, UserState];
+    public static RedisScript[] All => [Reserve, ReserveScoped, Finish, FinishScoped, RunSteps, HaltUser, ResumeUser, HaltRun, RunState, UserState];
 
     internal const string Prelude = """
         local now, nowSec

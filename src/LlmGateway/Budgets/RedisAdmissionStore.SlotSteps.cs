@@ -16,7 +16,8 @@ internal sealed partial class RedisAdmissionStore
 
         public int Count => _count;
 
-        public void Add(int call, int scope, RedisReservation held, RedisValue[] args)
+        /// <summary>A step of scope <paramref name="scope"/>; its first argument is the scope, or <paramref name="kind"/> if given.</summary>
+        public void Add(int call, int scope, RedisReservation held, RedisValue[] args, int? kind = null)
         {
             var (offset, count) = ScopeKeys(scope);
             var first = held.Keys[offset];
@@ -31,7 +32,7 @@ internal sealed partial class RedisAdmissionStore
                 group.Keys.Add(held.Keys[offset + i]);
             }
 
-            group.Args.Add(scope);
+            group.Args.Add(kind ?? scope);
             group.Args.AddRange(args);
             group.Steps.Add((call, scope, (string)first!));
             _count++;

@@ -66,6 +66,9 @@ internal sealed partial class RedisAdmissionStore
         /// <summary>Finishes: the suffix of its marker hashes' names (see RedisAdmissionStore.Retries.cs), the same on every retry.</summary>
         public string? Marker { get; init; }
 
+        /// <summary>A run-only call's settlement, release or undo (<see cref="SendRunStepsAsync"/>); false: its admission.</summary>
+        public bool IsFinish { get; init; }
+
         /// <summary>On a cluster: refused once by a limit and tried again after the batch's undo.</summary>
         public bool Retried { get; set; }
     }

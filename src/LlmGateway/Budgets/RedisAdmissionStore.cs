@@ -29,6 +29,9 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// <summary>At most this many admissions in one script (9 keys each).</summary>
     private const int MaxReserveBatch = 64;
 
+    /// <summary>At most this many run-only admissions and finishes in one script (2 keys each).</summary>
+    private const int MaxRunStepBatch = 128;
+
     /// <summary>Numbers the reserve script answers per admission.</summary>
     private const int ReserveReplyLength = RedisAdmissionScripts.ReserveReplyLength;
 
@@ -57,6 +60,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private readonly ConcurrentDictionary<string, SubjectKeys> _keys = new(StringComparer.Ordinal);
     private readonly ScriptGroupCommit<PendingCall> _reserves;
     private readonly ScriptGroupCommit<PendingCall> _finishes;
+    private readonly ScriptGroupCommit<PendingCall> _runStepQueue;
     private long _reserveScripts;
     private FieldNameCache? _expiryField;
     private FieldNameCache? _windowField;
@@ -88,6 +92,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         _idPrefix = ReservationIds.NewPrefix();
         _reserves = new ScriptGroupCommit<PendingCall>(MaxReserveBatch, SendReservesAsync);
         _finishes = new ScriptGroupCommit<PendingCall>(MaxFinishBatch, SendFinishesAsync);
+        _runStepQueue = new ScriptGroupCommit<PendingCall>(MaxRunStepBatch, SendRunStepsAsync);
     }
 
     /// <summary>Reserve scripts sent so far (each carries one or more admissions); for tests of the batching.</summary>
@@ -177,7 +182,8 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         long[] batchReply;
         try
         {
-            batchReply = (long[])(await BoundAsync(_reserves.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false))!;
+            var queue = runOnly ? _runStepQueue : _reserves;
+            batchReply = (long[])(await BoundAsync(queue.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false))!;
         }
         catch
         {
@@ -272,8 +278,8 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private static double Flag(bool value) => value ? 1 : 0;
 
     /// <summary>
-    /// Whether a batch holds run-only calls (<see cref="ReserveRunAsync"/>): then it goes as scope steps, as on a
-    /// cluster (on a single Redis all in one script), so those calls touch their run's keys only.
+    /// Whether a batch holds run-only finishes (<see cref="ReserveRunAsync"/>; retried ones come here): then it goes as
+    /// scope steps, as on a cluster (on a single Redis all in one script), so they touch their run's keys only.
     /// </summary>
     private static bool HasRunOnly(List<PendingCall> batch)
     {
@@ -332,10 +338,12 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             return;
         }
 
-        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null) { Marker = MarkerSuffix() };
+        var item = new PendingCall(held, FinishNumbers(held, settle ? 1 : 0, actualUsd, actualTokens), null) { Marker = MarkerSuffix(), IsFinish = held.RunOnly };
         try
         {
-            await BoundAsync(_finishes.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
+            // Retried, a run-only finish goes in the finishes' queue (as scope steps, see SendFinishesAsync).
+            var queue = held.RunOnly ? _runStepQueue : _finishes;
+            await BoundAsync(queue.Enqueue(item), RedisAdmissionScripts.Finish.Name, cancellationToken, queued: true).ConfigureAwait(false);
             if (item.Failure is { } failure)
             {
                 throw new AdmissionStoreUnavailableException($"Redis could not run {RedisAdmissionScripts.FinishScoped.Name}: {failure.Message}", failure);
@@ -364,7 +372,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async Task<RedisResult> SendReservesAsync(List<PendingCall> batch)
     {
         Interlocked.Increment(ref _reserveScripts);
-        if (await IsClusterAsync().ConfigureAwait(false) || HasRunOnly(batch))
+        if (await IsClusterAsync().ConfigureAwait(false))
         {
             return await SendScopedReservesAsync(batch).ConfigureAwait(false);
         }

@@ -261,6 +261,51 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
         Assert.Equal(0m, state.ReservedUsd);
     }
 
+    [RedisFact]
+    public async Task RunCalls_ConcurrentOnTwoReplicas_AdmitExactlyTheRunBudget_InSharedScripts()
+    {
+        // A run's own limits are decided per call even with leases: 200 concurrent calls of $0.01 over two replicas
+        // against a $1.00 run budget (the user's and team's blocks have ample room) admit exactly 100, and the run's
+        // spend is exactly what they settled. The run steps of concurrent calls (admissions and settlements) share
+        // scripts: fewer scripts than steps.
+        var a = NewLeasedStore();
+        var b = NewLeasedStore();
+        var request = Request(usd: 0.01m, tokens: 10) with
+        {
+            UserBudget = new BudgetLimits(1000m, 0, 0),
+            Team = "team-1",
+            TeamBudget = new BudgetLimits(1000m, 0, 0),
+            RunId = "run-shared",
+            RunBudget = new BudgetLimits(1.00m, 0, 0),
+            RunMaxInFlight = 150,
+        };
+        var calls = Enumerable.Range(0, 200).Select(async i =>
+        {
+            var store = i % 2 == 0 ? a : b;
+            var result = await store.ReserveAsync(request);
+            if (!result.IsAdmitted)
+            {
+                Assert.Equal((AdmissionScope.Run, AdmissionLimit.Usd), (result.FailedScope, result.FailedLimit));
+                return 0;
+            }
+
+            await Task.Yield();
+            await store.SettleAsync(result.Reservation, 0.01m, 10);
+            return 1;
+        });
+        var admitted = (await Task.WhenAll(calls)).Sum();
+
+        Assert.Equal(100, admitted);
+        var run = await a.GetRunStateAsync("run-shared");
+        Assert.NotNull(run);
+        Assert.Equal((1.00m, 100L, 0m, 0), (run.SpentUsd, run.Calls, run.ReservedUsd, run.InFlight));
+        var (scriptsA, stepsA) = a.Inner.RunStepCounts;
+        var (scriptsB, stepsB) = b.Inner.RunStepCounts;
+        // (Calls on blocks: a burst takes up to six grants of growing size before a call goes per call, every scope in one script.)
+        Assert.True(stepsA + stepsB > 0, "no run steps");
+        Assert.True(scriptsA + scriptsB < stepsA + stepsB, $"{scriptsA + scriptsB} scripts for {stepsA + stepsB} run steps");
+    }
+
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider) =>
         CreateLeased(options, timeProvider, _nextLease ?? new LeaseOptions());
 
