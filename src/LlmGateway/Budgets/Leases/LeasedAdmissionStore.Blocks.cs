@@ -175,6 +175,7 @@ internal sealed partial class LeasedAdmissionStore
             }
 
             var now = NowMs();
+            var connection = Volatile.Read(ref _connectionEpoch);
             var (version, block) = await RequestBlockAsync(scope, limits, need, ei, want, now).ConfigureAwait(false);
             lock (scope.Gate)
             {
@@ -190,6 +191,12 @@ internal sealed partial class LeasedAdmissionStore
                 }
 
                 scope.Open = block;
+                if (connection != Volatile.Read(ref _connectionEpoch))
+                {
+                    // Granted before a connection was lost: it admits nothing (see OnConnectionLost), its room goes back.
+                    CloseLocked(scope, block);
+                }
+
                 return true;
             }
         }

@@ -85,6 +85,13 @@ internal sealed partial class LeasedAdmissionStore
             if (!_subscribed && !_stopped)
             {
                 var connection = await _redis.ConnectAsync().ConfigureAwait(false);
+                if (!_watching)
+                {
+                    connection.ConnectionFailed += _onConnectionFailed;
+                    connection.ConfigurationChanged += _onConfigurationChanged;
+                    _watching = true;
+                }
+
                 await connection.GetSubscriber().SubscribeAsync(_channel, _onMessage).WaitAsync(_timeout * 2).ConfigureAwait(false);
                 Volatile.Write(ref _subscribed, true);
             }
@@ -101,16 +108,47 @@ internal sealed partial class LeasedAdmissionStore
 
     private void Unsubscribe()
     {
+        var connection = _redis.ConnectAsync();
+        if (_watching && connection.IsCompletedSuccessfully)
+        {
+            connection.Result.ConnectionFailed -= _onConnectionFailed;
+            connection.Result.ConfigurationChanged -= _onConfigurationChanged;
+            _watching = false;
+        }
+
         if (Volatile.Read(ref _subscribed))
         {
             Volatile.Write(ref _subscribed, false);
-            var connection = _redis.ConnectAsync();
             if (connection.IsCompletedSuccessfully)
             {
                 // Only this store's handler goes: another store on the same connection keeps its own.
                 Observe(connection.Result.GetSubscriber().UnsubscribeAsync(_channel, _onMessage));
             }
         }
+    }
+
+    /// <summary>
+    /// A connection to a Redis server failed, or a server's role or the cluster's slots changed: every open block closes
+    /// and admits nothing more (its calls in flight finish; its room goes back once Redis answers). After a fail-over
+    /// the promoted replica may have lost the writes that set a block's room aside, so a block must not outlive the
+    /// connection it was granted on: the calls admitted without Redis are then at most those already in flight, as on
+    /// the per-call path. Redis's next grant decides from what the current primary holds.
+    /// </summary>
+    private void OnConnectionLost()
+    {
+        Interlocked.Increment(ref _connectionEpoch);
+        foreach (var scope in _scopes.Values)
+        {
+            lock (scope.Gate)
+            {
+                if (scope.Open is { } open)
+                {
+                    CloseLocked(scope, open);
+                }
+            }
+        }
+
+        Interlocked.Increment(ref _connectionLosses);
     }
 
     /// <summary>"control-key version" from a grant that saw new limits, or from a halt or resume on any replica.</summary>

@@ -47,6 +47,11 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private readonly SemaphoreSlim _subscribing = new(1, 1);
     private readonly ITimer _sweeper;
     private readonly Action<RedisChannel, RedisValue> _onMessage;
+    private readonly EventHandler<ConnectionFailedEventArgs> _onConnectionFailed;
+    private readonly EventHandler<EndPointEventArgs> _onConfigurationChanged;
+    private long _connectionEpoch;
+    private long _connectionLosses;
+    private bool _watching;
     private long _sequence;
     private long _invalidations;
     private long _scripts;
@@ -75,6 +80,8 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _retentionMs = (long)options.PeriodRetention.TotalMilliseconds;
         _windowMs = Math.Max(1, (long)lease.Window.TotalMilliseconds);
         _onMessage = OnMessage;
+        _onConnectionFailed = (_, _) => OnConnectionLost();
+        _onConfigurationChanged = (_, _) => OnConnectionLost();
         _sweeper = timeProvider.CreateTimer(static state => ((LeasedAdmissionStore)state!).Sweep(), this, lease.SweepInterval, lease.SweepInterval);
     }
 
@@ -86,6 +93,9 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
 
     /// <summary>Lease scripts sent (grants, returns, bumps); per-call scripts are counted by the inner store.</summary>
     internal long LeaseScriptsSent => Interlocked.Read(ref _scripts);
+
+    /// <summary>Connection failures and configuration changes seen (each closed every open block); for tests.</summary>
+    internal long ConnectionLosses => Interlocked.Read(ref _connectionLosses);
 
     /// <summary>Returns given up after their retries (their holds expire by TTL; their calls' spend was not recorded).</summary>
     internal long LostReturns => Interlocked.Read(ref _lostReturns);

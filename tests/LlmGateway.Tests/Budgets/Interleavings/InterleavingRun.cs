@@ -328,21 +328,26 @@ internal sealed class InterleavingRun(IAdmissionStore[] replicas, FakeTimeProvid
         }
     }
 
+    /// <summary>A halt starts: the resumes started so far, or -1 when one is running (it may reach Redis after the halt).</summary>
     private int HaltStarting(string scope)
     {
         lock (_lock)
         {
-            return ControlOf(scope).ResumesStarted;
+            var control = ControlOf(scope);
+            return control.ResumesRunning > 0 ? -1 : control.ResumesStarted;
         }
     }
 
-    /// <summary>A halt returned: the scope is surely halted unless a resume started since the halt did, or is still running.</summary>
+    /// <summary>
+    /// A halt returned: the scope is surely halted unless a resume overlapped it — running when it started (replicas'
+    /// connections race, so that resume may have run after it), started since, or still running.
+    /// </summary>
     private void Halted(string scope, int resumesBefore)
     {
         lock (_lock)
         {
             var control = ControlOf(scope);
-            if (control.ResumesStarted == resumesBefore && control.ResumesRunning == 0)
+            if (resumesBefore >= 0 && control.ResumesStarted == resumesBefore && control.ResumesRunning == 0)
             {
                 control.Halted = true;
             }

@@ -306,6 +306,48 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
         Assert.True(scriptsA + scriptsB < stepsA + stepsB, $"{scriptsA + scriptsB} scripts for {stepsA + stepsB} run steps");
     }
 
+    [RedisFact]
+    public async Task ConnectionLost_ClosesEveryBlock_TheNextCallIsDecidedByRedisAgain()
+    {
+        // A fail-over may promote a replica that lost the writes which set a block's room aside. Simulated: every
+        // primary's data flushed and its client connections killed. The replica must not admit on a block granted
+        // before the loss: its next call takes a new block, which the current Redis holds.
+        var store = NewLeasedStore();
+        var request = Request(usd: 0.10m) with { UserBudget = new BudgetLimits(10.00m, 0, 0) };
+        Assert.True((await store.ReserveAsync(request)).IsAdmitted);
+        var grants = store.LeaseScriptsSent;
+
+        // The block has room for many calls (a quarter of $10): without the loss, the third call would be on it too.
+        Assert.True((await store.ReserveAsync(request)).IsAdmitted);
+        Assert.Equal(grants, store.LeaseScriptsSent);
+        Assert.Equal(0, store.ConnectionLosses);
+
+        using (var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(ConnectionString + ",allowAdmin=true"))
+        {
+            foreach (var endpoint in admin.GetEndPoints())
+            {
+                var server = admin.GetServer(endpoint);
+                if (!server.IsReplica)
+                {
+                    await server.FlushAllDatabasesAsync();
+                    await server.ExecuteAsync("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+                }
+            }
+        }
+
+        await WaitUntilAsync(() => store.ConnectionLosses > 0);
+        for (var i = 0; i < 500 && !await store.PingAsync(); i++)
+        {
+            await Task.Delay(10);
+        }
+
+        var third = await store.ReserveAsync(request);
+        Assert.True(third.IsAdmitted);
+        Assert.True(store.LeaseScriptsSent > grants, "admitted on the block granted before the connection was lost");
+        var held = await store.Inner.GetUserStateAsync("alice", BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow()));
+        Assert.True(held.ReservedUsd >= 0.10m, $"Redis holds {held.ReservedUsd} for the call admitted after the loss");
+    }
+
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider) =>
         CreateLeased(options, timeProvider, _nextLease ?? new LeaseOptions());
 
