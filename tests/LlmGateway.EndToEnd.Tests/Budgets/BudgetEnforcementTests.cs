@@ -5,8 +5,11 @@ using LlmGateway.EndToEnd.Tests.Infrastructure;
 
 namespace LlmGateway.EndToEnd.Tests.Budgets;
 
-/// <summary>Budgets, rate limits and run control through the gateway, with the in-memory store.</summary>
-public sealed class BudgetEnforcementTests : GatewayTestBase
+/// <summary>
+/// Budgets, rate limits and run control through the gateway, with the in-memory store (and, in
+/// <see cref="LeasedBudgetEnforcementTests"/>, with leases on a real redis-server: the same answers).
+/// </summary>
+public class BudgetEnforcementTests : GatewayTestBase
 {
     protected override string Config(string mockBaseUrl) => TestConfigs.Budgets(mockBaseUrl);
 
