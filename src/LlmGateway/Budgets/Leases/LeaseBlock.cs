@@ -93,6 +93,9 @@ internal sealed class LeaseBlock(LeaseScope scope, LeaseAmounts granted, long ex
     /// <summary>What its settled calls cost, not yet charged in Redis.</summary>
     public LeaseAmounts Used { get; set; }
 
+    /// <summary>What its settled calls cost and was charged in Redis while it was open (see ChargeAsync).</summary>
+    public LeaseAmounts Charged { get; set; }
+
     /// <summary>
     /// Redis gives the block back by itself at this second (its replica died): no call may hold past it. A rate block's
     /// is the second whose window counter holds it.

@@ -74,7 +74,7 @@ internal sealed partial class LeasedAdmissionStore
     /// </summary>
     private static double Fraction(LeaseBlock block, LeaseLimits limits)
     {
-        var used = block.UsedAtGrant + block.Held + block.Used;
+        var used = block.UsedAtGrant + block.Charged + block.Held + block.Used;
         var fraction = 0d;
         if (limits.Usd > 0)
         {
@@ -281,6 +281,36 @@ internal sealed partial class LeasedAdmissionStore
         {
             await FlushAsync(block).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Charges an open budget block's settled calls in Redis (the sweep, every 250 ms): their cost moves from the room
+    /// Redis holds for the block to spent, so spent plus held there is unchanged, and so is the block's room here. A
+    /// replica that dies then loses at most a sweep interval of settled spend rather than a block's whole window.
+    /// </summary>
+    private async ValueTask ChargeAsync(LeaseBlock block)
+    {
+        var scope = block.Scope;
+        LeaseAmounts spend;
+        lock (scope.Gate)
+        {
+            // A block must keep at least one call in Redis: the expiry second's field goes when its calls reach 0, and
+            // with it what it still held in USD and tokens (a later release would find no field and leave them held).
+            // A block whose every call is settled cannot admit another: it closes and goes back whole.
+            if (block.IsClosed || block.Used.IsZero || scope.Kind != LeaseKind.Budget || block.Granted.Calls - block.Used.Calls < 1)
+            {
+                return;
+            }
+
+            spend = block.Used;
+            block.Used = default;
+            block.Granted -= spend;
+            block.Charged += spend;
+        }
+
+        var now = NowMs();
+        var numbers = Pack([now, spend.Usd, spend.Tokens, spend.Calls, spend.Usd, spend.Tokens, spend.Calls, scope.PeriodEndMs, _retentionMs]);
+        await ReturnAsync(new PendingReturn([scope.Budget, ReturnMarker(scope, now)], [numbers, block.ExpiryField, NextReturnId()])).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -37,7 +37,10 @@ internal sealed partial class LeasedAdmissionStore
         }
     }
 
-    /// <summary>Closes blocks whose window passed and returns closed blocks' unused room (timer, every SweepInterval).</summary>
+    /// <summary>
+    /// Closes blocks whose window passed, returns closed blocks' unused room and charges open budget blocks' settled
+    /// calls (timer, every SweepInterval).
+    /// </summary>
     private void Sweep()
     {
         if (_stopped)
@@ -49,11 +52,16 @@ internal sealed partial class LeasedAdmissionStore
         foreach (var scope in _scopes.Values)
         {
             bool flush;
+            LeaseBlock? charge = null;
             lock (scope.Gate)
             {
                 if (scope.Open is { } open && (now >= open.OpenUntilMs || open.Version < scope.KnownVersion))
                 {
                     CloseLocked(scope, open);
+                }
+                else if (scope.Open is { } admitting && scope.Kind == LeaseKind.Budget && !admitting.Used.IsZero)
+                {
+                    charge = admitting;
                 }
 
                 flush = scope.Closed.Exists(block => !block.Used.IsZero || block.Granted != block.Held);
@@ -66,6 +74,11 @@ internal sealed partial class LeasedAdmissionStore
             if (flush)
             {
                 Observe(FlushClosedAsync(scope).AsTask());
+            }
+
+            if (charge is not null)
+            {
+                Observe(ChargeAsync(charge).AsTask());
             }
         }
     }

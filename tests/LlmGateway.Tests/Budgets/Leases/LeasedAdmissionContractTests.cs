@@ -253,7 +253,8 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
             Time.Advance(TimeSpan.FromMilliseconds(10));
         }
 
-        Assert.True(store.LeaseScriptsSent < 60, $"{store.LeaseScriptsSent} lease scripts for 400 calls");
+        // Grants, returns, and a charge of each open block's settled calls every sweep (250 ms).
+        Assert.True(store.LeaseScriptsSent < 100, $"{store.LeaseScriptsSent} lease scripts for 400 calls");
         Assert.Equal(0, store.Inner.ReserveScripts);
         var state = await store.GetUserStateAsync("alice", BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow()));
         Assert.Equal(0.4m, state.SpentUsd);
@@ -346,6 +347,38 @@ public abstract class LeasedAdmissionContractTests : AdmissionStoreContractTests
         Assert.True(store.LeaseScriptsSent > grants, "admitted on the block granted before the connection was lost");
         var held = await store.Inner.GetUserStateAsync("alice", BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow()));
         Assert.True(held.ReservedUsd >= 0.10m, $"Redis holds {held.ReservedUsd} for the call admitted after the loss");
+    }
+
+    [RedisFact]
+    public async Task OpenBlock_SettledSpend_IsChargedEverySweep_SoADeadReplicaLosesLittle()
+    {
+        // Five calls settle on one open block (its 1 s window not over): Redis has charged nothing yet. One sweep later
+        // (250 ms, the block still open) their cost is spent in Redis, so the replica's death loses none of it.
+        var store = NewLeasedStore();
+        var request = Request(usd: 0.10m) with { UserBudget = new BudgetLimits(10m, 0, 0) };
+        for (var i = 0; i < 5; i++)
+        {
+            var admitted = await store.ReserveAsync(request);
+            await store.SettleAsync(admitted.Reservation!, 0.05m, 10);
+        }
+
+        using var reader = new RedisAdmissionStore(ConnectionString, Options, Time);
+        var period = BudgetPeriods.GetKey(BudgetPeriod.Day, Time.GetUtcNow());
+        Assert.Equal(0m, (await reader.GetUserStateAsync("alice", period)).SpentUsd);
+
+        Time.Advance(new LeaseOptions().SweepInterval);
+        var state = await reader.GetUserStateAsync("alice", period);
+        for (var i = 0; i < 500 && state.SpentUsd != 0.25m; i++)
+        {
+            await Task.Delay(10);
+            state = await reader.GetUserStateAsync("alice", period);
+        }
+
+        store.Kill();
+        Assert.Equal((0.25m, 5L), (state.SpentUsd, state.Calls));
+
+        // Spent plus held is what it was: the block's room is still set aside (until it expires, the replica being dead).
+        Assert.True(state.ReservedUsd > 0m, "the open block's room was given back");
     }
 
     protected override IAdmissionStore CreateStore(AdmissionStoreOptions options, TimeProvider timeProvider) =>
