@@ -27,6 +27,8 @@ internal static class GatewayEventIds
     public const int SettleFailed = 3001;
     public const int SettleRetried = 3002;
     public const int SettleAbandoned = 3003;
+    public const int LeaseReturnsLost = 3004;
+    public const int LeaseBlocksClosed = 3005;
     public const int AdminAction = 3100;
     public const int AuditRejection = 3101;
     public const int AuditFileWriteFailed = 3102;

@@ -147,7 +147,7 @@ internal sealed partial class LeasedAdmissionStore
     /// connection it was granted on: the calls admitted without Redis are then at most those already in flight, as on
     /// the per-call path. Redis's next grant decides from what the current primary holds.
     /// </summary>
-    private void OnConnectionLost()
+    private void OnConnectionLost(string reason)
     {
         Interlocked.Increment(ref _connectionEpoch);
         foreach (var scope in _scopes.Values)
@@ -161,6 +161,8 @@ internal sealed partial class LeasedAdmissionStore
             }
         }
 
+        _metrics?.LeaseBlocksClosedOnConnectionLoss();
+        LeaseLog.BlocksClosed(_logger, reason);
         Interlocked.Increment(ref _connectionLosses);
     }
 

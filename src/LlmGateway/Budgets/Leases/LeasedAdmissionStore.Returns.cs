@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 
 namespace LlmGateway.Budgets.Leases;
@@ -61,14 +62,14 @@ internal sealed partial class LeasedAdmissionStore
     {
         if (_stopped || _stopping.IsCancellationRequested)
         {
-            Interlocked.Increment(ref _lostReturns);
+            ReturnsLost(1, "the gateway is stopping");
             return;
         }
 
         if (Interlocked.Increment(ref _returnCount) > MaxReturnRetries)
         {
             Interlocked.Decrement(ref _returnCount);
-            Interlocked.Increment(ref _lostReturns);
+            ReturnsLost(1, $"{MaxReturnRetries} returns already wait for Redis");
             return;
         }
 
@@ -115,7 +116,7 @@ internal sealed partial class LeasedAdmissionStore
                 if (Stopwatch.GetElapsedTime(pending.FirstAttempt) > RedisAdmissionStore.FinishRetryFor)
                 {
                     Interlocked.Decrement(ref _returnCount);
-                    Interlocked.Increment(ref _lostReturns);
+                    ReturnsLost(1, $"Redis did not confirm it within {RedisAdmissionStore.FinishRetryFor.TotalSeconds:0} s of retries");
                 }
                 else
                 {
@@ -141,8 +142,33 @@ internal sealed partial class LeasedAdmissionStore
             }
         }
 
-        Interlocked.Add(ref _lostReturns, _returns.Count);
+        if (!_returns.IsEmpty)
+        {
+            ReturnsLost(_returns.Count, "the gateway stopped before Redis confirmed them");
+        }
+
         _returns.Clear();
         _stopping.Dispose();
     }
+
+    /// <summary>
+    /// Returns given up: their calls' settled spend is not charged and their room comes back when the blocks expire.
+    /// Operators see it: an error log line and <c>llm_gateway_lease_returns_lost_total</c>.
+    /// </summary>
+    private void ReturnsLost(long count, string reason)
+    {
+        Interlocked.Add(ref _lostReturns, count);
+        _metrics?.LeaseReturnsLost(count);
+        LeaseLog.ReturnsLost(_logger, count, reason);
+    }
+}
+
+/// <summary>Log lines of the leased store.</summary>
+internal static partial class LeaseLog
+{
+    [LoggerMessage(EventId = GatewayEventIds.LeaseReturnsLost, EventName = "LeaseReturnsLost", Level = LogLevel.Error, Message = "{Count} lease block return(s) given up ({Reason}): their calls' settled spend is not charged, and their room comes back when the blocks expire")]
+    public static partial void ReturnsLost(ILogger logger, long count, string reason);
+
+    [LoggerMessage(EventId = GatewayEventIds.LeaseBlocksClosed, EventName = "LeaseBlocksClosed", Level = LogLevel.Warning, Message = "Redis connection lost or reconfigured ({Reason}): every open lease block closed; calls go to Redis again")]
+    public static partial void BlocksClosed(ILogger logger, string reason);
 }

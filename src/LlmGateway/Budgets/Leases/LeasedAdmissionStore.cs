@@ -1,6 +1,9 @@
 using System.Collections.Concurrent;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
+using LlmGateway.Telemetry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using StackExchange.Redis;
 
 namespace LlmGateway.Budgets.Leases;
@@ -47,6 +50,8 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private readonly SemaphoreSlim _subscribing = new(1, 1);
     private readonly ITimer _sweeper;
     private readonly Action<RedisChannel, RedisValue> _onMessage;
+    private readonly ILogger _logger;
+    private readonly GatewayMetrics? _metrics;
     private readonly EventHandler<ConnectionFailedEventArgs> _onConnectionFailed;
     private readonly EventHandler<EndPointEventArgs> _onConfigurationChanged;
     private long _connectionEpoch;
@@ -59,7 +64,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private bool _subscribed;
     private bool _stopped;
 
-    public LeasedAdmissionStore(RedisConnection redis, RedisAdmissionStore inner, AdmissionStoreOptions options, LeaseOptions lease, TimeProvider timeProvider, bool ownsInner = false)
+    public LeasedAdmissionStore(RedisConnection redis, RedisAdmissionStore inner, AdmissionStoreOptions options, LeaseOptions lease, TimeProvider timeProvider, bool ownsInner = false, ILogger? logger = null, GatewayMetrics? metrics = null)
     {
         ArgumentNullException.ThrowIfNull(redis);
         ArgumentNullException.ThrowIfNull(inner);
@@ -79,9 +84,11 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _channel = RedisChannel.Literal(_channelName);
         _retentionMs = (long)options.PeriodRetention.TotalMilliseconds;
         _windowMs = Math.Max(1, (long)lease.Window.TotalMilliseconds);
+        _logger = logger ?? NullLogger.Instance;
+        _metrics = metrics;
         _onMessage = OnMessage;
-        _onConnectionFailed = (_, _) => OnConnectionLost();
-        _onConfigurationChanged = (_, _) => OnConnectionLost();
+        _onConnectionFailed = (_, failed) => OnConnectionLost($"{failed.FailureType} on {failed.ConnectionType} connection to {failed.EndPoint}");
+        _onConfigurationChanged = (_, changed) => OnConnectionLost($"configuration of {changed.EndPoint} changed");
         _sweeper = timeProvider.CreateTimer(static state => ((LeasedAdmissionStore)state!).Sweep(), this, lease.SweepInterval, lease.SweepInterval);
     }
 

@@ -4,6 +4,11 @@ using LlmGateway.Budgets.Leases;
 using LlmGateway.Configuration;
 using LlmGateway.Redis;
 using LlmGateway.Tests.Shared;
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using Xunit.Abstractions;
 
@@ -103,6 +108,59 @@ public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : IDisposa
         var team = new BudgetLimits(spent + 0.10m, 0, 0);
         Assert.True((await inner.ReserveAsync(request with { TeamBudget = team })).IsAdmitted);
         Assert.False((await inner.ReserveAsync(request with { TeamBudget = team, ReserveUsd = 0.000001m })).IsAdmitted);
+    }
+
+    [RedisFact]
+    public async Task ReturnsGivenUp_AreLoggedAndCounted_AndConnectionLossIsToo()
+    {
+        // Redis paused while the replica stops: its block's return times out, is tried once more at stop and given up.
+        // Operators must see that spend went unrecorded: an error line and llm_gateway_lease_returns_lost_total. Killing
+        // the connections first closes the blocks: a warning and llm_gateway_lease_blocks_closed_on_connection_loss_total.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
+        var options = new AdmissionStoreOptions { KeyPrefix = "lease-lost-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(200) };
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new LlmGateway.Telemetry.GatewayMetrics(services.GetRequiredService<IMeterFactory>());
+        using var lost = new MetricCollector<long>(services.GetRequiredService<IMeterFactory>(), LlmGateway.Telemetry.GatewayMetrics.MeterName, "llm_gateway_lease_returns_lost");
+        using var closed = new MetricCollector<long>(services.GetRequiredService<IMeterFactory>(), LlmGateway.Telemetry.GatewayMetrics.MeterName, "llm_gateway_lease_blocks_closed_on_connection_loss");
+        var log = new FakeLogger<LeasedAdmissionStore>();
+        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
+        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
+        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true, logger: log, metrics: metrics);
+        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var request = new AdmissionRequest { User = "alice", UserBudget = new BudgetLimits(100m, 0, 0), ReserveUsd = 0.10m, ReserveTokens = 1000, ReservationTtl = TimeSpan.FromMinutes(10) };
+
+        var first = await store.ReserveAsync(request);
+        await store.SettleAsync(first.Reservation!, 0.05m, 100);
+        OnEveryNode("CLIENT KILL TYPE normal SKIPME yes");
+        for (var i = 0; i < 500 && store.ConnectionLosses == 0; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(closed.GetMeasurementSnapshot().Sum(m => m.Value) >= 1, "no closed-blocks measurement");
+        Assert.Contains(log.Collector.GetSnapshot(), r => r.Id.Name == "LeaseBlocksClosed" && r.Level == LogLevel.Warning);
+        for (var i = 0; i < 500 && !await store.PingAsync(); i++)
+        {
+            await Task.Delay(10);
+        }
+
+        var second = await store.ReserveAsync(request);
+        await store.SettleAsync(second.Reservation!, 0.05m, 100);
+        try
+        {
+            Assert.All(OnEveryNode("CLIENT PAUSE 5000 WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+            store.Dispose();
+        }
+        finally
+        {
+            OnEveryNode("CLIENT UNPAUSE");
+        }
+
+        Assert.True(store.LostReturns > 0, "nothing was given up");
+        Assert.Equal(store.LostReturns, lost.GetMeasurementSnapshot().Sum(m => m.Value));
+        var line = Assert.Single(log.Collector.GetSnapshot(), r => r.Id.Name == "LeaseReturnsLost");
+        Assert.Equal(LogLevel.Error, line.Level);
+        Assert.Contains("not charged", line.Message, StringComparison.Ordinal);
     }
 }
 
