@@ -36,7 +36,6 @@ internal sealed partial class RedisAdmissionStore
         }
 
         var outcome = await steps.SendAsync(RedisAdmissionScripts.RunSteps, RedisAdmissionScripts.ScopedReplyLength).ConfigureAwait(false);
-        var replies = new RedisResult[batch.Count * ReserveReplyLength];
         var none = new Dictionary<string, Undone>(StringComparer.Ordinal);
         for (var i = 0; i < batch.Count; i++)
         {
@@ -45,9 +44,12 @@ internal sealed partial class RedisAdmissionStore
             var failure = mine.Count == 1 ? mine[0].Failure : new RedisException("The run step got no reply.");
             item.Failure = failure;
             var refusal = failure is null && !item.IsFinish && mine[0].Reply[0] > 0 ? mine[0].Reply : null;
-            Answer(replies, i, item.IsFinish ? [] : mine, refusal, failure is not null, none);
+            if (!item.IsFinish)
+            {
+                item.Answer = Answer(mine, refusal, failure is not null, none);
+            }
         }
 
-        return RedisResult.Create(replies);
+        return NoBatchReply;
     }
 }

@@ -144,7 +144,6 @@ internal sealed partial class RedisAdmissionStore
 
     private async Task<RedisResult> SendScopedReservesAsync(List<PendingCall> batch)
     {
-        var replies = new RedisResult[batch.Count * ReserveReplyLength];
         var pending = new List<int>(batch.Count);
         for (var i = 0; i < batch.Count; i++)
         {
@@ -210,7 +209,7 @@ internal sealed partial class RedisAdmissionStore
                 {
                     // A second chance that fails keeps the first answer: within this replica's order it was exact.
                     item.Failure = failure;
-                    Answer(replies, index, mine, refusal, failure is not null, undone);
+                    item.Answer = Answer(mine, refusal, failure is not null, undone);
                 }
 
                 if (!redo && refusal is not null && failure is null && refusal[0] >= FirstTransientRank && !item.Retried)
@@ -259,23 +258,24 @@ internal sealed partial class RedisAdmissionStore
             pending = next;
         }
 
-        return RedisResult.Create(replies);
+        // Each call has its answer (PendingCall.Answer): no batch reply to build and parse again.
+        return NoBatchReply;
     }
 
     /// <summary>
     /// One call's answer in <see cref="RedisAdmissionScripts.Reserve"/>'s layout, built from its steps, less the holds
     /// its steps saw that were undone (<paramref name="undone"/>, per scope: those of earlier calls).
     /// </summary>
-    private static void Answer(RedisResult[] replies, int index, List<StepReply> steps, long[]? refusal, bool failed, Dictionary<string, Undone> undone)
+    private static long[] Answer(List<StepReply> steps, long[]? refusal, bool failed, Dictionary<string, Undone> undone)
     {
-        Span<long> answer = stackalloc long[ReserveReplyLength];
+        var answer = new long[ReserveReplyLength];
         answer[17] = -1;
         answer[20] = -1;
         answer[0] = failed ? -1 : refusal is null ? 1 : 0;
         answer[5] = -1;
         if (refusal is not null)
         {
-            refusal.AsSpan(1, 5).CopyTo(answer[1..]);
+            refusal.AsSpan(1, 5).CopyTo(answer.AsSpan(1));
         }
 
         foreach (var step in steps)
@@ -310,10 +310,7 @@ internal sealed partial class RedisAdmissionStore
             }
         }
 
-        for (var i = 0; i < ReserveReplyLength; i++)
-        {
-            replies[(index * ReserveReplyLength) + i] = RedisResult.Create(answer[i]);
-        }
+        return answer;
     }
 
     /// <summary>What the undone holds of one scope add up to.</summary>

@@ -66,6 +66,12 @@ internal sealed partial class RedisAdmissionStore
         /// <summary>Finishes: the suffix of its marker hashes' names (see RedisAdmissionStore.Retries.cs), the same on every retry.</summary>
         public string? Marker { get; init; }
 
+        /// <summary>
+        /// An admission decided in scope steps (a cluster, or run-only): its answer in Reserve's layout, set by its
+        /// sender, which then answers the whole batch with <see cref="NoBatchReply"/>.
+        /// </summary>
+        public long[]? Answer { get; set; }
+
         /// <summary>A run-only call's settlement, release or undo (<see cref="SendRunStepsAsync"/>); false: its admission.</summary>
         public bool IsFinish { get; init; }
 

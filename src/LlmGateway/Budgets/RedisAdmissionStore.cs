@@ -32,6 +32,9 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     /// <summary>At most this many run-only admissions and finishes in one script (2 keys each).</summary>
     private const int MaxRunStepBatch = 128;
 
+    /// <summary>A batch's reply when each call carries its own answer (<see cref="PendingCall.Answer"/>).</summary>
+    private static readonly RedisResult NoBatchReply = RedisResult.Create(RedisValue.Null);
+
     /// <summary>Numbers the reserve script answers per admission.</summary>
     private const int ReserveReplyLength = RedisAdmissionScripts.ReserveReplyLength;
 
@@ -179,11 +182,11 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             RunOnly = runOnly,
         };
         var item = new PendingCall(held, Pack(numbers), request.User);
-        long[] batchReply;
+        RedisResult batchReply;
         try
         {
             var queue = runOnly ? _runStepQueue : _reserves;
-            batchReply = (long[])(await BoundAsync(queue.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false))!;
+            batchReply = await BoundAsync(queue.Enqueue(item), RedisAdmissionScripts.Reserve.Name, cancellationToken, queued: true).ConfigureAwait(false);
         }
         catch
         {
@@ -192,7 +195,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             throw;
         }
 
-        var reply = batchReply.AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
+        ReadOnlySpan<long> reply = item.Answer ?? ((long[])batchReply!).AsSpan(item.Index * ReserveReplyLength, ReserveReplyLength);
         if (item.Failure is { } failure)
         {
             // On a cluster one scope's node could not decide (the others' holds were given back).
