@@ -20,10 +20,12 @@ public sealed class ScriptGroupCommitTests
 
         sender.Answer(0, RedisResult.Create((RedisValue)100));
         Assert.Equal(100, (long)await first);
+        await sender.WaitForBatchesAsync(2);
         Assert.Equal([1, 3, 4], sender.Batches[1]); // at most 3, in order, without the abandoned one
         Assert.Equal([0, 1, 2], calls.Where(c => sender.Batches[1].Contains(c.Id)).Select(c => c.Index));
 
         sender.Answer(1, RedisResult.Create((RedisValue)101));
+        await sender.WaitForBatchesAsync(3);
         Assert.Equal([5], sender.Batches[2]);
         sender.Answer(2, RedisResult.Create((RedisValue)102));
         Assert.Equal([101, 101, 101, 102], (await Task.WhenAll(rest[0], rest[2], rest[3], rest[4])).Select(r => (long)r));
@@ -69,19 +71,52 @@ public sealed class ScriptGroupCommitTests
     private sealed class Sender
     {
         private readonly List<TaskCompletionSource<RedisResult>> _replies = [];
+        private int _sent;
 
         public List<int[]> Batches { get; } = [];
 
+        /// <summary>
+        /// The next batch goes out when the one in flight is answered: on the answering thread, except that xunit's
+        /// synchronization context on the test thread makes the runtime queue the continuation instead of running it
+        /// inline, so it may go a moment later (failed once in CI): wait for it (an event, not a time).
+        /// </summary>
+        public async Task WaitForBatchesAsync(int count)
+        {
+            for (var i = 0; i < 500 && Volatile.Read(ref _sent) < count; i++)
+            {
+                await Task.Delay(10);
+            }
+
+            Assert.True(Volatile.Read(ref _sent) >= count, $"{Volatile.Read(ref _sent)} batches sent, {count} expected");
+        }
+
         public Task<RedisResult> SendAsync(List<Call> batch)
         {
-            Batches.Add([.. batch.Select(c => c.Id)]);
+            lock (Batches)
+            {
+                Batches.Add([.. batch.Select(c => c.Id)]);
+            }
+
             var reply = new TaskCompletionSource<RedisResult>();
-            _replies.Add(reply);
+            lock (_replies)
+            {
+                _replies.Add(reply);
+            }
+
+            Interlocked.Increment(ref _sent);
             return reply.Task;
         }
 
-        public void Answer(int batch, RedisResult reply) => _replies[batch].SetResult(reply);
+        public void Answer(int batch, RedisResult reply) => Reply(batch).SetResult(reply);
 
-        public void Fail(int batch, Exception exception) => _replies[batch].SetException(exception);
+        public void Fail(int batch, Exception exception) => Reply(batch).SetException(exception);
+
+        private TaskCompletionSource<RedisResult> Reply(int batch)
+        {
+            lock (_replies)
+            {
+                return _replies[batch];
+            }
+        }
     }
 }
