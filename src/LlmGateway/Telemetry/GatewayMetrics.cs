@@ -50,8 +50,8 @@ internal sealed class GatewayMetrics
     private readonly Histogram<double> _toolDuration;
     private readonly Counter<long> _idempotentReplays;
     private readonly Counter<long> _storeUnavailable;
-    private readonly Counter<long> _leaseReturnsLost;
-    private readonly Counter<long> _leaseBlocksClosed;
+    private long _leaseReturnsLost;
+    private long _leaseBlocksClosed;
 
     private readonly ConcurrentDictionary<string, int> _circuitStates = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, BudgetState> _budgets = new(StringComparer.Ordinal);
@@ -93,9 +93,10 @@ internal sealed class GatewayMetrics
             "Configuration reloads, by result (success, failure).");
         _storeUnavailable = meter.CreateCounter<long>("llm_gateway_store_unavailable", "{request}",
             "Admissions the budget store could not decide in time, by the policy applied (allowed or denied).");
-        _leaseReturnsLost = meter.CreateCounter<long>("llm_gateway_lease_returns_lost", "{return}",
+        // Observed, so both exist at 0 from the first scrape: increase() then sees the first loss (a series born at 3 shows none).
+        meter.CreateObservableCounter("llm_gateway_lease_returns_lost", () => Volatile.Read(ref _leaseReturnsLost), "{return}",
             "Lease block returns given up (Redis did not confirm them within 60 s, or the gateway stopped first): their calls' settled spend is not charged.");
-        _leaseBlocksClosed = meter.CreateCounter<long>("llm_gateway_lease_blocks_closed_on_connection_loss", "{event}",
+        meter.CreateObservableCounter("llm_gateway_lease_blocks_closed_on_connection_loss", () => Volatile.Read(ref _leaseBlocksClosed), "{event}",
             "Lost Redis connections or configuration changes (fail-over, moved slots) that closed every open lease block.");
         _toolCalls = meter.CreateCounter<long>("llm_gateway_tool_calls", "{call}",
             "Tool calls proxied, by tool, HTTP method and status.");
@@ -232,10 +233,10 @@ internal sealed class GatewayMetrics
         _storeUnavailable.Add(1, new KeyValuePair<string, object?>(TelemetryTags.Result, allowed ? "allowed" : "denied"));
 
     /// <summary>Lease block returns given up (leased store): their calls' spend was not charged.</summary>
-    public void LeaseReturnsLost(long count) => _leaseReturnsLost.Add(count);
+    public void LeaseReturnsLost(long count) => Interlocked.Add(ref _leaseReturnsLost, count);
 
     /// <summary>A lost Redis connection or a configuration change closed every open lease block.</summary>
-    public void LeaseBlocksClosedOnConnectionLoss() => _leaseBlocksClosed.Add(1);
+    public void LeaseBlocksClosedOnConnectionLoss() => Interlocked.Increment(ref _leaseBlocksClosed);
 
     public void RecordConfigReload(bool success) =>
         _configReloads.Add(1, new KeyValuePair<string, object?>(
