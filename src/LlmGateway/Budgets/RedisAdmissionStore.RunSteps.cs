@@ -32,7 +32,7 @@ internal sealed partial class RedisAdmissionStore
             RedisValue[] args = item.IsFinish
                 ? [item.Numbers, held.RequestHash, held.ExpiryField, held.WindowField, (string)held.Keys[ScopeKeys(RunScope).Offset]! + item.Marker, held.Id]
                 : [item.Numbers, held.RequestHash, item.User, held.ExpiryField, held.WindowField];
-            steps.Add(i, RunScope, held, args, item.IsFinish ? FinishStep : ReserveStep);
+            steps.Add(i, RunScope, held, args, item.IsFinish ? FinishStep : ReserveStep, reserve: !item.IsFinish);
         }
 
         var outcome = await steps.SendAsync(RedisAdmissionScripts.RunSteps, RedisAdmissionScripts.ScopedReplyLength).ConfigureAwait(false);

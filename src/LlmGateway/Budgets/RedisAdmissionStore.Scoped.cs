@@ -160,7 +160,7 @@ internal sealed partial class RedisAdmissionStore
                 var count = Scopes(item.Held, scopes);
                 for (var s = 0; s < count; s++)
                 {
-                    steps.Add(index, scopes[s], item.Held, [item.Numbers, item.Held.RequestHash, item.User, item.Held.ExpiryField, item.Held.WindowField]);
+                    steps.Add(index, scopes[s], item.Held, [item.Numbers, item.Held.RequestHash, item.User, item.Held.ExpiryField, item.Held.WindowField], reserve: true);
                 }
             }
 

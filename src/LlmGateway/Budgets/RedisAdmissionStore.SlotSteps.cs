@@ -8,6 +8,9 @@ internal sealed partial class RedisAdmissionStore
     /// <summary>A step's reply (null on failure), its scope kind and its scope's identity (its first key).</summary>
     private sealed record StepReply(int ScopeKind, string Scope, long[] Reply, Exception? Failure);
 
+    /// <summary>A step as sent: its call, scope kind and identity, the reservation it is for, and whether it admits.</summary>
+    private sealed record SlotStep(int Call, int Scope, string Name, RedisReservation Held, bool Reserve);
+
     /// <summary>Steps grouped by hash slot, in call order within each slot: one script per slot, sent together.</summary>
     private sealed class SlotSteps(RedisAdmissionStore store)
     {
@@ -16,8 +19,11 @@ internal sealed partial class RedisAdmissionStore
 
         public int Count => _count;
 
-        /// <summary>A step of scope <paramref name="scope"/>; its first argument is the scope, or <paramref name="kind"/> if given.</summary>
-        public void Add(int call, int scope, RedisReservation held, RedisValue[] args, int? kind = null)
+        /// <summary>
+        /// A step of scope <paramref name="scope"/>; its first argument is the scope, or <paramref name="kind"/> if given.
+        /// <paramref name="reserve"/>: an admission step, undone if its script times out and then holds.
+        /// </summary>
+        public void Add(int call, int scope, RedisReservation held, RedisValue[] args, int? kind = null, bool reserve = false)
         {
             var (offset, count) = ScopeKeys(scope);
             var first = held.Keys[offset];
@@ -34,7 +40,7 @@ internal sealed partial class RedisAdmissionStore
 
             group.Args.Add(kind ?? scope);
             group.Args.AddRange(args);
-            group.Steps.Add((call, scope, (string)first!));
+            group.Steps.Add(new SlotStep(call, scope, (string)first!, held, reserve));
             _count++;
         }
 
@@ -42,10 +48,12 @@ internal sealed partial class RedisAdmissionStore
         public async Task<Outcome> SendAsync(LlmGateway.Redis.RedisScript script, int replyLength)
         {
             var groups = _slots.Values.ToArray();
+            var calls = new Task<RedisResult>[groups.Length];
             var sends = new Task<RedisResult>[groups.Length];
             for (var i = 0; i < groups.Length; i++)
             {
-                sends[i] = store._redis.EvaluateAsync(script, [.. groups[i].Keys], [.. groups[i].Args]).WaitAsync(store._timeout);
+                calls[i] = store._redis.EvaluateAsync(script, [.. groups[i].Keys], [.. groups[i].Args]);
+                sends[i] = calls[i].WaitAsync(store._timeout);
             }
 
             var outcome = new Outcome();
@@ -66,12 +74,17 @@ internal sealed partial class RedisAdmissionStore
                 {
                     LlmGateway.Redis.RedisConnection.Observe(sends[i]);
                     failure = exception;
+                    if (exception is TimeoutException)
+                    {
+                        // Redis slow, not gone: the script may still run, and its admissions are then undone.
+                        store.UndoWhenAnswered(calls[i], groups[i].Steps, replyLength);
+                    }
                 }
 
                 for (var s = 0; s < groups[i].Steps.Count; s++)
                 {
-                    var (call, scope, name) = groups[i].Steps[s];
-                    outcome.Add(call, new StepReply(scope, name, failure is null && replyLength > 0 ? reply!.AsSpan(s * replyLength, replyLength).ToArray() : [], failure));
+                    var step = groups[i].Steps[s];
+                    outcome.Add(step.Call, new StepReply(step.Scope, step.Name, failure is null && replyLength > 0 ? reply!.AsSpan(s * replyLength, replyLength).ToArray() : [], failure));
                 }
             }
 
@@ -87,7 +100,7 @@ internal sealed partial class RedisAdmissionStore
 
             public List<RedisValue> Args { get; } = [];
 
-            public List<(int Call, int Scope, string Name)> Steps { get; } = [];
+            public List<SlotStep> Steps { get; } = [];
         }
     }
 

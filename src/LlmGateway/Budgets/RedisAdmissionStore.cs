@@ -190,8 +190,9 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         }
         catch
         {
-            // Not sent yet: it never will be (nobody would settle what it holds). Already sent: it expires.
+            // Not sent yet: it never will be (nobody would settle what it holds). Already sent: given back if admitted.
             item.Abandoned = true;
+            ReleaseIfAdmittedLate(item);
             throw;
         }
 
@@ -332,8 +333,20 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
             args[(5 * i) + 4] = item.Held.WindowField;
         }
 
-        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones.
-        var reply = await _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args).WaitAsync(_timeout).ConfigureAwait(false);
+        // Bounded from when it is sent: a batch stuck on a dead connection must not hold back the next ones. Timed out,
+        // it may still run (Redis slow, not gone): what it admits then is given back (RedisAdmissionStore.LateReplies.cs).
+        var call = _redis.EvaluateAsync(RedisAdmissionScripts.Reserve, keys, args);
+        RedisResult reply;
+        try
+        {
+            reply = await call.WaitAsync(_timeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            ReleaseWhenAnswered(call, batch);
+            throw;
+        }
+
         return reply.Length == batch.Count * ReserveReplyLength
             ? reply
             : throw new RedisException($"The reserve script answered {reply.Length} numbers for {batch.Count} admissions.");

@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using LlmGateway.Budgets;
+using LlmGateway.Budgets.Leases;
+using LlmGateway.Configuration;
+using LlmGateway.Redis;
+using LlmGateway.Tests.Shared;
+using Microsoft.Extensions.Time.Testing;
+
+namespace LlmGateway.Tests.Budgets;
+
+/// <summary>
+/// Admissions that Redis grants after their caller gave up (the store timeout ran out while Redis was paused with
+/// CLIENT PAUSE; the scripts run when the pause ends) hold nothing: nobody will settle them, so they are given back when
+/// the late reply comes. Before, each held the call's worst case and its in-flight slots until the reservation TTL
+/// (10 min), refusing calls that fit. Per call (every scope in one script on a single Redis, one step per scope on a
+/// cluster) and with leases (the run's own step).
+/// </summary>
+public abstract class RedisLateAdmissionTests : IDisposable
+{
+    private readonly List<IDisposable> _stores = [];
+
+    protected abstract string ConnectionString { get; }
+
+    /// <summary>Sends a command to every primary; returns their first reply lines.</summary>
+    protected abstract string?[] OnEveryNode(string command);
+
+    public void Dispose()
+    {
+        OnEveryNode("CLIENT UNPAUSE");
+        foreach (var store in _stores)
+        {
+            store.Dispose();
+        }
+
+        GC.SuppressFinalize(this);
+    }
+
+    [RedisFact]
+    public Task PerCall_AdmissionsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: false);
+
+    [RedisFact]
+    public Task Leased_RunStepsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: true);
+
+    private async Task RunAsync(bool leases)
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
+        var options = new AdmissionStoreOptions { KeyPrefix = "late-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(200) };
+        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
+        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
+        IAdmissionStore store = inner;
+        if (leases)
+        {
+            var leased = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true);
+            await leased.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            store = leased;
+        }
+        else
+        {
+            await inner.LoadScriptsAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        _stores.Add((IDisposable)store);
+        var request = new AdmissionRequest
+        {
+            User = "alice",
+            UserBudget = new BudgetLimits(100m, 0, 0),
+            Team = "sales",
+            TeamBudget = new BudgetLimits(100m, 0, 0),
+            RunId = "run-late",
+            RunBudget = new BudgetLimits(100m, 0, 0),
+            RunMaxInFlight = 1,
+            KeyId = "key-1",
+            KeyRateLimits = new RateLimits(1000, 1_000_000),
+            ReserveUsd = 0.10m,
+            ReserveTokens = 1000,
+            ReservationTtl = TimeSpan.FromMinutes(10),
+        };
+
+        // With leases the blocks are taken first (Redis running), so what is paused is the run's own step.
+        var warm = await store.ReserveAsync(request with { RunId = "run-warm" });
+        await store.SettleAsync(warm.Reservation!, 0.01m, 10);
+
+        Assert.All(OnEveryNode("CLIENT PAUSE 1500 WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+        var calls = Enumerable.Range(0, 5).Select(async _ =>
+        {
+            try
+            {
+                return (await store.ReserveAsync(request)).IsAdmitted;
+            }
+            catch (AdmissionStoreUnavailableException)
+            {
+                return false;
+            }
+        }).ToArray();
+        Assert.All(await Task.WhenAll(calls), admitted => Assert.False(admitted, "a call was admitted while Redis was paused"));
+        OnEveryNode("CLIENT UNPAUSE");
+
+        // The paused scripts ran when the pause ended (one of the five fit the run's in-flight cap of 1): what they
+        // hold must be given back, so the run takes a call again and holds nothing.
+        var waited = Stopwatch.StartNew();
+        RunBudgetState? run = null;
+        while (waited.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            run = await inner.GetRunStateAsync("run-late");
+            if (run is null || (run.InFlight == 0 && run.ReservedUsd == 0))
+            {
+                break;
+            }
+
+            await Task.Delay(50);
+        }
+
+        Assert.True(run is null || (run.InFlight == 0 && run.ReservedUsd == 0), $"the run still holds {run?.InFlight} call(s), {run?.ReservedUsd} USD");
+        var next = await store.ReserveAsync(request);
+        Assert.True(next.IsAdmitted, $"{next.Rejection} {next.FailedScope} {next.FailedLimit}");
+        await store.SettleAsync(next.Reservation!, 0.01m, 10);
+    }
+}
+
+[RequiresRedisServer]
+public sealed class RedisSingleLateAdmissionTests(RedisServerFixture redis) : RedisLateAdmissionTests, IClassFixture<RedisServerFixture>
+{
+    protected override string ConnectionString => redis.ConnectionString;
+
+    protected override string?[] OnEveryNode(string command) => [redis.TryCommand(command)];
+}
+
+[RequiresRedisServer]
+public sealed class RedisClusterLateAdmissionTests(RedisClusterFixture cluster) : RedisLateAdmissionTests, IClassFixture<RedisClusterFixture>
+{
+    protected override string ConnectionString => cluster.ConnectionString;
+
+    protected override string?[] OnEveryNode(string command) => cluster.OnEveryNode(command);
+}
