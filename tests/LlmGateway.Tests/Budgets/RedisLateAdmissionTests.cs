@@ -41,6 +41,75 @@ public abstract class RedisLateAdmissionTests : IDisposable
     [RedisFact]
     public Task Leased_RunStepsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: true);
 
+    [RedisFact]
+    public async Task Leased_BlocksGrantedAfterTheReplicaGaveUp_AreGivenBack()
+    {
+        // A replica's call needs a new block; Redis is paused, the grant times out and the call is refused as
+        // unavailable; the grant runs when the pause ends and sets room aside for a block nobody holds: it must go back,
+        // not stay set aside until the block's TTL. Each kind in turn (a call's blocks are taken in order: budget, rate
+        // window, in-flight cap), the blocks before it taken first with Redis running.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
+        var options = new AdmissionStoreOptions { KeyPrefix = "late-grant-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(200) };
+        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
+        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
+        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true);
+        _stores.Add(store);
+        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var budget = new AdmissionRequest { User = "alice", UserBudget = new BudgetLimits(1m, 0, 0), ReserveUsd = 0.10m, ReserveTokens = 100, ReservationTtl = TimeSpan.FromMinutes(10) };
+        var rated = budget with { UserRateLimits = new RateLimits(3, 0) };
+
+        // (An RPM of 1,000 here so that the warm call's rate block still has room: the late grant is the cap's.)
+        var roomy = budget with { UserRateLimits = new RateLimits(1000, 0) };
+        var capped = roomy with { UserMaxInFlight = 2 };
+        (string User, AdmissionRequest? Warm, AdmissionRequest Late)[] stages =
+        [
+            ("budget", null, budget),
+            ("rate", budget, rated),
+            ("in-flight", roomy, capped),
+        ];
+        var period = BudgetPeriods.GetKey(BudgetPeriod.Day, time.GetUtcNow());
+        foreach (var (user, warm, late) in stages)
+        {
+            if (warm is not null)
+            {
+                var first = await store.ReserveAsync(warm with { User = user });
+                await store.SettleAsync(first.Reservation!, 0.01m, 10);
+            }
+
+            Assert.All(OnEveryNode("CLIENT PAUSE 1500 WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+            await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await store.ReserveAsync(late with { User = user }));
+            OnEveryNode("CLIENT UNPAUSE");
+
+            // This replica's own blocks go back; what the late grant set aside must be gone too.
+            var waited = Stopwatch.StartNew();
+            await store.ReturnAllAsync();
+            var state = await inner.GetUserStateAsync(user, period);
+            while (waited.Elapsed < TimeSpan.FromSeconds(20) && (state.ReservedUsd != 0 || state.InFlight != 0 || store.PendingReturns > 0))
+            {
+                await Task.Delay(50);
+                await store.ReturnAllAsync();
+                state = await inner.GetUserStateAsync(user, period);
+            }
+
+            Assert.True(state.ReservedUsd == 0 && state.InFlight == 0, $"{user}: still set aside {state.ReservedUsd} USD, {state.InFlight} slot(s)");
+
+            // The RPM window counts only the calls made (the warm one, when it had the limit): the rest fit, per call.
+            var made = warm?.UserRateLimits.IsUnlimited == false ? 1 : 0;
+            var held = new List<Reservation>();
+            for (var i = made; i < 3; i++)
+            {
+                var result = await inner.ReserveAsync(rated with { User = user });
+                Assert.True(result.IsAdmitted, $"{user}: call {i + 1} of an RPM of 3 refused ({result.FailedLimit}): the window counts calls never made");
+                held.Add(result.Reservation);
+            }
+
+            foreach (var reservation in held)
+            {
+                await inner.ReleaseAsync(reservation);
+            }
+        }
+    }
+
     private async Task RunAsync(bool leases)
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));

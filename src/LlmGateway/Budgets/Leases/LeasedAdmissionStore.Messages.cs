@@ -185,7 +185,11 @@ internal sealed partial class LeasedAdmissionStore
         Observe(InvalidateAsync(control, version).ContinueWith(_ => Interlocked.Increment(ref _invalidations), TaskScheduler.Default));
     }
 
-    private async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken = default)
+    /// <param name="whenLate">
+    /// A grant's: run with the reply if the script timed out here but Redis still ran it (slow, not gone), to give back
+    /// what it set aside for a block nobody holds (it would otherwise stay set aside until the block's TTL).
+    /// </param>
+    private async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args, CancellationToken cancellationToken = default, Func<long[], Task>? whenLate = null)
     {
         Interlocked.Increment(ref _scripts);
         var call = _redis.EvaluateAsync(script, keys, args);
@@ -196,6 +200,18 @@ internal sealed partial class LeasedAdmissionStore
         catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
             RedisConnection.Observe(call);
+            if (whenLate is not null && exception is TimeoutException)
+            {
+                _ = call.ContinueWith(
+                    static (task, state) => task.IsCompletedSuccessfully && (long[]?)task.Result is { Length: > 0 } reply && reply[0] > 0
+                        ? ((Func<long[], Task>)state!)(reply)
+                        : Task.CompletedTask,
+                    whenLate,
+                    CancellationToken.None,
+                    TaskContinuationOptions.ExecuteSynchronously,
+                    TaskScheduler.Default).Unwrap();
+            }
+
             throw new AdmissionStoreUnavailableException($"Redis did not answer {script.Name} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
         }
     }

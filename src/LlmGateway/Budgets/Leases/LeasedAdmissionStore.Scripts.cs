@@ -16,7 +16,8 @@ internal sealed partial class LeasedAdmissionStore
                 var second = AdmissionConstants.Second(now);
                 var field = "w" + second.ToString(CultureInfo.InvariantCulture);
                 var numbers = Pack([now, need.Tokens, want, limits.Calls, limits.Tokens, _lease.Fraction]);
-                var reply = (long[])(await EvaluateAsync(LeaseScripts.GrantRate, [scope.Budget], [numbers, field, _channelName]).ConfigureAwait(false))!;
+                var reply = (long[])(await EvaluateAsync(LeaseScripts.GrantRate, [scope.Budget], [numbers, field, _channelName], whenLate: late =>
+                    GiveBackLateAsync(() => EvaluateAsync(LeaseScripts.ReturnRate, [scope.Budget], [Pack([second, -late[0], -late[0] * need.Tokens]), field]))).ConfigureAwait(false))!;
                 var calls = reply[0];
                 var openUntil = Math.Min(now + _windowMs, (second + 1) * AdmissionConstants.SecondMs);
                 return (reply[1], calls <= 0 ? null : new LeaseBlock(
@@ -30,7 +31,8 @@ internal sealed partial class LeasedAdmissionStore
             {
                 var field = "x" + ei.ToString(CultureInfo.InvariantCulture);
                 var numbers = Pack([now, ei, want, limits.Calls, _lease.Fraction]);
-                var reply = (long[])(await EvaluateAsync(LeaseScripts.GrantInFlight, [scope.Budget, scope.Reservations], [numbers, field, _channelName]).ConfigureAwait(false))!;
+                var reply = (long[])(await EvaluateAsync(LeaseScripts.GrantInFlight, [scope.Budget, scope.Reservations], [numbers, field, _channelName], whenLate: late =>
+                    GiveBackLateAsync(() => EvaluateAsync(LeaseScripts.ReturnInFlight, [scope.Budget], [late[0], field]))).ConfigureAwait(false))!;
                 var calls = reply[0];
                 return (reply[1], calls <= 0 ? null : new LeaseBlock(scope, new LeaseAmounts(0, 0, calls), ei, field, now + _windowMs, reply[1], limits, default));
             }
@@ -43,11 +45,29 @@ internal sealed partial class LeasedAdmissionStore
                     now, ei, need.Usd, need.Tokens, want, limits.Usd, limits.Tokens, limits.Calls, scope.PeriodEndMs, _retentionMs,
                     _lease.Fraction, scope.IsUser ? 1 : 0,
                 ]);
-                var reply = (long[])(await EvaluateAsync(LeaseScripts.Grant, [scope.Control, scope.Budget, scope.Reservations], [numbers, field, _channelName]).ConfigureAwait(false))!;
+                var reply = (long[])(await EvaluateAsync(LeaseScripts.Grant, [scope.Control, scope.Budget, scope.Reservations], [numbers, field, _channelName], whenLate: late =>
+                {
+                    var at = NowMs();
+                    var release = Pack([at, 0, 0, 0, late[0] * need.Usd, late[0] * need.Tokens, late[0], scope.PeriodEndMs, _retentionMs]);
+                    return ReturnAsync(new PendingReturn([scope.Budget, ReturnMarker(scope, at)], [release, field, NextReturnId()])).AsTask();
+                }).ConfigureAwait(false))!;
                 var calls = reply[0];
                 return (reply[1], calls <= 0 ? null : new LeaseBlock(
                     scope, new LeaseAmounts(calls * need.Usd, calls * need.Tokens, calls), ei, field, now + _windowMs, reply[1], limits, new LeaseAmounts(reply[2], reply[3], reply[4])));
             }
+        }
+    }
+
+    /// <summary>A late grant's window calls or slots, given back once; not confirmed, they go when their second or TTL does.</summary>
+    private async Task GiveBackLateAsync(Func<Task> giveBack)
+    {
+        try
+        {
+            await giveBack().ConfigureAwait(false);
+        }
+        catch (AdmissionStoreUnavailableException exception)
+        {
+            ReturnsLost(1, "a late grant could not be given back: " + exception.Message);
         }
     }
 
