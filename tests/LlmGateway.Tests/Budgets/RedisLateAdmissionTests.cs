@@ -68,8 +68,10 @@ public abstract class RedisLateAdmissionTests : IDisposable
             ("in-flight", roomy, capped),
         ];
         var period = BudgetPeriods.GetKey(BudgetPeriod.Day, time.GetUtcNow());
+        var stage = 0;
         foreach (var (user, warm, late) in stages)
         {
+            stage++;
             if (warm is not null)
             {
                 var first = await store.ReserveAsync(warm with { User = user });
@@ -80,8 +82,16 @@ public abstract class RedisLateAdmissionTests : IDisposable
             await Assert.ThrowsAsync<AdmissionStoreUnavailableException>(async () => await store.ReserveAsync(late with { User = user }));
             OnEveryNode("CLIENT UNPAUSE");
 
-            // This replica's own blocks go back; what the late grant set aside must be gone too.
+            // The late grant ran and its give-back was sent (an event: the store counts them).
             var waited = Stopwatch.StartNew();
+            while (waited.Elapsed < TimeSpan.FromSeconds(20) && store.LateGrantsGivenBack < stage)
+            {
+                await Task.Delay(20);
+            }
+
+            Assert.Equal(stage, store.LateGrantsGivenBack);
+
+            // This replica's own blocks go back; what the late grant set aside must be gone too.
             await store.ReturnAllAsync();
             var state = await inner.GetUserStateAsync(user, period);
             while (waited.Elapsed < TimeSpan.FromSeconds(20) && (state.ReservedUsd != 0 || state.InFlight != 0 || store.PendingReturns > 0))

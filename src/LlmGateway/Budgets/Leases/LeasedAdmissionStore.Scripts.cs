@@ -5,6 +5,11 @@ namespace LlmGateway.Budgets.Leases;
 /// <summary>What each kind of block sends to Redis: its grant and its return.</summary>
 internal sealed partial class LeasedAdmissionStore
 {
+    private long _lateGrants;
+
+    /// <summary>Grants that timed out here but ran, whose room was then given back (or given up); for tests.</summary>
+    internal long LateGrantsGivenBack => Interlocked.Read(ref _lateGrants);
+
     /// <summary>Asks Redis for a block of the scope; the scope's lease version, and the block (null: no room for the call, or halted).</summary>
     private async Task<(long Version, LeaseBlock? Block)> RequestBlockAsync(LeaseScope scope, LeaseLimits limits, LeaseAmounts need, long ei, long want, long now)
     {
@@ -49,7 +54,7 @@ internal sealed partial class LeasedAdmissionStore
                 {
                     var at = NowMs();
                     var release = Pack([at, 0, 0, 0, late[0] * need.Usd, late[0] * need.Tokens, late[0], scope.PeriodEndMs, _retentionMs]);
-                    return ReturnAsync(new PendingReturn([scope.Budget, ReturnMarker(scope, at)], [release, field, NextReturnId()])).AsTask();
+                    return GiveBackLateAsync(() => ReturnAsync(new PendingReturn([scope.Budget, ReturnMarker(scope, at)], [release, field, NextReturnId()])).AsTask());
                 }).ConfigureAwait(false))!;
                 var calls = reply[0];
                 return (reply[1], calls <= 0 ? null : new LeaseBlock(
@@ -58,7 +63,10 @@ internal sealed partial class LeasedAdmissionStore
         }
     }
 
-    /// <summary>A late grant's window calls or slots, given back once; not confirmed, they go when their second or TTL does.</summary>
+    /// <summary>
+    /// A late grant's room, given back (budget room through the retried return; window calls or slots once: not
+    /// confirmed, they go when their second or TTL does).
+    /// </summary>
     private async Task GiveBackLateAsync(Func<Task> giveBack)
     {
         try
@@ -68,6 +76,10 @@ internal sealed partial class LeasedAdmissionStore
         catch (AdmissionStoreUnavailableException exception)
         {
             ReturnsLost(1, "a late grant could not be given back: " + exception.Message);
+        }
+        finally
+        {
+            Interlocked.Increment(ref _lateGrants);
         }
     }
 

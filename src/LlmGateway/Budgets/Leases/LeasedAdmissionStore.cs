@@ -144,14 +144,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
             }
         }
 
-        // Near a limit, or halted: this replica gives back its unused room in these scopes, and the per-call path
-        // decides exactly (and says which limit refused, with its Retry-After).
-        foreach (var part in parts)
-        {
-            await CloseAsync(part.Scope).ConfigureAwait(false);
-        }
-
-        return await _inner.ReserveAsync(request, cancellationToken).ConfigureAwait(false);
+        return await DecideExactlyAsync(request, parts, ei, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask SettleAsync(Reservation reservation, decimal actualUsd, long actualTokens, CancellationToken cancellationToken = default)
@@ -315,36 +308,6 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _users.Clear();
         _teams.Clear();
         _keys.Clear();
-    }
-
-    /// <summary>
-    /// A call of a run that its blocks admitted: its run decides (one script on the run's keys). Refused, or Redis
-    /// failing, the call's holds on the blocks are given back and the run's answer stands.
-    /// </summary>
-    private async ValueTask<AdmissionResult> WithRunAsync(AdmissionRequest request, AdmissionResult admitted, CancellationToken cancellationToken)
-    {
-        var held = (LeasedReservation)admitted.Reservation!;
-        AdmissionResult run;
-        try
-        {
-            run = await _inner.ReserveRunAsync(request, cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            await FinishAsync(held, default).ConfigureAwait(false);
-            throw;
-        }
-
-        if (!run.IsAdmitted)
-        {
-            await FinishAsync(held, default).ConfigureAwait(false);
-            return run;
-        }
-
-        held.Run = run.Reservation;
-        held.Step = run.Reservation.Step;
-        return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, admitted.Requests, admitted.Tokens,
-            admitted.SpentFractions with { Run = run.SpentFractions.Run });
     }
 
     private static LeaseLimits Limits(BudgetLimits limits) =>
