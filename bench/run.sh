@@ -8,7 +8,8 @@
 #   bench/run.sh --scenarios a,b      only some of: direct nginx yarp gateway deployments policies redis cache stream scaling bodies portkey
 #   bench/run.sh --micro              BenchmarkDotNet micro-benchmarks instead of the load run
 #   bench/run.sh --no-build           reuse the last Release build
-#   bench/run.sh --baseline REV       also run the policies and Redis scenarios on the gateway built from git REV
+#   bench/run.sh --baseline REV       also run the policies and Redis scenarios (with and without leases, budgets only
+#                                     with leases) on the gateway built from git REV
 #                                     (a commit, tag or branch), side by side in the same run: before/after figures
 #
 # Builds go to $BENCH_ARTIFACTS (default /tmp/bench-artifacts) so they never touch the repo's obj/ folders.

@@ -60,12 +60,13 @@ PROFILES = {
 GATEWAY_KEY = "sk-bench-harness-0001"
 RUN_ID = "bench-run-1"
 TARGET_ORDER = ["direct", "nginx", "yarp", "gateway", "deployments", "policies", "policies-base", "redis", "redis-base", "redis-leases",
-                "redis-budgets", "redis-budgets-leases", "redis-cluster", "redis-cluster-leases", "cache", "portkey"]
+                "redis-leases-base", "redis-budgets", "redis-budgets-leases", "redis-budgets-leases-base", "redis-cluster", "redis-cluster-leases", "cache", "portkey"]
 # Redis scenarios: every policy (X-Run-Id on each call), or budgets only (user and team, no run header), with leases or not;
 # the cluster ones on a 3-master Redis Cluster on loopback (every policy), its three nodes' CPU and commands summed.
 REDIS_SCENARIOS = ("redis", "redis-leases", "redis-budgets", "redis-budgets-leases", "redis-cluster", "redis-cluster-leases")
 # Targets run only with --baseline: the same scenarios on another build of the gateway, measured in the same run.
-BASELINE_KEYS = {"policies-base": "policies", "redis-base": "redis"}
+BASELINE_KEYS = {"policies-base": "policies", "redis-base": "redis", "redis-leases-base": "redis-leases",
+                 "redis-budgets-leases-base": "redis-budgets-leases"}
 EXTRA_PHASES = ["stream", "scaling", "bodies"]
 LABELS = {
     "direct": "direct to upstream",
@@ -77,6 +78,8 @@ LABELS = {
     "redis": "gateway, policies (Redis)",
     "policies-base": "baseline build: policies (in-memory)",
     "redis-base": "baseline build: policies (Redis)",
+    "redis-leases-base": "baseline build: policies (Redis, leases)",
+    "redis-budgets-leases-base": "baseline build: budgets only (Redis, leases)",
     "redis-leases": "gateway, policies (Redis, leases)",
     "redis-budgets": "gateway, budgets only (Redis)",
     "redis-budgets-leases": "gateway, budgets only (Redis, leases)",
