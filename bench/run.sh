@@ -31,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --scenarios) scenarios="${2:?--scenarios needs a comma-separated list}"; shift ;;
     --scenarios=*) scenarios="${1#*=}" ;;
     --baseline) baseline="${2:?--baseline needs a git revision}"; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
