@@ -15,26 +15,8 @@ namespace LlmGateway.Tests.Budgets;
 /// (10 min), refusing calls that fit. Per call (every scope in one script on a single Redis, one step per scope on a
 /// cluster) and with leases (the run's own step).
 /// </summary>
-public abstract class RedisLateAdmissionTests : IDisposable
+public abstract class RedisLateAdmissionTests : RedisPausingTests
 {
-    private readonly List<IDisposable> _stores = [];
-
-    protected abstract string ConnectionString { get; }
-
-    /// <summary>Sends a command to every primary; returns their first reply lines.</summary>
-    protected abstract string?[] OnEveryNode(string command);
-
-    public void Dispose()
-    {
-        OnEveryNode("CLIENT UNPAUSE");
-        foreach (var store in _stores)
-        {
-            store.Dispose();
-        }
-
-        GC.SuppressFinalize(this);
-    }
-
     [RedisFact]
     public Task PerCall_AdmissionsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: false);
 
@@ -53,7 +35,7 @@ public abstract class RedisLateAdmissionTests : IDisposable
         var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
         var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
         var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true);
-        _stores.Add(store);
+        Track(store);
         await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
         var budget = new AdmissionRequest { User = "alice", UserBudget = new BudgetLimits(1m, 0, 0), ReserveUsd = 0.10m, ReserveTokens = 100, ReservationTtl = TimeSpan.FromMinutes(10) };
         var rated = budget with { UserRateLimits = new RateLimits(3, 0) };
@@ -138,7 +120,7 @@ public abstract class RedisLateAdmissionTests : IDisposable
             await inner.LoadScriptsAsync().WaitAsync(TimeSpan.FromSeconds(30));
         }
 
-        _stores.Add((IDisposable)store);
+        Track((IDisposable)store);
         var request = new AdmissionRequest
         {
             User = "alice",

@@ -14,33 +14,15 @@ namespace LlmGateway.Tests.Budgets;
 /// by it once Redis answers. Every scope is involved: user, team, run and the key's rate window (on a cluster, four
 /// slots on three nodes, each marked on its own).
 /// </summary>
-public abstract class RedisSettlementRetryTests(ITestOutputHelper output) : IDisposable
+public abstract class RedisSettlementRetryTests(ITestOutputHelper output) : RedisPausingTests
 {
-    private readonly List<RedisAdmissionStore> _stores = [];
-
-    protected abstract string ConnectionString { get; }
-
-    /// <summary>Sends a command to every primary; returns their first reply lines.</summary>
-    protected abstract string?[] OnEveryNode(string command);
-
-    public void Dispose()
-    {
-        OnEveryNode("CLIENT UNPAUSE");
-        foreach (var store in _stores)
-        {
-            store.Dispose();
-        }
-
-        GC.SuppressFinalize(this);
-    }
-
     [RedisFact]
     public async Task SettlementsLostOrUnconfirmedWhileRedisIsAway_AreChargedExactlyOnce()
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
         var options = new AdmissionStoreOptions { KeyPrefix = "retry-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(300) };
         var store = new RedisAdmissionStore(ConnectionString, options, time) { FinishRetryInterval = TimeSpan.FromMilliseconds(200) };
-        _stores.Add(store);
+        Track(store);
         await store.LoadScriptsAsync().WaitAsync(TimeSpan.FromSeconds(30));
         var request = new AdmissionRequest
         {

@@ -32,14 +32,5 @@ public sealed partial class OperationsFilesTests
         """;
 
     [ToolFact(Promtool)]
-    public async Task LeaseReturnsLostAlert_FiresOnAnyLostReturn_PerInstance_AndResolves()
-    {
-        using var directory = new TempDirectory();
-        File.WriteAllText(Path.Combine(directory.Path, "alerts.yml"), WithoutAnnotations(File.ReadAllText(AlertsPath)));
-        File.WriteAllText(Path.Combine(directory.Path, "leases-test.yml"), LeaseAlertUnitTests);
-
-        var result = await RunAsync(RequireTool(Promtool), directory.Path, "test", "rules", "leases-test.yml");
-
-        Assert.True(result.ExitCode == 0, $"promtool test rules failed:\n{result.Output}");
-    }
+    public Task LeaseReturnsLostAlert_FiresOnAnyLostReturn_PerInstance_AndResolves() => AssertAlertUnitTestsPassAsync(LeaseAlertUnitTests);
 }

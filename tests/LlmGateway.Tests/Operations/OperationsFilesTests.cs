@@ -41,14 +41,19 @@ public sealed partial class OperationsFilesTests(ITestOutputHelper output)
     }
 
     [ToolFact(Promtool)]
-    public async Task AlertRules_FireOnSyntheticSeries_AndOnlyThen()
+    public Task AlertRules_FireOnSyntheticSeries_AndOnlyThen() => AssertAlertUnitTestsPassAsync(AlertUnitTests);
+
+    /// <summary>
+    /// Runs promtool's unit tests <paramref name="unitTests"/> against the repository's alert rules. promtool compares
+    /// annotations exactly when an alert has any; the wording is not what these tests are about, so they are removed.
+    /// </summary>
+    private async Task AssertAlertUnitTestsPassAsync(string unitTests)
     {
-        // promtool compares annotations exactly when an alert has any; the wording is not what this test is about.
         using var directory = new TempDirectory();
         File.WriteAllText(Path.Combine(directory.Path, "alerts.yml"), WithoutAnnotations(File.ReadAllText(AlertsPath)));
-        File.WriteAllText(Path.Combine(directory.Path, "alerts-test.yml"), AlertUnitTests);
+        File.WriteAllText(Path.Combine(directory.Path, "unit-tests.yml"), unitTests);
 
-        var result = await RunAsync(RequireTool(Promtool), directory.Path, "test", "rules", "alerts-test.yml");
+        var result = await RunAsync(RequireTool(Promtool), directory.Path, "test", "rules", "unit-tests.yml");
 
         Assert.True(result.ExitCode == 0, $"promtool test rules failed:\n{result.Output}");
     }

@@ -21,26 +21,8 @@ namespace LlmGateway.Tests.Budgets.Leases;
 /// answers. Without the retry the second group's spend is lost; without the return's id marker the first is charged
 /// twice.
 /// </summary>
-public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : IDisposable
+public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : RedisPausingTests
 {
-    private readonly List<LeasedAdmissionStore> _stores = [];
-
-    protected abstract string ConnectionString { get; }
-
-    /// <summary>Sends a command to every primary; returns their first reply lines.</summary>
-    protected abstract string?[] OnEveryNode(string command);
-
-    public void Dispose()
-    {
-        OnEveryNode("CLIENT UNPAUSE");
-        foreach (var store in _stores)
-        {
-            store.Dispose();
-        }
-
-        GC.SuppressFinalize(this);
-    }
-
     [RedisFact]
     public async Task ReturnsLostOrUnconfirmedWhileRedisIsAway_AreChargedExactlyOnce()
     {
@@ -49,7 +31,7 @@ public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : IDisposa
         var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
         var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
         var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true) { ReturnRetryInterval = TimeSpan.FromMilliseconds(200) };
-        _stores.Add(store);
+        Track(store);
         await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
         var request = new AdmissionRequest
         {
