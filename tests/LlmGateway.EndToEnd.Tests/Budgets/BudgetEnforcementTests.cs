@@ -13,6 +13,12 @@ public class BudgetEnforcementTests : GatewayTestBase
 {
     protected override string Config(string mockBaseUrl) => TestConfigs.Budgets(mockBaseUrl);
 
+    /// <summary>
+    /// Whether a concurrent burst admits exactly what fits. With leases a replica may refuse a few calls that fit while
+    /// their room sits in a block another call's grant just took (never more than fits: the price of leases).
+    /// </summary>
+    protected virtual bool ExactUnderBursts => true;
+
     [Fact]
     public async Task ConcurrentRequests_AgainstOneDollar_SettleToAtMostOneDollar_AndAdmitExactlyWhatFits()
     {
@@ -21,8 +27,16 @@ public class BudgetEnforcementTests : GatewayTestBase
 
         var admitted = responses.Where(r => r.StatusCode == HttpStatusCode.OK).ToArray();
         var charged = admitted.Sum(r => decimal.Parse(r.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture));
-        Assert.Equal(100, admitted.Length);
-        Assert.Equal(1.00m, charged);
+        if (ExactUnderBursts)
+        {
+            Assert.Equal(100, admitted.Length);
+        }
+        else
+        {
+            Assert.InRange(admitted.Length, 90, 100);
+        }
+
+        Assert.Equal(admitted.Length * 0.01m, charged);
         foreach (var rejected in responses.Where(r => r.StatusCode != HttpStatusCode.OK))
         {
             await Http.AssertErrorAsync(rejected, 429, "budget_exceeded", shouldRetry: false);
@@ -35,8 +49,8 @@ public class BudgetEnforcementTests : GatewayTestBase
             var state = await AdminJson("/admin/users/spender");
             return state.GetProperty("reserved_usd").GetDecimal() == 0m ? state : null;
         }, "the user's reservations to be settled");
-        Assert.Equal(1.00m, user.GetProperty("spent_usd").GetDecimal());
-        Assert.Equal(100, Mock.Log.Snapshot().Count(r => r.Model == "metered" && r.Headers.ContainsKey("X-Mock-Usage-Completion")));
+        Assert.Equal(charged, user.GetProperty("spent_usd").GetDecimal());
+        Assert.Equal(admitted.Length, Mock.Log.Snapshot().Count(r => r.Model == "metered" && r.Headers.ContainsKey("X-Mock-Usage-Completion")));
     }
 
     [Fact]
