@@ -24,6 +24,50 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
     public Task Leased_RunStepsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: true);
 
     [RedisFact]
+    public async Task CallerGone_WhileItsBatchWasOnTheWay_ItsAdmissionIsGivenBack()
+    {
+        // The client goes away (its request cancelled) while Redis is paused, well within the store timeout: the batch
+        // itself succeeds when the pause ends and admits the call, which nobody will settle: it is released at once.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
+        var options = new AdmissionStoreOptions { KeyPrefix = "late-gone-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromSeconds(5) };
+        var store = Track(new RedisAdmissionStore(ConnectionString, options, time));
+        await store.LoadScriptsAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var request = new AdmissionRequest
+        {
+            User = "alice",
+            UserBudget = new BudgetLimits(100m, 0, 0),
+            RunId = "run-gone",
+            RunMaxInFlight = 1,
+            ReserveUsd = 0.10m,
+            ReserveTokens = 1000,
+            ReservationTtl = TimeSpan.FromMinutes(10),
+        };
+
+        Assert.All(OnEveryNode("CLIENT PAUSE 800 WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+        using (var gone = new CancellationTokenSource(TimeSpan.FromMilliseconds(100)))
+        {
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await store.ReserveAsync(request, gone.Token));
+        }
+
+        var waited = Stopwatch.StartNew();
+        while (waited.Elapsed < TimeSpan.FromSeconds(20) && store.ReleasedLate == 0)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(1, store.ReleasedLate);
+        var run = await store.GetRunStateAsync("run-gone");
+        for (var i = 0; i < 250 && run is not null && run.InFlight != 0; i++)
+        {
+            await Task.Delay(20);
+            run = await store.GetRunStateAsync("run-gone");
+        }
+
+        Assert.True(run is null || run.InFlight == 0, $"the run still holds {run?.InFlight} call(s)");
+        Assert.True((await store.ReserveAsync(request)).IsAdmitted, "the run's one in-flight slot is still taken");
+    }
+
+    [RedisFact]
     public async Task Leased_BlocksGrantedAfterTheReplicaGaveUp_AreGivenBack()
     {
         // A replica's call needs a new block; Redis is paused, the grant times out and the call is refused as
