@@ -1,3 +1,4 @@
+using LlmGateway.Redis;
 using StackExchange.Redis;
 
 namespace LlmGateway.Budgets;
@@ -16,117 +17,77 @@ internal sealed partial class RedisAdmissionStore
     /// holding the call's worst case and its in-flight slots until the reservation TTL (10 min by default), which would
     /// refuse calls that fit. A call never sent gets no reply, and nothing happens.
     /// </summary>
-    private void ReleaseIfAdmittedLate(PendingCall item)
-    {
-        _ = item.Done.Task.ContinueWith(
-            static (task, state) =>
+    private void ReleaseIfAdmittedLate(PendingCall item) =>
+        RedisConnection.WhenAnswered(item.Done.Task, async batch =>
+        {
+            if (item.Failure is null && Admitted(batch, item))
             {
-                var (store, call) = ((RedisAdmissionStore, PendingCall))state!;
-                return store.ReleaseLateAsync(task, call);
-            },
-            (this, item),
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default).Unwrap();
-    }
-
-    private async Task ReleaseLateAsync(Task<RedisResult> batch, PendingCall item)
-    {
-        if (!batch.IsCompletedSuccessfully || item.Failure is not null || !Admitted(batch.Result, item))
-        {
-            return;
-        }
-
-        try
-        {
-            await ReleaseAsync(item.Held).ConfigureAwait(false);
-            Interlocked.Increment(ref _releasedLate);
-        }
-        catch (AdmissionStoreUnavailableException)
-        {
-            // Retried in the background like any release (RedisAdmissionStore.Retries.cs), or it expires.
-        }
-    }
+                await ReleaseLateAsync(item.Held).ConfigureAwait(false);
+            }
+        });
 
     /// <summary>
     /// A batch of admissions (a single Redis, every scope in one script) that timed out may still run when Redis
     /// catches up; every caller was told the store is unavailable, so whatever it admits is released.
     /// </summary>
     private void ReleaseWhenAnswered(Task<RedisResult> call, List<PendingCall> batch) =>
-        _ = call.ContinueWith(
-            static (task, state) =>
-            {
-                var (store, calls) = ((RedisAdmissionStore, List<PendingCall>))state!;
-                return store.ReleaseAdmittedAsync(task, calls);
-            },
-            (this, batch),
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default).Unwrap();
-
-    private async Task ReleaseAdmittedAsync(Task<RedisResult> call, List<PendingCall> batch)
-    {
-        if (!call.IsCompletedSuccessfully || (long[]?)call.Result is not { } numbers || numbers.Length != batch.Count * ReserveReplyLength)
+        RedisConnection.WhenAnswered(call, async reply =>
         {
-            return;
-        }
-
-        for (var i = 0; i < batch.Count; i++)
-        {
-            if (numbers[i * ReserveReplyLength] == 1)
+            if ((long[]?)reply is not { } numbers || numbers.Length != batch.Count * ReserveReplyLength)
             {
-                try
+                return;
+            }
+
+            for (var i = 0; i < batch.Count; i++)
+            {
+                if (numbers[i * ReserveReplyLength] == 1)
                 {
-                    await ReleaseAsync(batch[i].Held).ConfigureAwait(false);
-                    Interlocked.Increment(ref _releasedLate);
-                }
-                catch (AdmissionStoreUnavailableException)
-                {
-                    // Retried in the background like any release, or it expires.
+                    await ReleaseLateAsync(batch[i].Held).ConfigureAwait(false);
                 }
             }
-        }
-    }
+        });
 
     /// <summary>
     /// Scope steps of a slot whose script timed out (a cluster, or run-only steps) may still run: the admission steps
     /// that then hold are undone, as the steps of a refused call are (their calls were told the store is unavailable).
     /// </summary>
     private void UndoWhenAnswered(Task<RedisResult> call, IReadOnlyList<SlotStep> steps, int replyLength) =>
-        _ = call.ContinueWith(
-            static (task, state) =>
-            {
-                var (store, held, length) = ((RedisAdmissionStore, IReadOnlyList<SlotStep>, int))state!;
-                return store.UndoHeldAsync(task, held, length);
-            },
-            (this, steps, replyLength),
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default).Unwrap();
-
-    private async Task UndoHeldAsync(Task<RedisResult> call, IReadOnlyList<SlotStep> steps, int replyLength)
-    {
-        if (replyLength == 0 || !call.IsCompletedSuccessfully || (long[]?)call.Result is not { } numbers || numbers.Length != steps.Count * replyLength)
+        RedisConnection.WhenAnswered(call, async reply =>
         {
-            return;
-        }
-
-        var undo = new SlotSteps(this);
-        for (var s = 0; s < steps.Count; s++)
-        {
-            var step = steps[s];
-            if (step.Reserve && numbers[s * replyLength] == 0)
+            if (replyLength == 0 || (long[]?)reply is not { } numbers || numbers.Length != steps.Count * replyLength)
             {
-                var held = step.Held;
-                undo.Add(step.Call, step.Scope, held, [FinishNumbers(held, UndoMode, 0, 0), held.RequestHash, held.ExpiryField, held.WindowField, string.Empty, string.Empty]);
-                Interlocked.Increment(ref _releasedLate);
+                return;
             }
-        }
 
-        if (undo.Count > 0)
+            var undo = new SlotSteps(this);
+            for (var s = 0; s < steps.Count; s++)
+            {
+                var step = steps[s];
+                if (step.Reserve && numbers[s * replyLength] == 0)
+                {
+                    var held = step.Held;
+                    undo.Add(step.Call, step.Scope, held, [FinishNumbers(held, UndoMode, 0, 0), held.RequestHash, held.ExpiryField, held.WindowField, string.Empty, string.Empty]);
+                    Interlocked.Increment(ref _releasedLate);
+                }
+            }
+
+            if (undo.Count > 0)
+            {
+                // A failed undo's holds expire at their TTL.
+                await undo.SendAsync(RedisAdmissionScripts.FinishScoped, 0).ConfigureAwait(false);
+            }
+        });
+
+    private async Task ReleaseLateAsync(RedisReservation held)
+    {
+        try
         {
-            // A failed undo's holds expire at their TTL.
-            await undo.SendAsync(RedisAdmissionScripts.FinishScoped, 0).ConfigureAwait(false);
+            await ReleaseAsync(held).ConfigureAwait(false);
+            Interlocked.Increment(ref _releasedLate);
+        }
+        catch (AdmissionStoreUnavailableException)
+        {
+            // Retried in the background like any release (RedisAdmissionStore.Retries.cs), or it expires.
         }
     }
 

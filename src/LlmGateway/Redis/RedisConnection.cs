@@ -130,6 +130,18 @@ internal sealed class RedisConnection : IDisposable
     }
 
     /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
+    /// <summary>
+    /// Runs <paramref name="then"/> with a Redis reply that arrives after its caller stopped waiting for it (a script
+    /// that timed out here but ran when Redis caught up), so what it took can be given back; nothing if it failed.
+    /// </summary>
+    public static void WhenAnswered(Task<RedisResult> call, Func<RedisResult, Task> then) =>
+        Observe(call.ContinueWith(
+            static (task, state) => task.IsCompletedSuccessfully ? ((Func<RedisResult, Task>)state!)(task.Result) : Task.CompletedTask,
+            then,
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default).Unwrap());
+
     public static void Observe(Task task) =>
         task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 

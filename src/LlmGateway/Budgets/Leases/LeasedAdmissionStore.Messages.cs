@@ -202,14 +202,7 @@ internal sealed partial class LeasedAdmissionStore
             RedisConnection.Observe(call);
             if (whenLate is not null && exception is TimeoutException)
             {
-                _ = call.ContinueWith(
-                    static (task, state) => task.IsCompletedSuccessfully && (long[]?)task.Result is { Length: > 0 } reply && reply[0] > 0
-                        ? ((Func<long[], Task>)state!)(reply)
-                        : Task.CompletedTask,
-                    whenLate,
-                    CancellationToken.None,
-                    TaskContinuationOptions.ExecuteSynchronously,
-                    TaskScheduler.Default).Unwrap();
+                RedisConnection.WhenAnswered(call, result => (long[]?)result is { Length: > 0 } reply && reply[0] > 0 ? whenLate(reply) : Task.CompletedTask);
             }
 
             throw new AdmissionStoreUnavailableException($"Redis did not answer {script.Name} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
