@@ -16,6 +16,19 @@ public sealed class RedisFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A theory that needs a real redis-server: skipped, saying why, where none is installed (fails under CI).</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class RedisTheoryAttribute : TheoryAttribute
+{
+    public RedisTheoryAttribute()
+    {
+        if (RedisServer.SkipReason is { } reason)
+        {
+            Skip = reason;
+        }
+    }
+}
+
 /// <summary>Marks a test class (e.g. the Redis subclass of a contract suite) whose every <see cref="StoreFactAttribute"/> needs redis-server.</summary>
 [AttributeUsage(AttributeTargets.Class)]
 public sealed class RequiresRedisServerAttribute : Attribute;

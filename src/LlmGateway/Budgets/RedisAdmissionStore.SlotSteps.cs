@@ -48,11 +48,10 @@ internal sealed partial class RedisAdmissionStore
         public async Task<Outcome> SendAsync(LlmGateway.Redis.RedisScript script, int replyLength)
         {
             var groups = _slots.Values.ToArray();
-            var calls = new Task<RedisResult>[groups.Length];
+            var calls = await store._redis.EvaluateAllAsync(script, [.. groups.Select(static g => g.Keys.ToArray())], [.. groups.Select(static g => g.Args.ToArray())]).ConfigureAwait(false);
             var sends = new Task<RedisResult>[groups.Length];
             for (var i = 0; i < groups.Length; i++)
             {
-                calls[i] = store._redis.EvaluateAsync(script, [.. groups[i].Keys], [.. groups[i].Args]);
                 sends[i] = calls[i].WaitAsync(store._timeout);
             }
 

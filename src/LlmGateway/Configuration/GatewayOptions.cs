@@ -121,6 +121,17 @@ public sealed record StoreOptions
     /// script per call (docs/redis-scale-out.md, README "Leases"). Off by default. Read at start-up.
     /// </summary>
     public bool Leases { get; init; }
+
+    /// <summary>
+    /// Redis only: after every script (admissions, settlements, leases, halts, idempotency claims, cache and recordings),
+    /// wait until this many replicas acknowledge its writes (Redis WAIT, pipelined after the script, for at most half of
+    /// <see cref="Timeout"/>: a shortfall is known while the caller still waits, so what the script took is given back
+    /// at once). 0 (the default) never waits: a fail-over then loses the writes the old primary had not
+    /// yet replicated, and with them spend the clients were told about. With 1 or more, a write too few replicas hold
+    /// counts as the store being unavailable (<see cref="OnUnavailable"/>), and what it admitted is given back.
+    /// Read at start-up.
+    /// </summary>
+    public int WaitForReplicas { get; init; }
 }
 
 /// <summary>A gateway key: who the caller is and what it may use.</summary>

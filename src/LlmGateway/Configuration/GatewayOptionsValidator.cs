@@ -127,6 +127,11 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Store:Timeout: must be positive");
         }
 
+        if (options.Store.WaitForReplicas < 0)
+        {
+            errors.Add($"{root}:Store:WaitForReplicas: must not be negative");
+        }
+
         if (options.Store.ReservationTtl <= TimeSpan.Zero)
         {
             errors.Add($"{root}:Store:ReservationTtl: must be positive");

@@ -43,7 +43,7 @@ public static class GatewayServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             var options = sp.GetRequiredService<GatewayConfigProvider>().Current.Options;
-            return new LlmGateway.Redis.RedisConnection(options.Redis!, TimeSpan.FromSeconds(1), options.Store.TlsCaFile);
+            return new LlmGateway.Redis.RedisConnection(options.Redis!, TimeSpan.FromSeconds(1), options.Store.TlsCaFile, options.Store.WaitForReplicas, options.Store.Timeout / 2);
         });
         services.AddLlmGatewayDeployments();
         services.TryAddSingleton<LlmGateway.Resilience.UpstreamResilience>();

@@ -15,11 +15,18 @@ internal sealed class RedisConnection : IDisposable
     private readonly ConfigurationOptions _configuration;
     private readonly Lock _lock = new();
     private Task<ConnectionMultiplexer>? _connection;
+    private readonly int _replicas;
+    private readonly long _replicaWaitMs;
     private bool _disposed;
 
     /// <param name="tlsCaFile">PEM certificate of the issuer to trust for Redis's TLS certificate (Gateway:Store:TlsCaFile), or null.</param>
-    public RedisConnection(string configuration, TimeSpan connectTimeout, string? tlsCaFile = null)
+    /// <param name="replicas">Gateway:Store:WaitForReplicas: after every script, wait until this many replicas hold its writes (0: never wait).</param>
+    /// <param name="replicaWait">How long WAIT waits for them (Gateway:Store:Timeout); unused when <paramref name="replicas"/> is 0.</param>
+    public RedisConnection(string configuration, TimeSpan connectTimeout, string? tlsCaFile = null, int replicas = 0, TimeSpan replicaWait = default)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(replicas);
+        _replicas = replicas;
+        _replicaWaitMs = Math.Max(1, (long)replicaWait.TotalMilliseconds);
         ArgumentException.ThrowIfNullOrEmpty(configuration);
         _configuration = ConfigurationOptions.Parse(configuration);
         if (!string.IsNullOrWhiteSpace(tlsCaFile))
@@ -62,16 +69,147 @@ internal sealed class RedisConnection : IDisposable
 
     public async Task<IDatabase> DatabaseAsync() => (await ConnectAsync().ConfigureAwait(false)).GetDatabase();
 
+    /// <summary>
+    /// Runs a script by SHA (by source after a NOSCRIPT). With <c>WaitForReplicas</c> set, a WAIT follows it on the same
+    /// connection to the server of its first key (pipelined: no extra round trip, only the replicas' acknowledgement), and
+    /// the script's writes count only once that many replicas hold them: a fail-over to an acknowledging replica then
+    /// loses no admission, settlement or lease the gateway acted on. Too few acknowledgements within the wait throw
+    /// <see cref="RedisReplicationTimeoutException"/>, a <see cref="TimeoutException"/> that carries the script's reply,
+    /// so what the script took is given back like any reply that came too late (<see cref="WhenAnswered"/>).
+    /// </summary>
     public async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
     {
-        var database = await DatabaseAsync().ConfigureAwait(false);
+        var connection = await ConnectAsync().ConfigureAwait(false);
+        var database = connection.GetDatabase();
+        RedisResult reply;
         try
         {
-            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
+            var call = database.ScriptEvaluateAsync(script.Hash, keys, args);
+            var wait = _replicas > 0 ? WaitAsync(connection, keys) : null;
+            reply = await call.ConfigureAwait(false);
+            if (wait is not null)
+            {
+                await ConfirmAsync(wait, reply).ConfigureAwait(false);
+            }
+
+            return reply;
         }
         catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
         {
-            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
+            var call = database.ScriptEvaluateAsync(script.Source, keys, args);
+            var wait = _replicas > 0 ? WaitAsync(connection, keys) : null;
+            reply = await call.ConfigureAwait(false);
+            if (wait is not null)
+            {
+                await ConfirmAsync(wait, reply).ConfigureAwait(false);
+            }
+
+            return reply;
+        }
+    }
+
+    /// <summary>
+    /// Several scripts sent together (one per hash slot of a cluster batch), each answered with its reply. With
+    /// <c>WaitForReplicas</c>, one WAIT follows them per server rather than one per script: a WAIT blocks its connection
+    /// until the replicas answer, so scripts on one node would otherwise wait out each other's WAIT in turn.
+    /// </summary>
+    public async Task<Task<RedisResult>[]> EvaluateAllAsync(RedisScript script, RedisKey[][] keys, RedisValue[][] args)
+    {
+        if (_replicas == 0 || keys.Length == 1)
+        {
+            var single = new Task<RedisResult>[keys.Length];
+            for (var i = 0; i < keys.Length; i++)
+            {
+                single[i] = EvaluateAsync(script, keys[i], args[i]);
+            }
+
+            return single;
+        }
+
+        var answered = new Task<RedisResult>[keys.Length];
+        try
+        {
+            var connection = await ConnectAsync().ConfigureAwait(false);
+            var database = connection.GetDatabase();
+            var calls = new Task<RedisResult>[keys.Length];
+            var servers = new IServer[keys.Length];
+            for (var i = 0; i < keys.Length; i++)
+            {
+                calls[i] = database.ScriptEvaluateAsync(script.Hash, keys[i], args[i]);
+                servers[i] = connection.GetServer(keys[i][0]);
+            }
+
+            var waits = new Dictionary<System.Net.EndPoint, Task<RedisResult>>();
+            for (var i = 0; i < keys.Length; i++)
+            {
+                if (!waits.TryGetValue(servers[i].EndPoint, out var wait))
+                {
+                    waits[servers[i].EndPoint] = wait = WaitAsync(servers[i]);
+                }
+
+                answered[i] = AnsweredAsync(calls[i], wait, database, script, keys[i], args[i]);
+            }
+        }
+        catch (Exception exception) when (IsUnavailable(exception))
+        {
+            // Not connected, or no server for a slot: every script not yet on its way fails as its own call would.
+            for (var i = 0; i < keys.Length; i++)
+            {
+                answered[i] ??= Task.FromException<RedisResult>(exception);
+            }
+        }
+
+        return answered;
+    }
+
+    private async Task<RedisResult> AnsweredAsync(Task<RedisResult> call, Task<RedisResult> wait, IDatabase database, RedisScript script, RedisKey[] keys, RedisValue[] args)
+    {
+        RedisResult reply;
+        try
+        {
+            reply = await call.ConfigureAwait(false);
+        }
+        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            // Loaded from its source, with a WAIT of its own (rare: the first use after a Redis restart).
+            Observe(wait);
+            var retry = database.ScriptEvaluateAsync(script.Source, keys, args);
+            var retryWait = WaitAsync(database.Multiplexer.GetServer(keys[0]));
+            reply = await retry.ConfigureAwait(false);
+            await ConfirmAsync(retryWait, reply).ConfigureAwait(false);
+            return reply;
+        }
+
+        await ConfirmAsync(wait, reply).ConfigureAwait(false);
+        return reply;
+    }
+
+    /// <summary>WAIT on the connection the script just went on (the primary of its first key's slot); answers how many replicas acknowledged.</summary>
+    private Task<RedisResult> WaitAsync(ConnectionMultiplexer connection, RedisKey[] keys) =>
+        WaitAsync(keys.Length > 0 ? connection.GetServer(keys[0]) : connection.GetServers().First(static s => !s.IsReplica));
+
+    private Task<RedisResult> WaitAsync(IServer server)
+    {
+        var wait = server.ExecuteAsync("WAIT", _replicas, _replicaWaitMs);
+        Observe(wait);
+        return wait;
+    }
+
+    private async Task ConfirmAsync(Task<RedisResult> wait, RedisResult reply)
+    {
+        long acknowledged;
+        try
+        {
+            acknowledged = (long)await wait.ConfigureAwait(false);
+        }
+        catch (Exception exception) when (IsUnavailable(exception))
+        {
+            throw new RedisReplicationTimeoutException(reply, 0, _replicas, _replicaWaitMs, exception);
+        }
+
+        if (acknowledged < _replicas)
+        {
+            throw new RedisReplicationTimeoutException(reply, acknowledged, _replicas, _replicaWaitMs, null);
         }
     }
 
@@ -129,19 +267,27 @@ internal sealed class RedisConnection : IDisposable
         return false;
     }
 
-    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
     /// <summary>
     /// Runs <paramref name="then"/> with a Redis reply that arrives after its caller stopped waiting for it (a script
     /// that timed out here but ran when Redis caught up), so what it took can be given back; nothing if it failed.
+    /// A script whose writes too few replicas acknowledged (<see cref="RedisReplicationTimeoutException"/>) ran all the same:
+    /// its reply is handed over too.
     /// </summary>
     public static void WhenAnswered(Task<RedisResult> call, Func<RedisResult, Task> then) =>
         Observe(call.ContinueWith(
-            static (task, state) => task.IsCompletedSuccessfully ? ((Func<RedisResult, Task>)state!)(task.Result) : Task.CompletedTask,
+            static (task, state) => Answered(task) is { } reply ? ((Func<RedisResult, Task>)state!)(reply) : Task.CompletedTask,
             then,
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default).Unwrap());
 
+    /// <summary>The reply a finished script call ran with, if it ran: its result, or the reply a replication timeout carries.</summary>
+    private static RedisResult? Answered(Task<RedisResult> task) =>
+        task.IsCompletedSuccessfully ? task.Result
+        : task.Exception?.InnerException is RedisReplicationTimeoutException unreplicated ? unreplicated.Reply
+        : null;
+
+    /// <summary>An abandoned call may still fail later; observe it so it never surfaces as an unobserved exception.</summary>
     public static void Observe(Task task) =>
         task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
@@ -169,6 +315,18 @@ internal sealed class RedisConnection : IDisposable
             connection.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
     }
+}
+
+/// <summary>
+/// A script ran on the primary but fewer replicas than Gateway:Store:WaitForReplicas acknowledged its writes in time: a
+/// fail-over now could lose them, so its caller treats it as a timeout (the store is unavailable) and whatever the script
+/// took is given back from <see cref="Reply"/>.
+/// </summary>
+internal sealed class RedisReplicationTimeoutException(RedisResult reply, long acknowledged, int wanted, long waitMs, Exception? inner)
+    : TimeoutException($"{acknowledged} of {wanted} replicas acknowledged the write within {waitMs} ms", inner)
+{
+    /// <summary>What the script answered on the primary.</summary>
+    public RedisResult Reply { get; } = reply;
 }
 
 /// <summary>Why a start-up probe could not connect: the library's failure type, and whether the TLS handshake refused the certificate.</summary>

@@ -75,6 +75,56 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
     }
 
     [RedisFact]
+    public async Task WaitForReplicas_OnMastersWithoutReplicas_RefusesEveryCall_AndItsScopesOnEveryNodeHoldNothing()
+    {
+        // Every slot's primary answers WAIT with 0 replicas: nothing a call's scripts wrote may be acted on. The call's
+        // user, team, run and key scopes are on different nodes; each step that held is given back.
+        // Left out: the key's rate window, given back the same way but not readable from the admin API.
+        var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var waiting = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, storeTimeout: "00:00:00.3", waitForReplicas: 1));
+        await using var plain = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix));
+        for (var i = 0; i < 3; i++)
+        {
+            using var refused = await waiting.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-w", content: $"unacknowledged {i}"));
+            await Http.AssertErrorAsync(refused, 503, "store_unavailable", shouldRetry: true);
+        }
+
+        // The give-backs follow the refusals, each node's once the WAITs queued before it on that node's connection have
+        // timed out: the user's and the run's holds (on different nodes) are given back within seconds, not their TTL.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!await NothingHeldAsync(plain, "/admin/users/member") || !await NothingHeldAsync(plain, "/admin/runs/run-w"))
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), "the refused calls' holds were not given back within 10 s");
+            await Task.Delay(50);
+        }
+
+        // Nothing was spent; the replica that does not wait goes on.
+        using (var admitted = await plain.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-w", content: "after")))
+        {
+            Assert.Equal(HttpStatusCode.OK, admitted.StatusCode);
+        }
+
+        var run = await BudgetCalls.SettledAsync(plain.Client, "/admin/runs/run-w");
+        Assert.Equal(0.01m, run.GetProperty("spent_usd").GetDecimal());
+        var member = await BudgetCalls.SettledAsync(plain.Client, "/admin/users/member");
+        Assert.Equal(0.01m, member.GetProperty("spent_usd").GetDecimal());
+    }
+
+    /// <summary>Whether a user or run holds nothing (a run never admitted is unknown: 404).</summary>
+    private static async Task<bool> NothingHeldAsync(GatewayServer gateway, string path)
+    {
+        using var response = await gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, path));
+        if (response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return true;
+        }
+
+        response.EnsureSuccessStatusCode();
+        var state = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        return state.GetProperty("reserved_usd").GetDecimal() == 0 && state.GetProperty("in_flight").GetInt64() == 0;
+    }
+
+    [RedisFact]
     public async Task FreshReplicas_FortyCallBurst_GetsNo503()
     {
         // Scripts gone from every node, two replicas just started: the warm-up loads the scripts before /readyz says
@@ -92,12 +142,12 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
     }
 
-    private string Config(string redis, string prefix, string storeTimeout = "00:00:01", int keyRpm = 5) => $$"""
+    private string Config(string redis, string prefix, string storeTimeout = "00:00:01", int keyRpm = 5, int waitForReplicas = 0) => $$"""
     {
       "Gateway": {
         "Redis": "{{redis}}",
         "AdminKey": "{{TestConfigs.AdminKey}}",
-        "Store": { "OnUnavailable": "Deny", "Timeout": "{{storeTimeout}}", "KeyPrefix": "{{prefix}}" },
+        "Store": { "OnUnavailable": "Deny", "Timeout": "{{storeTimeout}}", "KeyPrefix": "{{prefix}}", "WaitForReplicas": {{waitForReplicas}} },
         "Providers": { "mock": { "BaseUrl": "{{_mock.BaseUrl}}/v1" } },
         "Models": { "metered": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 1000, "DefaultMaxOutputTokens": 10 } },
         "Keys": [
