@@ -393,9 +393,9 @@ def start_yarp(artifacts, port, upstream_port):
     return proc
 
 
-def start_redis(port):
-    proc = Proc("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                          "--dir", WORK, "--protected-mode", "yes"])
+def start_redis(port, name="redis", extra=()):
+    proc = Proc(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--dir", WORK, "--protected-mode", "yes", *extra])
     deadline = time.time() + 20
     while time.time() < deadline:
         try:

@@ -89,6 +89,10 @@ def main():
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--perf", action="store_true")
     parser.add_argument("--leases", action="store_true", help="redis variant: with leases (Gateway:Store:Leases)")
+    parser.add_argument("--replica", action="store_true",
+                        help="redis variant: Redis has a replica (its CPU is not counted, but it runs on the same cores)")
+    parser.add_argument("--wait", action="store_true",
+                        help="with --replica: the gateway waits for it after every script (Gateway:Store:WaitForReplicas 1)")
     parser.add_argument("--connections", type=int, default=h.SAT_CONNS, help="wrk connections (default: the harness's saturation setting)")
     parser.add_argument("--delay-ms", type=int, default=0, help="pause per connection between requests: with --connections, a rough fixed rate (10 connections × 5 ms ≈ 2,000 req/s)")
     parser.add_argument("--tokenizer", choices=["estimate", "o200k_base", "cl100k_base"],
@@ -114,9 +118,17 @@ def main():
                 redis_port = h.free_port()
                 procs.append(h.start_redis(redis_port))
                 redis = f"127.0.0.1:{redis_port}"
+                if args.replica:
+                    procs.append(h.start_redis(h.free_port(), "redis-replica", ["--replicaof", "127.0.0.1", str(redis_port)]))
+                    deadline = time.time() + 20
+                    while redis_cmd(redis_port, "WAIT", "1", "1000").strip() != ":1":
+                        if time.time() > deadline:
+                            sys.exit("the replica did not follow the primary within 20 s")
             config = h.gateway_config(upstream_port, policies=args.variant not in ("gateway", "cache"), redis=redis,
                                       cache=args.variant == "cache", tokenizer=args.tokenizer,
                                       context_window=args.context_window, leases=args.leases)
+            if args.replica and args.wait:
+                config["Gateway"].setdefault("Store", {})["WaitForReplicas"] = 1
             if args.perf:
                 # Managed frames resolve through /tmp/perf-PID.map, which W^X double mapping would hide.
                 os.environ.update(DOTNET_PerfMapEnabled="1", DOTNET_EnableWriteXorExecute="0")
