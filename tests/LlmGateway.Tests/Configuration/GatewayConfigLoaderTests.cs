@@ -81,6 +81,14 @@ public sealed class GatewayConfigLoaderTests
     }
 
     [Fact]
+    public void Load_NegativeWaitForReplicas_NamesKeyPath()
+    {
+        var json = Valid.Replace("\"Runs\": { \"Deadline\": \"00:10:00\" }", "\"Runs\": { \"Deadline\": \"00:10:00\" }, \"Store\": { \"WaitForReplicas\": -1 }");
+
+        Assert.Contains("Gateway:Store:WaitForReplicas: must not be negative", Errors(json));
+    }
+
+    [Fact]
     public void Load_CollectsEveryError_NotJustTheFirst()
     {
         var json = Valid
