@@ -81,31 +81,25 @@ internal sealed class RedisConnection : IDisposable
     {
         var connection = await ConnectAsync().ConfigureAwait(false);
         var database = connection.GetDatabase();
-        RedisResult reply;
         try
         {
-            var call = database.ScriptEvaluateAsync(script.Hash, keys, args);
-            var wait = _replicas > 0 ? WaitAsync(connection, keys) : null;
-            reply = await call.ConfigureAwait(false);
-            if (wait is not null)
-            {
-                await ConfirmAsync(wait, reply).ConfigureAwait(false);
-            }
-
-            return reply;
+            return await ConfirmedAsync(connection, database.ScriptEvaluateAsync(script.Hash, keys, args), keys).ConfigureAwait(false);
         }
         catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
         {
-            var call = database.ScriptEvaluateAsync(script.Source, keys, args);
-            var wait = _replicas > 0 ? WaitAsync(connection, keys) : null;
-            reply = await call.ConfigureAwait(false);
-            if (wait is not null)
-            {
-                await ConfirmAsync(wait, reply).ConfigureAwait(false);
-            }
-
-            return reply;
+            return await ConfirmedAsync(connection, database.ScriptEvaluateAsync(script.Source, keys, args), keys).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>A script just queued, with a WAIT queued right behind it when replicas must acknowledge it.</summary>
+    private Task<RedisResult> ConfirmedAsync(IConnectionMultiplexer connection, Task<RedisResult> call, RedisKey[] keys) =>
+        _replicas == 0 ? call : ConfirmedAsync(call, WaitAsync(keys.Length > 0 ? connection.GetServer(keys[0]) : connection.GetServers().First(static s => !s.IsReplica)));
+
+    private async Task<RedisResult> ConfirmedAsync(Task<RedisResult> call, Task<RedisResult> wait)
+    {
+        var reply = await call.ConfigureAwait(false);
+        await ConfirmAsync(wait, reply).ConfigureAwait(false);
+        return reply;
     }
 
     /// <summary>
@@ -164,29 +158,16 @@ internal sealed class RedisConnection : IDisposable
 
     private async Task<RedisResult> AnsweredAsync(Task<RedisResult> call, Task<RedisResult> wait, IDatabase database, RedisScript script, RedisKey[] keys, RedisValue[] args)
     {
-        RedisResult reply;
         try
         {
-            reply = await call.ConfigureAwait(false);
+            return await ConfirmedAsync(call, wait).ConfigureAwait(false);
         }
         catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
         {
             // Loaded from its source, with a WAIT of its own (rare: the first use after a Redis restart).
-            Observe(wait);
-            var retry = database.ScriptEvaluateAsync(script.Source, keys, args);
-            var retryWait = WaitAsync(database.Multiplexer.GetServer(keys[0]));
-            reply = await retry.ConfigureAwait(false);
-            await ConfirmAsync(retryWait, reply).ConfigureAwait(false);
-            return reply;
+            return await ConfirmedAsync(database.Multiplexer, database.ScriptEvaluateAsync(script.Source, keys, args), keys).ConfigureAwait(false);
         }
-
-        await ConfirmAsync(wait, reply).ConfigureAwait(false);
-        return reply;
     }
-
-    /// <summary>WAIT on the connection the script just went on (the primary of its first key's slot); answers how many replicas acknowledged.</summary>
-    private Task<RedisResult> WaitAsync(ConnectionMultiplexer connection, RedisKey[] keys) =>
-        WaitAsync(keys.Length > 0 ? connection.GetServer(keys[0]) : connection.GetServers().First(static s => !s.IsReplica));
 
     private Task<RedisResult> WaitAsync(IServer server)
     {

@@ -26,7 +26,7 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
         _mock = await MockLlmServer.StartAsync();
         _primary = new RedisServerFixture();
         _replica = new RedisServerFixture(["--replicaof", "127.0.0.1", Port(_primary)]);
-        await WaitUntilAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to follow the primary", 30);
+        await Until.TrueAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to follow the primary", 30);
     }
 
     public async Task DisposeAsync()
@@ -54,7 +54,7 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
         }
 
         Assert.Equal("+OK", _replica.TryCommand($"REPLICAOF 127.0.0.1 {Port(_primary)}"));
-        await WaitUntilAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to follow the primary again", 30);
+        await Until.TrueAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to follow the primary again", 30);
 
         // The four refused calls hold nothing (held, they would have used up the $0.05 for 10 minutes): four more fit.
         var statuses = new List<HttpStatusCode>();
@@ -88,7 +88,7 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
         }
 
         await BudgetCalls.SettledAsync(gateway.Client, "/admin/users/spender");
-        await WaitUntilAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to hold the primary's writes", 30);
+        await Until.TrueAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to hold the primary's writes", 30);
 
         // The replica falls behind: from here the primary's writes reach no replica.
         Assert.Equal("+OK", _replica.TryCommand($"REPLICAOF 127.0.0.1 {RedisServerFixture.FreePort()}"));
@@ -114,7 +114,7 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
         Assert.Equal("+OK", _replica.TryCommand("REPLICAOF NO ONE"));
         _primary.Stop();
         _newReplica = new RedisServerFixture(["--replicaof", "127.0.0.1", Port(_replica)]);
-        await WaitUntilAsync(() => _replica.TryCommand("WAIT 1 1000") == ":1", "a replica to follow the promoted one", 30);
+        await Until.TrueAsync(() => _replica.TryCommand("WAIT 1 1000") == ":1", "a replica to follow the promoted one", 30);
 
         var clock = Stopwatch.StartNew();
         while (true)
@@ -173,14 +173,4 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
         decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture);
 
     private static string Port(RedisServerFixture server) => server.Port.ToString(CultureInfo.InvariantCulture);
-
-    private static async Task WaitUntilAsync(Func<bool> condition, string what, int seconds)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds), $"waited {seconds} s for {what}");
-            await Task.Delay(50);
-        }
-    }
 }

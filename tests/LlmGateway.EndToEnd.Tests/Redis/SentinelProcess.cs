@@ -63,15 +63,7 @@ internal sealed class SentinelProcess : IAsyncDisposable
         """;
 
     /// <summary>Waits (bounded) until <paramref name="condition"/> holds.</summary>
-    public async Task WaitUntilAsync(Func<bool> condition, string what, int seconds)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds), $"waited {seconds} s for {what}");
-            await Task.Delay(50);
-        }
-    }
+    public Task WaitUntilAsync(Func<bool> condition, string what, int seconds) => Until.TrueAsync(condition, what, seconds);
 
     /// <summary>One inline command to the Sentinel; its raw reply (up to 4 KB), or null.</summary>
     public string? Command(string command) => RedisServerFixture.Send(Port, command);
