@@ -83,6 +83,7 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
         await using var waiting = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, storeTimeout: "00:00:00.3", waitForReplicas: 1));
         await using var plain = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix));
+        var waitsBefore = WaitCommands();
         for (var i = 0; i < 3; i++)
         {
             using var refused = await waiting.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-w", content: $"unacknowledged {i}"));
@@ -98,6 +99,12 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
             await Task.Delay(50);
         }
 
+        // One WAIT per node a batch went to, not one per script: a WAIT blocks its connection, so a script behind another's
+        // WAIT on the same node would wait it out first. Per call: the admission's 4 scope steps (user, team, run, key) on
+        // at most 3 nodes, then the 4 steps' give-backs, one script each. One WAIT per script would make 3 × 8.
+        await Until.TrueAsync(() => cluster.OnEveryNode("INFO clients").All(info => info?.Contains("blocked_clients:0", StringComparison.Ordinal) == true), "every WAIT to finish", 10);
+        Assert.InRange(WaitCommands() - waitsBefore, 3 * (1 + 4), 3 * (3 + 4));
+
         // Nothing was spent; the replica that does not wait goes on.
         using (var admitted = await plain.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-w", content: "after")))
         {
@@ -109,6 +116,10 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         var member = await BudgetCalls.SettledAsync(plain.Client, "/admin/users/member");
         Assert.Equal(0.01m, member.GetProperty("spent_usd").GetDecimal());
     }
+
+    /// <summary>WAIT commands the cluster's nodes have run so far.</summary>
+    private long WaitCommands() => cluster.OnEveryNode("INFO commandstats")
+        .Sum(stats => System.Text.RegularExpressions.Regex.Match(stats ?? "", @"cmdstat_wait:calls=(\d+)") is { Success: true } found ? long.Parse(found.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0);
 
     /// <summary>Whether a user or run holds nothing (a run never admitted is unknown: 404).</summary>
     private static async Task<bool> NothingHeldAsync(GatewayServer gateway, string path)
