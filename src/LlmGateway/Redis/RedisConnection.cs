@@ -15,6 +15,9 @@ internal sealed class RedisConnection : IDisposable
     private readonly ConfigurationOptions _configuration;
     private readonly Lock _lock = new();
     private Task<ConnectionMultiplexer>? _connection;
+    /// <summary>How long a command already sent may wait for Redis's reply (see the constructor).</summary>
+    internal static readonly TimeSpan LateReplyWait = TimeSpan.FromSeconds(10);
+
     private readonly int _replicas;
     private readonly long _replicaWaitMs;
     private bool _disposed;
@@ -38,6 +41,15 @@ internal sealed class RedisConnection : IDisposable
         _configuration.AbortOnConnectFail = false;
         _configuration.ConnectTimeout = (int)connectTimeout.TotalMilliseconds;
         _configuration.SyncTimeout = (int)connectTimeout.TotalMilliseconds;
+
+        // Every caller bounds its own wait (Gateway:Store:Timeout) and keeps the call to see a late reply: a script
+        // Redis ran after its caller gave up admitted calls nobody will settle, and is given back when its reply comes
+        // (WhenAnswered). So the client must not give up on a command already sent: by default it would after its
+        // timeout (1 s), and a reply after a longer stall (a slow fork, a fail-over) was dropped, its holds kept until
+        // their TTL. Nothing waits in a queue while disconnected instead (it would run late, all at once, on reconnect):
+        // it fails at once and OnUnavailable decides; what was sent on a connection that dies fails with it.
+        _configuration.AsyncTimeout = (int)LateReplyWait.TotalMilliseconds;
+        _configuration.BacklogPolicy = BacklogPolicy.FailFast;
         _configuration.KeepAlive = 5;
         _configuration.SetDefaultPorts();
     }

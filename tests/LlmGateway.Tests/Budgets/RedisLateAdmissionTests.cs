@@ -23,6 +23,15 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
     [RedisFact]
     public Task Leased_RunStepsGrantedAfterTheCallerGaveUp_AreGivenBack() => RunAsync(leases: true);
 
+    /// <summary>
+    /// The gateway's own connection settings (a 1 s connect timeout, as its DI container makes them) and a pause longer
+    /// than StackExchange.Redis's default timeout for a command (which defaults to the connect timeout): the client must
+    /// not give up on scripts already sent, or their late replies are lost and what they admitted held until the TTL.
+    /// </summary>
+    [RedisFact]
+    public Task PerCall_PauseLongerThanTheRedisClientsOwnTimeout_AdmissionsAreStillGivenBack() =>
+        RunAsync(leases: false, connectTimeout: TimeSpan.FromSeconds(1), pauseMs: 3000, holdPause: TimeSpan.FromMilliseconds(2500));
+
     [RedisFact]
     public async Task CallerGone_WhileItsBatchWasOnTheWay_ItsAdmissionIsGivenBack()
     {
@@ -146,11 +155,12 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
         }
     }
 
-    private async Task RunAsync(bool leases)
+    /// <param name="holdPause">How long Redis stays paused after the calls gave up (by default it is unpaused at once).</param>
+    private async Task RunAsync(bool leases, TimeSpan? connectTimeout = null, int pauseMs = 1500, TimeSpan holdPause = default)
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
         var options = new AdmissionStoreOptions { KeyPrefix = "late-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(200) };
-        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
+        var connection = new RedisConnection(ConnectionString, connectTimeout ?? TimeSpan.FromSeconds(5));
         var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
         IAdmissionStore store = inner;
         if (leases)
@@ -185,7 +195,7 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
         var warm = await store.ReserveAsync(request with { RunId = "run-warm" });
         await store.SettleAsync(warm.Reservation!, 0.01m, 10);
 
-        Assert.All(OnEveryNode("CLIENT PAUSE 1500 WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
+        Assert.All(OnEveryNode($"CLIENT PAUSE {pauseMs} WRITE"), reply => Assert.StartsWith("+OK", reply, StringComparison.Ordinal));
         var calls = Enumerable.Range(0, 5).Select(async _ =>
         {
             try
@@ -198,6 +208,7 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
             }
         }).ToArray();
         Assert.All(await Task.WhenAll(calls), admitted => Assert.False(admitted, "a call was admitted while Redis was paused"));
+        await Task.Delay(holdPause);
         OnEveryNode("CLIENT UNPAUSE");
 
         // The paused scripts ran when the pause ended (one of the five fit the run's in-flight cap of 1): what they
