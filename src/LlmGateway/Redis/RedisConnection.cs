@@ -46,10 +46,8 @@ internal sealed class RedisConnection : IDisposable
         // Redis ran after its caller gave up admitted calls nobody will settle, and is given back when its reply comes
         // (WhenAnswered). So the client must not give up on a command already sent: by default it would after its
         // timeout (1 s), and a reply after a longer stall (a slow fork, a fail-over) was dropped, its holds kept until
-        // their TTL. Nothing waits in a queue while disconnected instead (it would run late, all at once, on reconnect):
-        // it fails at once and OnUnavailable decides; what was sent on a connection that dies fails with it.
+        // their TTL (RedisLateAdmissionTests). A connection that dies still fails what was sent on it at once.
         _configuration.AsyncTimeout = (int)LateReplyWait.TotalMilliseconds;
-        _configuration.BacklogPolicy = BacklogPolicy.FailFast;
         _configuration.KeepAlive = 5;
         _configuration.SetDefaultPorts();
     }
