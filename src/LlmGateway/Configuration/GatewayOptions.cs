@@ -123,7 +123,8 @@ public sealed record StoreOptions
     public bool Leases { get; init; }
 
     /// <summary>
-    /// Redis only: after every script (admissions, settlements, leases, halts, idempotency claims, cache and recordings),
+    /// Redis only: after every script (admissions, settlements, leases, halts, run ledger, idempotency claims, recordings;
+    /// not the response cache or plain commands, see README),
     /// wait until this many replicas acknowledge its writes (Redis WAIT, pipelined after the script, for at most half of
     /// <see cref="Timeout"/>: a shortfall is known while the caller still waits, so what the script took is given back
     /// at once). 0 (the default) never waits: a fail-over then loses the writes the old primary had not
