@@ -85,11 +85,7 @@ public abstract class RedisLateAdmissionTests : RedisPausingTests
         // window, in-flight cap), the blocks before it taken first with Redis running.
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
         var options = new AdmissionStoreOptions { KeyPrefix = "late-grant-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(200) };
-        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
-        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
-        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true);
-        Track(store);
-        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var (store, inner) = await NewLeasedStoreAsync(options, time);
         var budget = new AdmissionRequest { User = "alice", UserBudget = new BudgetLimits(1m, 0, 0), ReserveUsd = 0.10m, ReserveTokens = 100, ReservationTtl = TimeSpan.FromMinutes(10) };
         var rated = budget with { UserRateLimits = new RateLimits(3, 0) };
 

@@ -1,3 +1,9 @@
+using LlmGateway.Budgets;
+using LlmGateway.Budgets.Leases;
+using LlmGateway.Redis;
+using LlmGateway.Telemetry;
+using Microsoft.Extensions.Logging;
+
 namespace LlmGateway.Tests.Budgets;
 
 /// <summary>
@@ -23,6 +29,26 @@ public abstract class RedisPausingTests : IDisposable
         }
 
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// A leased store over a per-call store on a connection of its own, as the gateway builds them, warmed up (scripts
+    /// loaded, lease channel subscribed); disposed after the test unless <paramref name="track"/> is false (a test that
+    /// disposes it itself).
+    /// </summary>
+    private protected async Task<(LeasedAdmissionStore Store, RedisAdmissionStore Inner)> NewLeasedStoreAsync(
+        AdmissionStoreOptions options, TimeProvider time, ILogger? logger = null, GatewayMetrics? metrics = null, bool track = true)
+    {
+        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
+        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
+        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true, logger, metrics);
+        if (track)
+        {
+            Track(store);
+        }
+
+        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        return (store, inner);
     }
 
     /// <summary>A store the test made, disposed after it (once Redis is unpaused).</summary>

@@ -28,11 +28,8 @@ public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : RedisPau
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 21, 10, 0, 0, TimeSpan.Zero));
         var options = new AdmissionStoreOptions { KeyPrefix = "lease-retry-" + Guid.NewGuid().ToString("N")[..12] + ":", OperationTimeout = TimeSpan.FromMilliseconds(300) };
-        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
-        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
-        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true) { ReturnRetryInterval = TimeSpan.FromMilliseconds(200) };
-        Track(store);
-        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var (store, inner) = await NewLeasedStoreAsync(options, time);
+        store.ReturnRetryInterval = TimeSpan.FromMilliseconds(200);
         var request = new AdmissionRequest
         {
             User = "alice",
@@ -105,10 +102,7 @@ public abstract class LeaseReturnRetryTests(ITestOutputHelper output) : RedisPau
         using var lost = new MetricCollector<long>(services.GetRequiredService<IMeterFactory>(), LlmGateway.Telemetry.GatewayMetrics.MeterName, "llm_gateway_lease_returns_lost");
         using var closed = new MetricCollector<long>(services.GetRequiredService<IMeterFactory>(), LlmGateway.Telemetry.GatewayMetrics.MeterName, "llm_gateway_lease_blocks_closed_on_connection_loss");
         var log = new FakeLogger<LeasedAdmissionStore>();
-        var connection = new RedisConnection(ConnectionString, TimeSpan.FromSeconds(5));
-        var inner = new RedisAdmissionStore(connection, options, time, ownsConnection: true);
-        var store = new LeasedAdmissionStore(connection, inner, options, new LeaseOptions(), time, ownsInner: true, logger: log, metrics: metrics);
-        await store.WarmUpAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var (store, _) = await NewLeasedStoreAsync(options, time, log, metrics, track: false);
         var request = new AdmissionRequest { User = "alice", UserBudget = new BudgetLimits(100m, 0, 0), ReserveUsd = 0.10m, ReserveTokens = 1000, ReservationTtl = TimeSpan.FromMinutes(10) };
 
         var first = await store.ReserveAsync(request);
