@@ -11,15 +11,25 @@ namespace LlmGateway.Tests.Shared;
 /// a temporary directory of its own (its nodes.conf), joined by <c>redis-cli --cluster create … --cluster-replicas 0</c>,
 /// ready once every node reports <c>cluster_state:ok</c>. Torn down (processes killed, directories deleted) on dispose.
 /// A master can be stopped and started again on its port (it rejoins with its slots from its nodes.conf).
+/// <see cref="RedisClusterWithReplicasFixture"/> gives every master a replica.
 /// </summary>
-public sealed class RedisClusterFixture : IDisposable
+public class RedisClusterFixture : IDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(30);
     private readonly string _root;
-    private readonly Process?[] _nodes = new Process?[3];
+    private readonly Process?[] _nodes;
+    private readonly int _replicasPerMaster;
 
     public RedisClusterFixture()
+        : this(replicasPerMaster: 0)
     {
+    }
+
+    /// <param name="replicasPerMaster">Replicas of each of the three masters: the cluster has 3 × (1 + this) nodes.</param>
+    protected RedisClusterFixture(int replicasPerMaster)
+    {
+        _replicasPerMaster = replicasPerMaster;
+        _nodes = new Process?[3 * (1 + replicasPerMaster)];
         if (RedisServer.ExecutablePath is null)
         {
             if (RedisServer.IsCi)
@@ -33,7 +43,7 @@ public sealed class RedisClusterFixture : IDisposable
         }
 
         _root = Path.Combine(Path.GetTempPath(), "llmgw-cluster-" + Guid.NewGuid().ToString("N")[..8]);
-        Ports = [FreePort(), FreePort(), FreePort()];
+        Ports = _nodes.Select(_ => FreePort()).ToArray();
         try
         {
             for (var i = 0; i < Ports.Length; i++)
@@ -43,7 +53,7 @@ public sealed class RedisClusterFixture : IDisposable
 
             var create = new List<string> { "--cluster", "create" };
             create.AddRange(Ports.Select(port => "127.0.0.1:" + port.ToString(CultureInfo.InvariantCulture)));
-            create.AddRange(["--cluster-replicas", "0", "--cluster-yes"]);
+            create.AddRange(["--cluster-replicas", replicasPerMaster.ToString(CultureInfo.InvariantCulture), "--cluster-yes"]);
             var (exitCode, output) = Run(RedisCli, create);
             if (exitCode != 0)
             {
@@ -59,9 +69,10 @@ public sealed class RedisClusterFixture : IDisposable
         }
     }
 
+    /// <summary>Every node's port (masters and replicas: which is which can change with a fail-over; see <see cref="OwnerOf"/>).</summary>
     public int[] Ports { get; }
 
-    /// <summary>Every master, as a connection string lists them.</summary>
+    /// <summary>Every node, as a connection string lists them.</summary>
     public string ConnectionString => string.Join(",", Ports.Select(port => "127.0.0.1:" + port.ToString(CultureInfo.InvariantCulture)));
 
     /// <summary>One node only: the client discovers the others (a managed cluster's single configuration endpoint).</summary>
@@ -88,7 +99,7 @@ public sealed class RedisClusterFixture : IDisposable
         process.Dispose();
     }
 
-    /// <summary>Starts master <paramref name="index"/> again on its port and waits until the cluster is ok.</summary>
+    /// <summary>Starts node <paramref name="index"/> again on its port and waits until the cluster is ok (and, with replicas, every replica in sync).</summary>
     /// <param name="arguments">More redis-server arguments, after (and so overriding) the fixture's: e.g. <c>--appendonly yes</c> to load what the node wrote to its AOF before it was killed.</param>
     public void RestartNode(int index, params string[] arguments)
     {
@@ -191,15 +202,73 @@ public sealed class RedisClusterFixture : IDisposable
     private void WaitUntilOk()
     {
         var clock = Stopwatch.StartNew();
-        while (!Ports.Select((_, i) => TryCommand(i, "CLUSTER INFO")).All(info => info is not null && info.Contains("cluster_state:ok", StringComparison.Ordinal)))
+        while (!Ports.Select((_, i) => TryCommand(i, "CLUSTER INFO")).All(info => info is not null && info.Contains("cluster_state:ok", StringComparison.Ordinal))
+            || !ReplicasInSync())
         {
             if (clock.Elapsed > StartTimeout)
             {
-                throw new InvalidOperationException("the Redis Cluster did not reach cluster_state:ok within " + StartTimeout.TotalSeconds + " s");
+                throw new InvalidOperationException("the Redis Cluster did not reach cluster_state:ok with every replica in sync within " + StartTimeout.TotalSeconds + " s");
             }
 
             Thread.Sleep(50);
         }
+    }
+
+    /// <summary>Every replica's link to its master is up, and every master has its replicas.</summary>
+    private bool ReplicasInSync()
+    {
+        if (_replicasPerMaster == 0)
+        {
+            return true;
+        }
+
+        foreach (var info in Ports.Select((_, i) => TryCommand(i, "INFO replication")))
+        {
+            if (info is null
+                || (info.Contains("role:slave", StringComparison.Ordinal) && !info.Contains("master_link_status:up", StringComparison.Ordinal))
+                || (info.Contains("role:master", StringComparison.Ordinal) && !info.Contains("connected_slaves:" + _replicasPerMaster.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The hash slot of <paramref name="key"/> (CLUSTER KEYSLOT on the first node that answers).</summary>
+    public int Slot(string key)
+    {
+        var reply = Ports.Select((_, i) => TryCommand(i, "CLUSTER KEYSLOT " + key)).FirstOrDefault(r => r is not null)
+            ?? throw new InvalidOperationException("CLUSTER KEYSLOT did not answer");
+        return int.Parse(reply.TrimStart(':').Trim(), CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>The index of the master serving <paramref name="slot"/> now, from CLUSTER NODES as node <paramref name="askIndex"/> sees it.</summary>
+    public int OwnerOf(int slot, int askIndex = 0)
+    {
+        var nodes = TryCommand(askIndex, "CLUSTER NODES") ?? throw new InvalidOperationException("CLUSTER NODES did not answer");
+        foreach (var line in nodes.Split('\n'))
+        {
+            var fields = line.Trim().Split(' ');
+            if (fields.Length < 9 || !fields[2].Contains("master", StringComparison.Ordinal) || fields[2].Contains("fail", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            var port = int.Parse(fields[1].Split('@')[0].Split(':')[1], CultureInfo.InvariantCulture);
+            foreach (var range in fields.Skip(8))
+            {
+                var bounds = range.Split('-');
+                var low = int.Parse(bounds[0], CultureInfo.InvariantCulture);
+                var high = bounds.Length > 1 ? int.Parse(bounds[1], CultureInfo.InvariantCulture) : low;
+                if (slot >= low && slot <= high)
+                {
+                    return Array.IndexOf(Ports, port);
+                }
+            }
+        }
+
+        throw new InvalidOperationException($"no master serves slot {slot}: {nodes}");
     }
 
     private static (int ExitCode, string Output) Run(string executable, IEnumerable<string> arguments)
@@ -252,3 +321,6 @@ public sealed class RedisClusterFixture : IDisposable
         }
     }
 }
+
+/// <summary>The three-master cluster with one replica per master (six nodes): fail-overs promote a replica.</summary>
+public sealed class RedisClusterWithReplicasFixture() : RedisClusterFixture(replicasPerMaster: 1);

@@ -87,23 +87,80 @@ internal sealed class RedisConnection : IDisposable
     /// <see cref="RedisReplicationTimeoutException"/>, a <see cref="TimeoutException"/> that carries the script's reply,
     /// so what the script took is given back like any reply that came too late (<see cref="WhenAnswered"/>).
     /// </summary>
+    /// <remarks>
+    /// With <c>WaitForReplicas</c> the script and its WAIT go to one server, chosen once, and the script with
+    /// <see cref="CommandFlags.NoRedirect"/>: it runs on the node whose replicas the WAIT counts, or not at all. Routed
+    /// apart, the two can part: while a slot's node is disconnected the client sends its commands to any node (each
+    /// choice its own), and a script that reached the slot's new master (or followed a MOVED there) ran on a node
+    /// without replicas while its WAIT was answered by another node's; the cluster replica fail-over test caught this.
+    /// A script refused with MOVED follows <c>OnUnavailable</c>, and the client has learnt the slot's node for the next.
+    /// </remarks>
     public async Task<RedisResult> EvaluateAsync(RedisScript script, RedisKey[] keys, RedisValue[] args)
     {
         var connection = await ConnectAsync().ConfigureAwait(false);
+        if (_replicas > 0)
+        {
+            return await ConfirmedAsync(connection, script, keys, args).ConfigureAwait(false);
+        }
+
         var database = connection.GetDatabase();
         try
         {
-            return await ConfirmedAsync(connection, database.ScriptEvaluateAsync(script.Hash, keys, args), keys).ConfigureAwait(false);
+            return await database.ScriptEvaluateAsync(script.Hash, keys, args).ConfigureAwait(false);
         }
-        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        catch (RedisServerException exception) when (IsNoScript(exception))
         {
-            return await ConfirmedAsync(connection, database.ScriptEvaluateAsync(script.Source, keys, args), keys).ConfigureAwait(false);
+            return await database.ScriptEvaluateAsync(script.Source, keys, args).ConfigureAwait(false);
         }
     }
 
-    /// <summary>A script just queued, with a WAIT queued right behind it when replicas must acknowledge it.</summary>
-    private Task<RedisResult> ConfirmedAsync(IConnectionMultiplexer connection, Task<RedisResult> call, RedisKey[] keys) =>
-        _replicas == 0 ? call : ConfirmedAsync(call, WaitAsync(keys.Length > 0 ? connection.GetServer(keys[0]) : connection.GetServers().First(static s => !s.IsReplica)));
+    /// <summary>The script on the primary of its first key's slot, with a WAIT queued right behind it on the same connection.</summary>
+    private async Task<RedisResult> ConfirmedAsync(IConnectionMultiplexer connection, RedisScript script, RedisKey[] keys, RedisValue[] args)
+    {
+        var server = ServerOf(connection, keys);
+        try
+        {
+            return await ConfirmedAsync(RunOn(server, script, byHash: true, keys, args), WaitAsync(server)).ConfigureAwait(false);
+        }
+        catch (RedisServerException exception) when (IsNoScript(exception))
+        {
+            return await ConfirmedAsync(RunOn(server, script, byHash: false, keys, args), WaitAsync(server)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The primary serving the first key's slot; none (e.g. a lone primary down) is the store unavailable, not a bug.</summary>
+    private static IServer ServerOf(IConnectionMultiplexer connection, RedisKey[] keys)
+    {
+        try
+        {
+            return keys.Length > 0 ? connection.GetServer(keys[0], flags: CommandFlags.DemandMaster) : connection.GetServers().First(static s => !s.IsReplica);
+        }
+        catch (InvalidOperationException exception)
+        {
+            throw new RedisConnectionException(ConnectionFailureType.UnableToResolvePhysicalConnection, CommandFlags.None, "no primary to run the script on: " + exception.Message, exception, CommandStatus.WaitingToBeSent);
+        }
+    }
+
+    /// <summary>EVALSHA (or EVAL) on <paramref name="server"/> only: a MOVED is an error, not followed.</summary>
+    private static Task<RedisResult> RunOn(IServer server, RedisScript script, bool byHash, RedisKey[] keys, RedisValue[] args)
+    {
+        var arguments = new object[2 + keys.Length + args.Length];
+        arguments[0] = byHash ? script.HexHash : script.Source;
+        arguments[1] = keys.Length;
+        for (var i = 0; i < keys.Length; i++)
+        {
+            arguments[2 + i] = keys[i];
+        }
+
+        for (var i = 0; i < args.Length; i++)
+        {
+            arguments[2 + keys.Length + i] = args[i];
+        }
+
+        return server.ExecuteAsync(byHash ? "EVALSHA" : "EVAL", arguments, CommandFlags.NoRedirect);
+    }
+
+    private static bool IsNoScript(RedisServerException exception) => exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal);
 
     private async Task<RedisResult> ConfirmedAsync(Task<RedisResult> call, Task<RedisResult> wait)
     {
@@ -134,13 +191,12 @@ internal sealed class RedisConnection : IDisposable
         try
         {
             var connection = await ConnectAsync().ConfigureAwait(false);
-            var database = connection.GetDatabase();
             var calls = new Task<RedisResult>[keys.Length];
             var servers = new IServer[keys.Length];
             for (var i = 0; i < keys.Length; i++)
             {
-                calls[i] = database.ScriptEvaluateAsync(script.Hash, keys[i], args[i]);
-                servers[i] = connection.GetServer(keys[i][0]);
+                servers[i] = ServerOf(connection, keys[i]);
+                calls[i] = RunOn(servers[i], script, byHash: true, keys[i], args[i]);
             }
 
             var waits = new Dictionary<System.Net.EndPoint, Task<RedisResult>>();
@@ -151,7 +207,7 @@ internal sealed class RedisConnection : IDisposable
                     waits[servers[i].EndPoint] = wait = WaitAsync(servers[i]);
                 }
 
-                answered[i] = AnsweredAsync(calls[i], wait, database, script, keys[i], args[i]);
+                answered[i] = AnsweredAsync(calls[i], wait, connection, script, keys[i], args[i]);
             }
         }
         catch (Exception exception) when (IsUnavailable(exception))
@@ -166,16 +222,16 @@ internal sealed class RedisConnection : IDisposable
         return answered;
     }
 
-    private async Task<RedisResult> AnsweredAsync(Task<RedisResult> call, Task<RedisResult> wait, IDatabase database, RedisScript script, RedisKey[] keys, RedisValue[] args)
+    private async Task<RedisResult> AnsweredAsync(Task<RedisResult> call, Task<RedisResult> wait, IConnectionMultiplexer connection, RedisScript script, RedisKey[] keys, RedisValue[] args)
     {
         try
         {
             return await ConfirmedAsync(call, wait).ConfigureAwait(false);
         }
-        catch (RedisServerException exception) when (exception.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        catch (RedisServerException exception) when (IsNoScript(exception))
         {
             // Loaded from its source, with a WAIT of its own (rare: the first use after a Redis restart).
-            return await ConfirmedAsync(database.Multiplexer, database.ScriptEvaluateAsync(script.Source, keys, args), keys).ConfigureAwait(false);
+            return await ConfirmedAsync(connection, script, keys, args).ConfigureAwait(false);
         }
     }
 

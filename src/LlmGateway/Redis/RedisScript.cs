@@ -11,6 +11,7 @@ internal sealed class RedisScript
         Name = name;
         Source = source;
         Hash = SHA1.HashData(Encoding.UTF8.GetBytes(source));
+        HexHash = Convert.ToHexStringLower(Hash);
     }
 
     public string Name { get; }
@@ -19,4 +20,7 @@ internal sealed class RedisScript
 
     /// <summary>The raw 20-byte SHA-1 Redis files the script under.</summary>
     public byte[] Hash { get; }
+
+    /// <summary>The SHA-1 as EVALSHA takes it in a command sent to one server (<see cref="RedisConnection"/> with WaitForReplicas).</summary>
+    public string HexHash { get; }
 }

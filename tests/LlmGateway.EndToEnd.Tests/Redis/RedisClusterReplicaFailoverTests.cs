@@ -1,0 +1,101 @@
+using System.Globalization;
+using LlmGateway.EndToEnd.Tests.Infrastructure;
+using LlmGateway.Tests.Shared;
+using Xunit.Abstractions;
+
+namespace LlmGateway.EndToEnd.Tests.Redis;
+
+/// <summary>
+/// Fail-over to a replica on a real cluster of three masters with one replica each, the way managed clusters fail over:
+/// two gateway replicas with <c>Store:WaitForReplicas: 1</c> under a bounded load, one master killed (kill -9, nothing
+/// persisted: what its replica did not receive is gone). The cluster promotes the replica by itself.
+/// <list type="bullet">
+/// <item>While the master is down, its users get 503 <c>store_unavailable</c>; the others are served.</item>
+/// <item>Once its replica is promoted, its users are still refused: the new master has no replica to acknowledge their
+/// writes (the documented price of the setting), and a gateway that took the promoted node's word alone would be
+/// exposed to the next fail-over.</item>
+/// <item>The killed node comes back empty and rejoins as the new master's replica; its users are served again, with
+/// no gateway restart.</item>
+/// <item>No drift: every user's spend is exactly what the clients were told, although the dead master's unreplicated
+/// writes were lost. Every write the gateway acted on had reached the replica that took over.</item>
+/// </list>
+/// </summary>
+[RequiresRedisServer]
+public sealed class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output)
+    : IClassFixture<RedisClusterWithReplicasFixture>, IAsyncLifetime
+{
+    private MockLlmServer _mock = null!;
+    private GatewayServer _a = null!;
+    private GatewayServer _b = null!;
+
+    public async Task InitializeAsync()
+    {
+        _mock = await MockLlmServer.StartAsync();
+        var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
+        _a = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, """, "WaitForReplicas": 1"""));
+        _b = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, """, "WaitForReplicas": 1"""));
+        await _a.WaitReadyAsync();
+        await _b.WaitReadyAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _a.DisposeAsync();
+        await _b.DisposeAsync();
+        await _mock.DisposeAsync();
+    }
+
+    [RedisFact]
+    public async Task MasterKilled_ItsReplicaIsPromoted_ItsUsersWaitForANewReplica_AndNothingTheClientsWereToldIsLost()
+    {
+        var (victim, onVictim) = ClusterFailoverLoad.PickVictim(cluster);
+        var replica = ReplicaOf(victim);
+        var load = new ClusterFailoverLoad(cluster, onVictim);
+        ClusterFailoverLoad.AllowPartialCoverage(cluster);
+
+        using var stop = new CancellationTokenSource();
+        var workers = load.Start(_a, _b, stop.Token);
+        await load.Until(() => load.Calls >= 60 && load.VictimServed >= 10, "calls before the kill, some on the victim's slots");
+
+        cluster.StopNode(victim);
+        load.Down = true;
+        await load.Until(() => IsMaster(replica), "the victim's replica promoted by the cluster");
+
+        // Promoted, but alone: WAIT 1 cannot be met on its slots, so its users are refused and nothing they were told is
+        // held by one node only. (Calls admitted before the kill have long finished: promotion takes node-timeout, 2 s.)
+        load.ResetVictimServed();
+        var refused = load.VictimRefused;
+        await load.Until(() => load.VictimRefused >= refused + 10 && load.OthersServedWhileDown >= 30, "503s on the promoted node's slots and answers on the others");
+        Assert.Equal(0, load.VictimServed);
+
+        cluster.RestartNode(victim);
+        Assert.False(IsMaster(victim), "the killed node rejoined as the promoted node's replica");
+        load.Down = false;
+        await load.Until(() => load.VictimServed >= 10, "calls on the victim's users again, acknowledged by the rejoined node");
+        var before = load.Calls;
+        await load.Until(() => load.Calls >= before + 60, "calls after the recovery");
+        await stop.CancelAsync();
+        await Task.WhenAll(workers);
+
+        output.WriteLine(load.Summary(victim) + $"; node {replica} (port {cluster.Ports[replica]}) took over");
+        Assert.Empty(load.Unexpected);
+        await load.AssertNoDriftAsync(_a);
+    }
+
+    private bool IsMaster(int index) => cluster.TryCommand(index, "INFO replication") is { } info && info.Contains("role:master", StringComparison.Ordinal);
+
+    /// <summary>The node replicating master <paramref name="master"/>.</summary>
+    private int ReplicaOf(int master)
+    {
+        var port = "master_port:" + cluster.Ports[master].ToString(CultureInfo.InvariantCulture);
+        for (var i = 0; i < cluster.Ports.Length; i++)
+        {
+            if (cluster.TryCommand(i, "INFO replication") is { } info && info.Contains("role:slave", StringComparison.Ordinal) && info.Contains(port, StringComparison.Ordinal))
+            {
+                return i;
+            }
+        }
+
+        throw new InvalidOperationException("master " + master + " has no replica");
+    }
+}
