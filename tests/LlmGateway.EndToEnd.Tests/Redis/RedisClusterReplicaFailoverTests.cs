@@ -20,9 +20,9 @@ namespace LlmGateway.EndToEnd.Tests.Redis;
 /// writes were lost. Every write the gateway acted on had reached the replica that took over.</item>
 /// </list>
 /// </summary>
+/// <remarks>Per call, and with leases (a fresh cluster each: the test kills a node).</remarks>
 [RequiresRedisServer]
-public sealed class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output)
-    : IClassFixture<RedisClusterWithReplicasFixture>, IAsyncLifetime
+public abstract class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output, bool leases) : IAsyncLifetime
 {
     private MockLlmServer _mock = null!;
     private GatewayServer _a = null!;
@@ -32,8 +32,9 @@ public sealed class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFix
     {
         _mock = await MockLlmServer.StartAsync();
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
-        _a = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, """, "WaitForReplicas": 1"""));
-        _b = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, """, "WaitForReplicas": 1"""));
+        var store = """, "WaitForReplicas": 1""" + (leases ? """, "Leases": true""" : "");
+        _a = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, store));
+        _b = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, store));
         await _a.WaitReadyAsync();
         await _b.WaitReadyAsync();
     }
@@ -99,3 +100,9 @@ public sealed class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFix
         throw new InvalidOperationException("master " + master + " has no replica");
     }
 }
+
+public sealed class RedisClusterReplicaFailoverPerCallTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output)
+    : RedisClusterReplicaFailoverTests(cluster, output, leases: false), IClassFixture<RedisClusterWithReplicasFixture>;
+
+public sealed class RedisClusterReplicaFailoverLeasedTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output)
+    : RedisClusterReplicaFailoverTests(cluster, output, leases: true), IClassFixture<RedisClusterWithReplicasFixture>;
