@@ -67,10 +67,19 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
         _timeout = operationTimeout;
     }
 
+    /// <remarks>
+    /// A claim whose caller gave up (Redis slower than the store timeout, a replica that did not acknowledge it under
+    /// <c>WaitForReplicas</c>, the client gone) is given back when Redis's reply shows it was taken: its caller was told
+    /// the store is unavailable and ran nothing, so a retry with the same key must execute, not be refused as in
+    /// progress until the claim's TTL (30 s and more).
+    /// </remarks>
     public async ValueTask<IdempotencyClaim> TryBeginAsync(string key, string requestHash, TimeSpan claimTtl, CancellationToken cancellationToken = default)
     {
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-        var reply = (RedisResult[])(await EvaluateAsync(Begin, _prefix + key, [requestHash, token, Milliseconds(claimTtl)], cancellationToken).ConfigureAwait(false))!;
+        var storeKey = _prefix + key;
+        var pending = Pending(requestHash, token);
+        var reply = (RedisResult[])(await EvaluateAsync(Begin, storeKey, [requestHash, token, Milliseconds(claimTtl)], cancellationToken,
+            late => (long)((RedisResult[])late!)[0] == 0 ? _redis.EvaluateAsync(Abandon, [storeKey], [pending]) : Task.CompletedTask).ConfigureAwait(false))!;
         return (long)reply[0] switch
         {
             0 => new IdempotencyClaim(IdempotencyState.Claimed, requestHash, token),
@@ -107,11 +116,14 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
         }
     }
 
-    private static string Pending(IdempotencyClaim claim) => "P|" + claim.RequestHash + "|" + claim.Token;
+    private static string Pending(IdempotencyClaim claim) => Pending(claim.RequestHash, claim.Token!);
+
+    private static string Pending(string requestHash, string token) => "P|" + requestHash + "|" + token;
 
     private static long Milliseconds(TimeSpan value) => Math.Max(1, (long)value.TotalMilliseconds);
 
-    private async ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey key, RedisValue[] args, CancellationToken cancellationToken)
+    /// <param name="whenGivenUp">What to do with the script's reply if it comes (or came, unreplicated) after its caller gave up.</param>
+    private async ValueTask<RedisResult> EvaluateAsync(RedisScript script, RedisKey key, RedisValue[] args, CancellationToken cancellationToken, Func<RedisResult, Task>? whenGivenUp = null)
     {
         var call = _redis.EvaluateAsync(script, [key], args);
         try
@@ -120,13 +132,25 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore, IDisposable
         }
         catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
-            RedisConnection.Observe(call);
+            GiveUp(call, whenGivenUp);
             throw new IdempotencyStoreUnavailableException($"Redis did not answer {script.Name} within {_timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
         }
         catch (OperationCanceledException)
         {
-            RedisConnection.Observe(call);
+            GiveUp(call, whenGivenUp);
             throw;
+        }
+    }
+
+    private static void GiveUp(Task<RedisResult> call, Func<RedisResult, Task>? whenGivenUp)
+    {
+        if (whenGivenUp is null)
+        {
+            RedisConnection.Observe(call);
+        }
+        else
+        {
+            RedisConnection.WhenAnswered(call, whenGivenUp);
         }
     }
 }

@@ -114,9 +114,11 @@ public abstract class IdempotencyStoreContractTests : IDisposable
         Assert.Equal(19, results.Count(r => r.State == IdempotencyState.InFlight));
     }
 
-    protected IIdempotencyStore NewStore()
+    protected IIdempotencyStore NewStore() => Track(CreateStore());
+
+    /// <summary>A store disposed with the test.</summary>
+    protected IIdempotencyStore Track(IIdempotencyStore store)
     {
-        var store = CreateStore();
         _stores.Add(store);
         return store;
     }
@@ -154,6 +156,33 @@ public sealed class RedisIdempotencyStoreTests(RedisServerFixture redis) : Idemp
         await a.CompleteAsync("shared", claim, new StoredToolResponse(200, [], "done"u8.ToArray()), Ttl);
 
         Assert.Equal("done"u8.ToArray(), (await b.TryBeginAsync("shared", "hash-a", ClaimTtl)).Response!.Body);
+    }
+
+    /// <summary>
+    /// A claim whose caller gave up (Redis paused past the store timeout: the caller was told the store is unavailable
+    /// and ran nothing) is given back once Redis runs it, so the retry executes at once instead of being refused as in
+    /// progress until the claim's TTL. Without the give-back the retry sees InFlight for the whole 30 s.
+    /// </summary>
+    [RedisFact]
+    public async Task Claim_WhoseCallerGaveUp_IsGivenBackWhenRedisRunsIt_SoTheRetryExecutes()
+    {
+        var impatient = Track(new RedisIdempotencyStore(redis.ConnectionString, Prefix, TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(IdempotencyState.Claimed, (await Store.TryBeginAsync("warm", "hash-a", ClaimTtl)).State);
+        Assert.Equal(IdempotencyState.Claimed, (await impatient.TryBeginAsync("warm-too", "hash-a", ClaimTtl)).State);
+
+        Assert.StartsWith("+OK", redis.TryCommand("CLIENT PAUSE 1000 WRITE"), StringComparison.Ordinal);
+        await Assert.ThrowsAsync<IdempotencyStoreUnavailableException>(async () => await impatient.TryBeginAsync("late", "hash-a", ClaimTtl));
+
+        // Once the pause ends the claim runs, then its give-back; the retry (another replica's store) must claim the key.
+        await Task.Delay(1000);
+        var retry = await Store.TryBeginAsync("late", "hash-a", ClaimTtl);
+        for (var attempt = 0; retry.State == IdempotencyState.InFlight && attempt < 40; attempt++)
+        {
+            await Task.Delay(50);
+            retry = await Store.TryBeginAsync("late", "hash-a", ClaimTtl);
+        }
+
+        Assert.Equal(IdempotencyState.Claimed, retry.State);
     }
 
     protected override IIdempotencyStore CreateStore()
