@@ -29,6 +29,13 @@ internal sealed class LocalRunCacheGenerations : IRunCacheGenerations
 /// <summary>The numbers in Redis, shared by the replicas; they expire with the run's idle time.</summary>
 internal sealed class RedisRunCacheGenerations(RedisConnection redis, string keyPrefix, TimeSpan timeout, TimeSpan idleExpiry) : IRunCacheGenerations
 {
+    // KEYS: 1 the run's hash. ARGV: 1 tool, 2 idle expiry ms.
+    private static readonly RedisScript Advance = new("run-cache-advance", """
+        redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return 1
+        """);
+
     public async ValueTask<long?> CurrentAsync(string run, string tool, CancellationToken cancellationToken)
     {
         Task<RedisValue>? call = null;
@@ -50,20 +57,20 @@ internal sealed class RedisRunCacheGenerations(RedisConnection redis, string key
         }
     }
 
+    /// <remarks>
+    /// One script (increment and expiry), so with <c>Store:WaitForReplicas</c> the bump is confirmed by the replicas like
+    /// every other script: a fail-over cannot lose it and let a replica serve a read cached before the write.
+    /// </remarks>
     public async ValueTask AdvanceAsync(string run, string tool, CancellationToken cancellationToken)
     {
-        var database = await redis.DatabaseAsync().ConfigureAwait(false);
-        var key = Key(run);
-        var increment = database.HashIncrementAsync(key, tool);
-        var expire = database.KeyExpireAsync(key, idleExpiry);
+        var call = redis.EvaluateAsync(Advance, [Key(run)], [tool, (long)idleExpiry.TotalMilliseconds]);
         try
         {
-            await Task.WhenAll(increment, expire).WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
+            await call.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception exception) when (RedisConnection.IsUnavailable(exception))
         {
-            RedisConnection.Observe(increment);
-            RedisConnection.Observe(expire);
+            RedisConnection.Observe(call);
             throw new RunCacheUnavailableException($"Redis did not record a write of run '{run}' to tool '{tool}' within {timeout.TotalMilliseconds:0} ms: {exception.Message}", exception);
         }
     }
