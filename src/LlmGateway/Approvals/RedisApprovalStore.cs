@@ -31,6 +31,11 @@ internal sealed class RedisApprovalStore : IApprovalStore, IDisposable
         return {1}
         """);
 
+    // KEYS: 1 the pending index. ARGV: 1 id, 2 created ms. Idempotent (NX).
+    private static readonly RedisScript Index = new("approval-index", """
+        return redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+        """);
+
     private static readonly RedisScript Decide = new("approval-decide", """
         if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then
           return {0}
@@ -89,9 +94,9 @@ internal sealed class RedisApprovalStore : IApprovalStore, IDisposable
         var record = created ? new ApprovalRecord { Id = id, State = ApprovalState.Pending, Request = request } : Parse(reply, 1)!;
         if (record.State == ApprovalState.Pending)
         {
-            // Single-key and idempotent: a replica that died between the script and this line is repaired by the next repeat.
-            var database = await _redis.DatabaseAsync().ConfigureAwait(false);
-            await RunAsync(database.SortedSetAddAsync(_pending, record.Id, record.CreatedAt.ToUnixTimeMilliseconds(), SortedSetWhen.NotExists), "index", cancellationToken).ConfigureAwait(false);
+            // Single-key and idempotent: a replica that died between the two scripts is repaired by the next repeat. A
+            // script, so WaitForReplicas confirms it: a fail-over must not lose the entry the approvers list.
+            await RunAsync(_redis.EvaluateAsync(Index, [_pending], [record.Id, record.CreatedAt.ToUnixTimeMilliseconds()]), "index", cancellationToken).ConfigureAwait(false);
         }
 
         return new ApprovalOpenResult(record, created);

@@ -124,7 +124,7 @@ public sealed record StoreOptions
 
     /// <summary>
     /// Redis only: after every script (admissions, settlements, leases, halts, run ledger, idempotency claims, recordings,
-    /// the in-run tool cache's generations;
+    /// their indexes, approvals, the in-run tool cache's generations;
     /// not the response cache or plain commands, see README),
     /// wait until this many replicas acknowledge its writes (Redis WAIT, pipelined after the script, for at most half of
     /// <see cref="Timeout"/>: a shortfall is known while the caller still waits, so what the script took is given back

@@ -37,6 +37,13 @@ internal sealed class RedisRecordingStore : IRecordingStore
         """);
 
     // A cursor only for a recording that is kept: a replay of anything else leaves no key behind.
+    // KEYS: 1 the index. ARGV: 1 run, 2 now ms, 3 cutoff ms (entries this old or older leave). Returns the runs indexed.
+    private static readonly RedisScript AddToIndex = new("recording-index", """
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+        return redis.call('ZCARD', KEYS[1])
+        """);
+
     private static readonly RedisScript NextStep = new("recording-next-step", """
         if redis.call('EXISTS', KEYS[1]) == 0 then
           return 1
@@ -64,7 +71,7 @@ internal sealed class RedisRecordingStore : IRecordingStore
         _timeProvider = timeProvider;
     }
 
-    private RedisKey Index => _prefix + "recs";
+    private RedisKey IndexKey => _prefix + "recs";
 
     public async ValueTask<int> AppendAsync(string runId, byte[] step, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
@@ -72,16 +79,14 @@ internal sealed class RedisRecordingStore : IRecordingStore
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
         var list = ListKey(runId);
         var now = _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
-        // The run's keys and the index are in different slots (in a Cluster, possibly on different nodes): a script and
-        // a transaction, sent together. Listing skips an index entry whose list is gone, so a failure between them leaves no ghost.
+        // The run's keys and the index are in different slots (in a Cluster, possibly on different nodes): two scripts,
+        // sent together (both confirmed by the replicas under WaitForReplicas). Listing skips an index entry whose list is
+        // gone, so a failure between them leaves no ghost.
         var appended = _redis.EvaluateAsync(Append, [list, RunKey(list, ":meta")], [step, step.Length, options.RecordingMaxRunBytes, Milliseconds(ttl)]);
-        var index = database.CreateTransaction();
-        _ = index.SortedSetAddAsync(Index, runId, now);
-        _ = index.SortedSetRemoveRangeByScoreAsync(Index, double.NegativeInfinity, now - ttl.TotalMilliseconds);
-        var runs = index.SortedSetLengthAsync(Index);
-        await StoreDeadline.BoundAsync(Task.WhenAll(appended, index.ExecuteAsync()), _timeout, cancellationToken).ConfigureAwait(false);
+        var indexed = _redis.EvaluateAsync(AddToIndex, [IndexKey], [runId, now, now - (long)ttl.TotalMilliseconds]);
+        await StoreDeadline.BoundAsync(Task.WhenAll(appended, indexed), _timeout, cancellationToken).ConfigureAwait(false);
 
-        var excess = await runs.ConfigureAwait(false) - options.RecordingMaxRuns;
+        var excess = (long)await indexed.ConfigureAwait(false) - options.RecordingMaxRuns;
         if (excess > 0)
         {
             await EvictOldestAsync(database, excess, cancellationToken).ConfigureAwait(false);
@@ -107,7 +112,7 @@ internal sealed class RedisRecordingStore : IRecordingStore
     public async ValueTask<IReadOnlyList<RecordingInfo>> ListAsync(CancellationToken cancellationToken = default)
     {
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
-        var entries = await Bound(database.SortedSetRangeByRankWithScoresAsync(Index), cancellationToken).ConfigureAwait(false);
+        var entries = await Bound(database.SortedSetRangeByRankWithScoresAsync(IndexKey), cancellationToken).ConfigureAwait(false);
 
         // Every run's length, TTL and bytes in one pipelined round trip (the index holds at most RecordingMaxRuns).
         var details = new (Task<long> Steps, Task<TimeSpan?> Ttl, Task<RedisValue> Bytes)[entries.Length];
@@ -144,7 +149,7 @@ internal sealed class RedisRecordingStore : IRecordingStore
     {
         var database = await DatabaseAsync(cancellationToken).ConfigureAwait(false);
         var list = ListKey(runId);
-        var index = database.SortedSetRemoveAsync(Index, runId);
+        var index = database.SortedSetRemoveAsync(IndexKey, runId);
         var meta = database.KeyDeleteAsync(RunKey(list, ":meta"));
         var deleted = database.KeyDeleteAsync(list);
         await StoreDeadline.BoundAsync(Task.WhenAll(index, meta, deleted), _timeout, cancellationToken).ConfigureAwait(false);
@@ -161,8 +166,8 @@ internal sealed class RedisRecordingStore : IRecordingStore
     /// <summary>Drops the <paramref name="count"/> least recently recorded runs from the index, with their keys.</summary>
     private async Task EvictOldestAsync(IDatabase database, long count, CancellationToken cancellationToken)
     {
-        var oldest = await Bound(database.SortedSetRangeByRankAsync(Index, 0, count - 1), cancellationToken).ConfigureAwait(false);
-        var calls = new List<Task> { database.SortedSetRemoveAsync(Index, oldest) };
+        var oldest = await Bound(database.SortedSetRangeByRankAsync(IndexKey, 0, count - 1), cancellationToken).ConfigureAwait(false);
+        var calls = new List<Task> { database.SortedSetRemoveAsync(IndexKey, oldest) };
         foreach (var run in oldest)
         {
             var list = ListKey((string)run!);
