@@ -12,9 +12,7 @@ namespace LlmGateway.EndToEnd.Tests.Budgets;
 [RequiresRedisServer]
 public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFixture<RedisServerFixture>, IAsyncLifetime
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _a = null!;
-    private GatewayServer _b = null!;
+    private GatewayPair _pair = null!;
 
     public async Task InitializeAsync()
     {
@@ -23,29 +21,23 @@ public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFix
             redis.Start();
         }
 
-        _mock = await MockLlmServer.StartAsync();
-        var config = TestConfigs.Budgets(_mock.BaseUrl, redis.ConnectionString, storeTimeout: "00:00:01")
-            .Replace("\"Store\": { ", "\"Store\": { \"Leases\": true, ", StringComparison.Ordinal);
-        Assert.Contains("\"Leases\": true", config, StringComparison.Ordinal);
-        _a = await GatewayServer.StartAsync(config);
-        _b = await GatewayServer.StartAsync(config);
-        await _a.WaitReadyAsync();
-        await _b.WaitReadyAsync();
+        _pair = await GatewayPair.StartAsync(mock =>
+        {
+            var config = TestConfigs.Budgets(mock.BaseUrl, redis.ConnectionString, storeTimeout: "00:00:01")
+                .Replace("\"Store\": { ", "\"Store\": { \"Leases\": true, ", StringComparison.Ordinal);
+            Assert.Contains("\"Leases\": true", config, StringComparison.Ordinal);
+            return config;
+        });
     }
 
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
+    public async Task DisposeAsync() => await _pair.DisposeAsync();
 
     [RedisFact]
     public async Task TwoReplicasWithLeases_ShareOneBudget_NeverPassIt()
     {
         // 200 calls of $0.01 at once against $1.00: never more than 100 admitted, and at least 90 (room held in the other
         // replica's open block at the very end is the price of leases).
-        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"leased {i}"))));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _pair.A.Client : _pair.B.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"leased {i}"))));
 
         var admitted = responses.Count(r => r.StatusCode == HttpStatusCode.OK);
         Assert.InRange(admitted, 90, 100);
@@ -54,7 +46,7 @@ public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFix
         // Each replica charges its blocks' calls when the blocks go back (at most a second after their last call).
         var spent = await Http.EventuallyAsync(async () =>
         {
-            using var state = await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/spender"));
+            using var state = await _pair.A.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/spender"));
             var value = JsonDocument.Parse(await state.Content.ReadAsStringAsync()).RootElement.GetProperty("spent_usd").GetDecimal();
             return value == admitted * 0.01m ? value : (decimal?)null;
         }, "every replica's blocks charged", timeoutMs: 20000);
@@ -64,17 +56,17 @@ public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFix
     [RedisFact]
     public async Task HaltOnOneReplica_StopsTheUserOnTheOther()
     {
-        using (var first = await _b.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-runner")))
+        using (var first = await _pair.B.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-runner")))
         {
             Assert.Equal(HttpStatusCode.OK, first.StatusCode);
         }
 
-        (await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/runner/halt"))).EnsureSuccessStatusCode();
+        (await _pair.A.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/users/runner/halt"))).EnsureSuccessStatusCode();
 
         // B holds a block for runner; the halt reaches it by pub/sub (or at the latest when the block's second ends).
         var status = await Http.EventuallyAsync(async () =>
         {
-            using var call = await _b.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-runner"));
+            using var call = await _pair.B.Client.SendAsync(Http.Post("/v1/chat/completions", Http.Chat(), "sk-runner"));
             return call.StatusCode == HttpStatusCode.Forbidden ? call.StatusCode : (HttpStatusCode?)null;
         }, "the halt on replica B", timeoutMs: 20000);
         Assert.Equal(HttpStatusCode.Forbidden, status);

@@ -21,26 +21,15 @@ namespace LlmGateway.EndToEnd.Tests.Redis;
 [RequiresRedisServer]
 public sealed class RedisClusterFailoverTests(RedisClusterFixture cluster, ITestOutputHelper output) : IClassFixture<RedisClusterFixture>, IAsyncLifetime
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _a = null!;
-    private GatewayServer _b = null!;
+    private GatewayPair _pair = null!;
 
     public async Task InitializeAsync()
     {
-        _mock = await MockLlmServer.StartAsync();
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
-        _a = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix));
-        _b = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix));
-        await _a.WaitReadyAsync();
-        await _b.WaitReadyAsync();
+        _pair = await GatewayPair.StartAsync(mock => ClusterFailoverLoad.Config(cluster, mock, prefix));
     }
 
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
+    public async Task DisposeAsync() => await _pair.DisposeAsync();
 
     [RedisFact]
     public async Task MasterKilledUnderLoad_ItsSlotsFollowOnUnavailable_OthersGoOn_AndEverythingRecoversWithoutDrift()
@@ -56,7 +45,7 @@ public sealed class RedisClusterFailoverTests(RedisClusterFixture cluster, ITest
             && info.Contains("aof_enabled:1", StringComparison.Ordinal) && !info.Contains("aof_rewrite_scheduled:1", StringComparison.Ordinal), "the AOF");
 
         using var stop = new CancellationTokenSource();
-        var workers = load.Start(_a, _b, stop.Token);
+        var workers = load.Start(_pair.A, _pair.B, stop.Token);
         await load.Until(() => load.Calls >= 60, "calls before the kill");
 
         cluster.StopNode(victim);
@@ -74,6 +63,6 @@ public sealed class RedisClusterFailoverTests(RedisClusterFixture cluster, ITest
 
         output.WriteLine(load.Summary(victim));
         Assert.Empty(load.Unexpected);
-        await load.AssertNoDriftAsync(_a);
+        await load.AssertNoDriftAsync(_pair.A);
     }
 }

@@ -12,37 +12,26 @@ namespace LlmGateway.EndToEnd.Tests.Redis;
 [RequiresRedisServer]
 public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : IClassFixture<RedisClusterFixture>, IAsyncLifetime
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _a = null!;
-    private GatewayServer _b = null!;
+    private GatewayPair _pair = null!;
 
     public async Task InitializeAsync()
     {
-        _mock = await MockLlmServer.StartAsync();
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
 
         // Same limits and key prefix on both, one with every node listed and one with a single node.
-        _a = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix));
-        _b = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix));
-        await _a.WaitReadyAsync();
-        await _b.WaitReadyAsync();
+        _pair = await GatewayPair.StartAsync(mock => (Config(mock, cluster.ConnectionString, prefix), Config(mock, cluster.SingleNodeConnectionString, prefix)));
     }
 
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
+    public async Task DisposeAsync() => await _pair.DisposeAsync();
 
     [RedisFact]
     public async Task TwoReplicas_ShareOneBudget_ConcurrentlyAdmitExactlyWhatFits()
     {
-        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"shared {i}"))));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => (i % 2 == 0 ? _pair.A.Client : _pair.B.Client).SendAsync(BudgetCalls.Metered("sk-spender", content: $"shared {i}"))));
 
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.Equal(100, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
-        var spender = await BudgetCalls.SettledAsync(_b.Client, "/admin/users/spender");
+        var spender = await BudgetCalls.SettledAsync(_pair.B.Client, "/admin/users/spender");
         Assert.Equal(1.00m, spender.GetProperty("spent_usd").GetDecimal());
     }
 
@@ -52,22 +41,22 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         // A call of a user in a team, on a run, with a key rate limit: four scopes, spread over the nodes.
         for (var i = 0; i < 3; i++)
         {
-            using var response = await (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c", content: $"run call {i}"));
+            using var response = await (i % 2 == 0 ? _pair.A.Client : _pair.B.Client).SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c", content: $"run call {i}"));
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
-        var state = await BudgetCalls.SettledAsync(_a.Client, "/admin/runs/run-c");
+        var state = await BudgetCalls.SettledAsync(_pair.A.Client, "/admin/runs/run-c");
         Assert.Equal(0.03m, state.GetProperty("spent_usd").GetDecimal());
 
-        (await _a.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-c/halt"))).EnsureSuccessStatusCode();
-        using var onB = await _b.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c"));
+        (await _pair.A.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-c/halt"))).EnsureSuccessStatusCode();
+        using var onB = await _pair.B.Client.SendAsync(BudgetCalls.Metered("sk-member", runId: "run-c"));
         await Http.AssertErrorAsync(onB, 403, "run_halted", shouldRetry: false);
 
         // The key allows 5 calls a minute across both replicas: 3 were made, 1 was refused by the halt.
         var statuses = new List<HttpStatusCode>();
         for (var i = 0; i < 4; i++)
         {
-            using var response = await (i % 2 == 0 ? _a.Client : _b.Client).SendAsync(BudgetCalls.Metered("sk-member", content: $"rate {i}"));
+            using var response = await (i % 2 == 0 ? _pair.A.Client : _pair.B.Client).SendAsync(BudgetCalls.Metered("sk-member", content: $"rate {i}"));
             statuses.Add(response.StatusCode);
         }
 
@@ -81,8 +70,8 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         // user, team, run and key scopes are on different nodes; each step that held is given back.
         // Left out: the key's rate window, given back the same way but not readable from the admin API.
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var waiting = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, storeTimeout: "00:00:00.3", waitForReplicas: 1));
-        await using var plain = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix));
+        await using var waiting = await GatewayServer.StartAsync(Config(_pair.Mock, cluster.ConnectionString, prefix, storeTimeout: "00:00:00.3", waitForReplicas: 1));
+        await using var plain = await GatewayServer.StartAsync(Config(_pair.Mock, cluster.ConnectionString, prefix));
         var waitsBefore = WaitCommands();
         for (var i = 0; i < 3; i++)
         {
@@ -142,8 +131,8 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         // ready, and a call's store timeout counts from when its batch is sent, not while it queues behind another.
         cluster.OnEveryNode("SCRIPT FLUSH");
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var c = await GatewayServer.StartAsync(Config(cluster.ConnectionString, prefix, keyRpm: 100));
-        await using var d = await GatewayServer.StartAsync(Config(cluster.SingleNodeConnectionString, prefix, keyRpm: 100));
+        await using var c = await GatewayServer.StartAsync(Config(_pair.Mock, cluster.ConnectionString, prefix, keyRpm: 100));
+        await using var d = await GatewayServer.StartAsync(Config(_pair.Mock, cluster.SingleNodeConnectionString, prefix, keyRpm: 100));
         await c.WaitReadyAsync();
         await d.WaitReadyAsync();
 
@@ -153,13 +142,13 @@ public sealed class RedisClusterGatewayTests(RedisClusterFixture cluster) : ICla
         Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
     }
 
-    private string Config(string redis, string prefix, string storeTimeout = "00:00:01", int keyRpm = 5, int waitForReplicas = 0) => $$"""
+    private static string Config(MockLlmServer mock, string redis, string prefix, string storeTimeout = "00:00:01", int keyRpm = 5, int waitForReplicas = 0) => $$"""
     {
       "Gateway": {
         "Redis": "{{redis}}",
         "AdminKey": "{{TestConfigs.AdminKey}}",
         "Store": { "OnUnavailable": "Deny", "Timeout": "{{storeTimeout}}", "KeyPrefix": "{{prefix}}", "WaitForReplicas": {{waitForReplicas}} },
-        "Providers": { "mock": { "BaseUrl": "{{_mock.BaseUrl}}/v1" } },
+        "Providers": { "mock": { "BaseUrl": "{{mock.BaseUrl}}/v1" } },
         "Models": { "metered": { "Provider": "mock", "InputUsdPerMTok": 0, "OutputUsdPerMTok": 1000, "DefaultMaxOutputTokens": 10 } },
         "Keys": [
           { "Key": "sk-spender", "User": "spender" },

@@ -24,27 +24,16 @@ namespace LlmGateway.EndToEnd.Tests.Redis;
 [RequiresRedisServer]
 public abstract class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasFixture cluster, ITestOutputHelper output, bool leases) : IAsyncLifetime
 {
-    private MockLlmServer _mock = null!;
-    private GatewayServer _a = null!;
-    private GatewayServer _b = null!;
+    private GatewayPair _pair = null!;
 
     public async Task InitializeAsync()
     {
-        _mock = await MockLlmServer.StartAsync();
         var prefix = "llmgw-" + Guid.NewGuid().ToString("N")[..8] + ":";
         var store = """, "WaitForReplicas": 1""" + (leases ? """, "Leases": true""" : "");
-        _a = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, store));
-        _b = await GatewayServer.StartAsync(ClusterFailoverLoad.Config(cluster, _mock, prefix, store));
-        await _a.WaitReadyAsync();
-        await _b.WaitReadyAsync();
+        _pair = await GatewayPair.StartAsync(mock => ClusterFailoverLoad.Config(cluster, mock, prefix, store));
     }
 
-    public async Task DisposeAsync()
-    {
-        await _a.DisposeAsync();
-        await _b.DisposeAsync();
-        await _mock.DisposeAsync();
-    }
+    public async Task DisposeAsync() => await _pair.DisposeAsync();
 
     [RedisFact]
     public async Task MasterKilled_ItsReplicaIsPromoted_ItsUsersWaitForANewReplica_AndNothingTheClientsWereToldIsLost()
@@ -55,7 +44,7 @@ public abstract class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasF
         ClusterFailoverLoad.AllowPartialCoverage(cluster);
 
         using var stop = new CancellationTokenSource();
-        var workers = load.Start(_a, _b, stop.Token);
+        var workers = load.Start(_pair.A, _pair.B, stop.Token);
         await load.Until(() => load.Calls >= 60 && load.VictimServed >= 10, "calls before the kill, some on the victim's slots");
 
         cluster.StopNode(victim);
@@ -80,7 +69,7 @@ public abstract class RedisClusterReplicaFailoverTests(RedisClusterWithReplicasF
 
         output.WriteLine(load.Summary(victim) + $"; node {replica} (port {cluster.Ports[replica]}) took over");
         Assert.Empty(load.Unexpected);
-        await load.AssertNoDriftAsync(_a);
+        await load.AssertNoDriftAsync(_pair.A);
     }
 
     private bool IsMaster(int index) => cluster.TryCommand(index, "INFO replication") is { } info && info.Contains("role:master", StringComparison.Ordinal);
