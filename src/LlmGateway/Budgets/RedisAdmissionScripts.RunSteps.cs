@@ -9,13 +9,15 @@ internal static partial class RedisAdmissionScripts
     // settlements, releases and undos of runs, in queue order in one script, so a loaded replica sends one script where
     // it would send a reserve and a finish. Each step is exactly ReserveScoped's or FinishScoped's run step (the same
     // functions), so the run's rules are stated once. On a cluster the store sends one script per hash slot.
+    // Only the run's functions are in it: a script defines its functions anew on every run, and each closure costs
+    // Redis for every local it captures (~150k instructions a script with every scope's, a sixth of a batch's cost).
     // KEYS per step: the run's 2 (run, runx). ARGV per step: '3' and ReserveScoped's 5 (an admission, 6 in all), or '5'
     // and FinishScoped's 6 (a finish, 7 in all).
     // Returns 13 numbers per step: an admission's as ReserveScoped's run step; a finish's are zeros (rank 0).
     public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + """
         local reserveStep, finishStep, skipped, result
         do
-        """ + "\n" + ReserveScopes + "\n" + """
+        """ + "\n" + ReserveCall + ReserveRun + ReserveReply + "\n" + """
           reserveStep = function(ko, ao)
             call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5], ARGV[ao + 6])
             runRead(KEYS[ko + 1], KEYS[ko + 2])
@@ -30,7 +32,7 @@ internal static partial class RedisAdmissionScripts
           result = function() return out end
         end
         do
-        """ + "\n" + FinishScopes + "\n" + """
+        """ + "\n" + FinishCall + FinishRun + "\n" + """
           finishStep = function(ko, ao)
             if first(ARGV[ao + 6], ARGV[ao + 7]) then
               call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5])
