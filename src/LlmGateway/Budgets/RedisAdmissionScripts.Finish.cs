@@ -19,9 +19,10 @@ internal static partial class RedisAdmissionScripts
         local nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
               refreshEvery, admittedMs
         local settle, hash, xe, wa
+        local numbers = '<' .. string.rep('d', 18)
         local function call(blob, h, x, w)
           nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
-            refreshEvery, admittedMs = sunpack('<' .. string.rep('d', 18), blob)
+            refreshEvery, admittedMs = sunpack(numbers, blob)
           setNow(nowMs)
           settle = mode == 1
           hash, xe, wa = h, x, w
@@ -50,7 +51,8 @@ internal static partial class RedisAdmissionScripts
         local function first(mk, id)
           if mk == '' then return true end
           if redis.call('HSETNX', mk, id, 1) == 0 then return false end
-          redis.call('PEXPIRE', mk, markerLife)
+          -- Through the cache: a batch's finishes of one run share its marker hash, and one PEXPIRE (at the flush).
+          pexpire(mk, markerLife)
           return true
         end
 
