@@ -23,6 +23,9 @@ namespace LlmGateway.Budgets;
 /// the limits of the latest admission; <c>pe</c> period end. A run also has <c>start la lr dl h user</c> (first
 /// admission, last activity, last key-lifetime refresh, deadline ms, halted, user) and <c>q:{request hash}</c>
 /// admissions per request (loop guard).</item>
+/// <item>Settlement markers (<c>{scope key}:d{10-s step}</c>): a field per reservation that finished (a retry finds it
+/// and does nothing), and <c>enc</c> (65 bytes, written by a batch of finishes: Redis then keeps the hash as a hash
+/// table, not a list every HSETNX scans).</item>
 /// <item>Held reservations: expiry is rounded up to a multiple of 10 s (<see cref="AdmissionConstants.ExpirySecond"/>:
 /// a lost reservation holds up to 10 s longer, never shorter), so a scope has at most one <c>x{s}</c> per 10 s of TTL,
 /// and a second's field is deleted when its last call finishes: the hashes stay small. The seconds pending are a
