@@ -30,7 +30,7 @@ internal static partial class RedisAdmissionScripts
     // tpm, retention, run idle, in-flight retry, run key life, run key refresh. With them: the request hash, the user,
     // the expiry second's field name ('x' .. second) and the admission second's ('w' .. second): formatting a number
     // in Lua costs Redis ~0.5 µs, the caller next to nothing.
-    internal const string ReserveScopes = ReserveCall + ReserveSubjects + ReserveRun + ReserveReply;
+    internal const string ReserveScopes = ReserveCall + ReserveSubjects + ReserveRun + ReserveReply + ReserveAnswer;
 
     // What every scope needs: the call's numbers, the budget checks and holds.
     internal const string ReserveCall = """
@@ -294,6 +294,11 @@ internal static partial class RedisAdmissionScripts
         local function first(rank, ...)
           if rank > 0 and (r[1] == 0 or rank < r[1]) then r = { rank, ... } end
         end
+
+        """;
+
+    // The script's reply: every call's (or step's) numbers in order.
+    internal const string ReserveAnswer = """
         local out = {}
         local function answer(...)
           local r = { ... }
