@@ -299,10 +299,11 @@ internal static partial class RedisAdmissionScripts
 
     // The script's reply: every call's (or step's) numbers in order.
     internal const string ReserveAnswer = """
-        local out = {}
+        local out, nout = {}, 0
         local function answer(...)
           local r = { ... }
-          for i = 1, #r do out[#out + 1] = r[i] end
+          for i = 1, #r do out[nout + i] = r[i] end
+          nout = nout + #r
         end
 
         """;

@@ -19,16 +19,20 @@ internal static partial class RedisAdmissionScripts
     public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + ReserveAnswer + """
         local reserveStep, finishStep
         local function reserveSide()
-        """ + "\n" + ReserveCall + ReserveRun + ReserveReply + "\n" + """
+        """ + "\n" + ReserveCall + ReserveRun + "\n" + """
+          -- As ReserveScoped's run step (a run has no rate window: its counters are 0 0 NONE), without its tables.
           reserveStep = function(ko, ao)
             call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5], ARGV[ao + 6])
             runRead(KEYS[ko + 1], KEYS[ko + 2])
-            local n, k, o = counters(false)
-            r = { runCheck(99) }
-            local b = { used(run) }
-            if r[1] == 0 then runHold() else runKeep() end
-            if r[1] == 0 then answer(0, 0, 0, 0, 0, -1) else answer(r[1], r[2], r[3], r[4], r[5], r[6]) end
-            answer(b[1], b[2], b[3], n, k, o, r[1] == 0 and run.steps or 0)
+            local rank, rejection, scope, limit, value, retry = runCheck(99)
+            local u, t, c = used(run)
+            if rank == 0 then
+              runHold()
+              answer(0, 0, 0, 0, 0, -1, u, t, c, 0, 0, NONE, run.steps)
+            else
+              runKeep()
+              answer(rank, rejection, scope, limit, value, retry, u, t, c, 0, 0, NONE, 0)
+            end
           end
         end
         local function finishSide()
@@ -41,6 +45,7 @@ internal static partial class RedisAdmissionScripts
           end
         end
         batching = #KEYS > 2
+        local SKIPPED = { 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, NONE, 0 }
         local ko, ao = 0, 0
         while ao < #ARGV do
           if ARGV[ao + 1] == '3' then
@@ -50,7 +55,8 @@ internal static partial class RedisAdmissionScripts
           else
             if not finishStep then finishSide() end
             finishStep(ko, ao)
-            answer(0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, NONE, 0)
+            for i = 1, 13 do out[nout + i] = SKIPPED[i] end
+            nout = nout + 13
             ao = ao + 7
           end
           ko = ko + 2
