@@ -68,7 +68,7 @@ internal static partial class RedisAdmissionScripts
         local function entry(h)
           local c = cache[h]
           if not c then
-            c = { v = {}, d = {} }
+            c = { v = {}, d = {}, ttl = false, gone = false }
             cache[h] = c
             touched[#touched + 1] = h
           end
@@ -92,9 +92,9 @@ internal static partial class RedisAdmissionScripts
             local r = redis.call('HMGET', h, unpack(miss))
             for i = 1, #miss do c.v[miss[i]] = r[i] end
           end
-          local out = {}
-          for i = 1, #fields do out[i] = c.v[fields[i]] or false end
-          return out
+          -- The answer in the table of field names (the caller's own, sized already: no table grown field by field).
+          for i = 1, #fields do fields[i] = c.v[fields[i]] or false end
+          return fields
         end
         local function hset(h, ...)
           if not batching then return redis.call('HSET', h, ...) end
@@ -118,7 +118,7 @@ internal static partial class RedisAdmissionScripts
           if not batching then return end
           for _, k in ipairs({ ... }) do
             local c = entry(k)
-            c.v = {}; c.d = {}; c.ttl = nil; c.gone = true
+            c.v = {}; c.d = {}; c.ttl = false; c.gone = true
           end
         end
         local function flush()
