@@ -7,7 +7,7 @@ sends a fixed number of requests (h2load -n, 4 connections), dumps the counters 
 Redis executed per request. Time-based figures on a noisy 2-core machine swing 2x between runs; this one
 does not, so it is how changes to the admission scripts are compared. Everything it starts it stops.
 
-    python3 bench/scripts/redis_cost.py --artifacts /tmp/bench-artifacts [--requests 2000]
+    python3 bench/scripts/redis_cost.py --artifacts /tmp/bench-artifacts [--requests 2000] [--connections 4] [--leases]
 """
 
 import argparse
@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=4, help="concurrent clients; 1 = every script carries one call (no batching)")
+    parser.add_argument("--leases", action="store_true", help="with leases (Gateway:Store:Leases): the user's and team's scopes on leases, "
+                        "each call's run steps (admission, settlement) in the run-steps script")
     parser.add_argument("--redis-arg", action="append", default=[], help="extra redis-server arguments, e.g. --redis-arg=--hash-max-listpack-entries --redis-arg=0")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "h2load"):
@@ -67,6 +69,8 @@ def main():
         port = h.free_port()
         config = h.gateway_config(upstream_port, policies=True, redis=f"127.0.0.1:{redis_port}")
         config["Gateway"]["Store"] = {"Timeout": "00:00:10"}  # Redis under valgrind is ~50x slower
+        if args.leases:
+            config["Gateway"]["Store"]["Leases"] = True
         gateway = h.start_gateway("redis-cost", args.artifacts, port, config)
         procs.append(gateway)
         body = os.path.join(h.WORK, "chat-request.json")

@@ -12,13 +12,17 @@ internal static partial class RedisAdmissionScripts
     // tokens, actual usd, actual tokens, hasTeam, hasRun, hasUserRate, hasKeyRate, user period end, team period end,
     // retention, run key life, run key refresh, admission ms. With them: the request hash, the expiry second's field
     // name and the admission second's (as Reserve's).
-    internal const string FinishScopes = """
+    internal const string FinishScopes = FinishCall + FinishSubjects + FinishRun;
+
+    // What every scope needs: the numbers, a budget scope's settlement, the marker.
+    internal const string FinishCall = """
         local nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
               refreshEvery, admittedMs
         local settle, hash, xe, wa
+        local numbers = '<' .. string.rep('d', 18)
         local function call(blob, h, x, w)
           nowMs, mode, e, a, ru, rt, au, at, hasTeam, hasRun, hasUserRate, hasKeyRate, uEnd, tEnd, retention, runLife,
-            refreshEvery, admittedMs = sunpack('<' .. string.rep('d', 18), blob)
+            refreshEvery, admittedMs = sunpack(numbers, blob)
           setNow(nowMs)
           settle = mode == 1
           hash, xe, wa = h, x, w
@@ -41,6 +45,27 @@ internal static partial class RedisAdmissionScripts
           if settle or v[2] then add(f, 's', spack('<dddddddd', su, st, sc, r1, r2, r3, xo, xm)) end
           if #f > 0 then hset(h, unpack(f)) end
         end
+        -- A settlement's marker (idempotency): the first finish of reservation `id` in marker hash `mk` (a key of the
+        -- scope's slot, one per 10 s of first attempts) runs, a repeat of it (a retry of a finish whose reply was lost)
+        -- does nothing. An empty `mk` (the undo of a refused call's holds, never retried) has no marker.
+        local function first(mk, id)
+          if mk == '' then return true end
+          if batching and not cache[mk] then
+            -- A marker hash gathers a scope's finishes of 10 s, up to hundreds: a value over 64 bytes makes Redis keep
+            -- it as a hash table (constant-time HSETNX), not a list every HSETNX scans twice (~30k instructions at
+            -- 500 fields). Once per hash and batch; a finish alone (no load, small hashes) goes without.
+            redis.call('HSETNX', mk, 'enc', string.rep('-', 65))
+          end
+          if redis.call('HSETNX', mk, id, 1) == 0 then return false end
+          -- Through the cache: a batch's finishes of one run share its marker hash, and one PEXPIRE (at the flush).
+          pexpire(mk, markerLife)
+          return true
+        end
+
+        """;
+
+    // The user, the team and the gateway key: not in the run-only script.
+    internal const string FinishSubjects = """
         local function period(h, pe)
           local v = hmget(h, 's', xe)
           finish(h, v, {})
@@ -68,16 +93,6 @@ internal static partial class RedisAdmissionScripts
           return n - 1, k - rt, o
         end
 
-        -- A settlement's marker (idempotency): the first finish of reservation `id` in marker hash `mk` (a key of the
-        -- scope's slot, one per 10 s of first attempts) runs, a repeat of it (a retry of a finish whose reply was lost)
-        -- does nothing. An empty `mk` (the undo of a refused call's holds, never retried) has no marker.
-        local function first(mk, id)
-          if mk == '' then return true end
-          if redis.call('HSETNX', mk, id, 1) == 0 then return false end
-          redis.call('PEXPIRE', mk, markerLife)
-          return true
-        end
-
         -- KEYS: u, b:u (the user's slot).
         local function userFinish(k1, k3)
           period(k3, uEnd)
@@ -95,6 +110,21 @@ internal static partial class RedisAdmissionScripts
           end
         end
         local function teamFinish(k5) period(k5, tEnd) end
+        -- KEYS: kw.
+        local function keyFinish(k9)
+          local kv = hmget(k9, 'u', wa)
+          if kv[1] then
+            local _, _, _, n, k, o = subject(kv[1])
+            local f = {}
+            n, k, o = rate(k9, f, n, k, o, kv[2])
+            add(f, 'u', spack('<dddddd', 0, NONE, NONE, n, k, o))
+            hset(k9, unpack(f))
+          end
+        end
+
+        """;
+
+    internal const string FinishRun = """
         -- KEYS: run, runx.
         local function runFinish(k7, k8)
           local q = 'q:' .. hash
@@ -120,17 +150,6 @@ internal static partial class RedisAdmissionScripts
           if refresh then
             pexpire(k7, runLife)
             pexpire(k8, runLife)
-          end
-        end
-        -- KEYS: kw.
-        local function keyFinish(k9)
-          local kv = hmget(k9, 'u', wa)
-          if kv[1] then
-            local _, _, _, n, k, o = subject(kv[1])
-            local f = {}
-            n, k, o = rate(k9, f, n, k, o, kv[2])
-            add(f, 'u', spack('<dddddd', 0, NONE, NONE, n, k, o))
-            hset(k9, unpack(f))
           end
         end
 

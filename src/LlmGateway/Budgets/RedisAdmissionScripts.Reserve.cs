@@ -30,7 +30,10 @@ internal static partial class RedisAdmissionScripts
     // tpm, retention, run idle, in-flight retry, run key life, run key refresh. With them: the request hash, the user,
     // the expiry second's field name ('x' .. second) and the admission second's ('w' .. second): formatting a number
     // in Lua costs Redis ~0.5 µs, the caller next to nothing.
-    internal const string ReserveScopes = """
+    internal const string ReserveScopes = ReserveCall + ReserveSubjects + ReserveRun + ReserveReply + ReserveAnswer;
+
+    // What every scope needs: the call's numbers, the budget checks and holds.
+    internal const string ReserveCall = """
         local numbers = '<' .. string.rep('d', 32)
         local nowMs, ei, usd, tok, hasTeam, hasRun, hasUserRate, hasKeyRate, uLu, uLt, uLc, uEnd, tLu, tLt, tLc, tEnd,
               rLu, rLt, rLc, deadline, maxRepeats, runMaxInFlight, userMaxInFlight, userRpm, userTpm, keyRpm, keyTpm,
@@ -56,6 +59,31 @@ internal static partial class RedisAdmissionScripts
           if lc > 0 and b.sc + b.rc + 1 > lc then return 3, lc end
           return 0, 0
         end
+        -- Holds the worst case in budget scope b, each hash in one HSET.
+        local function hold(b, limits, f, life)
+          -- A second is listed once: when it is new, unless it is the one listed last (a second's field is deleted
+          -- when its last call finishes, and comes back with the next call).
+          local list = not b.v[2] and b.xm ~= ei
+          b.ru = b.ru + usd; b.rt = b.rt + tok; b.rc = b.rc + 1
+          if b.xo == NONE or ei < b.xo then b.xo = ei end
+          if list then b.xm = ei end
+          local eu, et, ec = 0, 0, 0
+          if b.v[2] then eu, et, ec = sunpack('<ddd', b.v[2]) end
+          add(f, 's', state(b))
+          add(f, xe, spack('<ddd', eu + usd, et + tok, ec + 1))
+          if b.v[3] ~= limits then add(f, 'l', limits) end
+          hset(b.h, unpack(f))
+          if list then
+            redis.call('ZADD', b.z, ei, ei)
+            if life > 0 then pexpire(b.z, life) end
+          end
+          if life > 0 and not b.exists then pexpire(b.h, life) end
+        end
+
+        """;
+
+    // The user, the team and the gateway key (and their rate windows): not in the run-only script.
+    internal const string ReserveSubjects = """
         -- When the oldest seconds of window s, leaving it, free `need` calls (tokens: 2nd counter); -1 never.
         local function freeing(s, tokens, need)
           if s.o == NONE then return -1 end
@@ -85,26 +113,6 @@ internal static partial class RedisAdmissionScripts
             return 5, tpm, at - now
           end
           return 0, 0, -1
-        end
-        -- Holds the worst case in budget scope b, each hash in one HSET.
-        local function hold(b, limits, f, life)
-          -- A second is listed once: when it is new, unless it is the one listed last (a second's field is deleted
-          -- when its last call finishes, and comes back with the next call).
-          local list = not b.v[2] and b.xm ~= ei
-          b.ru = b.ru + usd; b.rt = b.rt + tok; b.rc = b.rc + 1
-          if b.xo == NONE or ei < b.xo then b.xo = ei end
-          if list then b.xm = ei end
-          local eu, et, ec = 0, 0, 0
-          if b.v[2] then eu, et, ec = sunpack('<ddd', b.v[2]) end
-          add(f, 's', state(b))
-          add(f, xe, spack('<ddd', eu + usd, et + tok, ec + 1))
-          if b.v[3] ~= limits then add(f, 'l', limits) end
-          hset(b.h, unpack(f))
-          if list then
-            redis.call('ZADD', b.z, ei, ei)
-            if life > 0 then pexpire(b.z, life) end
-          end
-          if life > 0 and not b.exists then pexpire(b.h, life) end
         end
         local function periodFields(b, pe)
           if b.exists then return {} end
@@ -196,6 +204,32 @@ internal static partial class RedisAdmissionScripts
         local function teamKeep() if tb.dirty then hset(tb.h, 's', state(tb)) end end
         local function teamHold() hold(tb, spack('<ddd', tLu, tLt, tLc), periodFields(tb, tEnd), tEnd > 0 and tEnd - now + retention or 0) end
 
+        -- The gateway key's rate window.
+        local kh, kv, ks
+        local function keyRead(k9)
+          kh = k9
+          kv = hmget(k9, 'u', wn)
+          local _, _, _, kn, kk, ko = subject(kv[1])
+          ks = window(k9, kn, kk, ko)
+        end
+        local function keyCheck(upTo)
+          if upTo <= 11 then return PASS end
+          local kind, value, retry = checkRate(ks, keyRpm, keyTpm)
+          if kind > 0 then return 11, 2, 4, kind, value, retry end
+          return PASS
+        end
+        local function keyKeep() if ks.dirty then hset(kh, 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o)) end end
+        local function keyHold()
+          local kf = {}
+          if not kv[1] then add(kf, 'enc', string.rep('-', 65)) end
+          take(ks, kf, kv[2])
+          add(kf, 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o))
+          hset(kh, unpack(kf))
+        end
+
+        """;
+
+    internal const string ReserveRun = """
         -- The run: halt, deadline, loop guard, budget, in-flight cap.
         local run
         local function runRead(k7, k8)
@@ -247,29 +281,9 @@ internal static partial class RedisAdmissionScripts
           end
         end
 
-        -- The gateway key's rate window.
-        local kh, kv, ks
-        local function keyRead(k9)
-          kh = k9
-          kv = hmget(k9, 'u', wn)
-          local _, _, _, kn, kk, ko = subject(kv[1])
-          ks = window(k9, kn, kk, ko)
-        end
-        local function keyCheck(upTo)
-          if upTo <= 11 then return PASS end
-          local kind, value, retry = checkRate(ks, keyRpm, keyTpm)
-          if kind > 0 then return 11, 2, 4, kind, value, retry end
-          return PASS
-        end
-        local function keyKeep() if ks.dirty then hset(kh, 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o)) end end
-        local function keyHold()
-          local kf = {}
-          if not kv[1] then add(kf, 'enc', string.rep('-', 65)) end
-          take(ks, kf, kv[2])
-          add(kf, 'u', spack('<dddddd', 0, NONE, NONE, ks.n, ks.k, ks.o))
-          hset(kh, unpack(kf))
-        end
+        """;
 
+    internal const string ReserveReply = """
         -- A rate window's counters before the call took its place (the store computes the x-ratelimit headers).
         local function counters(s)
           if s then return s.n, s.k, s.o end
@@ -280,10 +294,16 @@ internal static partial class RedisAdmissionScripts
         local function first(rank, ...)
           if rank > 0 and (r[1] == 0 or rank < r[1]) then r = { rank, ... } end
         end
-        local out = {}
+
+        """;
+
+    // The script's reply: every call's (or step's) numbers in order.
+    internal const string ReserveAnswer = """
+        local out, nout = {}, 0
         local function answer(...)
           local r = { ... }
-          for i = 1, #r do out[#out + 1] = r[i] end
+          for i = 1, #r do out[nout + i] = r[i] end
+          nout = nout + #r
         end
 
         """;

@@ -9,28 +9,34 @@ internal static partial class RedisAdmissionScripts
     // settlements, releases and undos of runs, in queue order in one script, so a loaded replica sends one script where
     // it would send a reserve and a finish. Each step is exactly ReserveScoped's or FinishScoped's run step (the same
     // functions), so the run's rules are stated once. On a cluster the store sends one script per hash slot.
+    // A script defines its functions anew on every run, and a closure costs Redis for every local it captures (a walk
+    // of the open upvalues): so only the run's functions are here, each side's inside a function of its own, called when
+    // the batch has a step of that side (a batch is often all admissions or all finishes). Its closures then take the
+    // Prelude's locals from the wrapper's upvalues rather than searching for them.
     // KEYS per step: the run's 2 (run, runx). ARGV per step: '3' and ReserveScoped's 5 (an admission, 6 in all), or '5'
     // and FinishScoped's 6 (a finish, 7 in all).
     // Returns 13 numbers per step: an admission's as ReserveScoped's run step; a finish's are zeros (rank 0).
-    public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + """
-        local reserveStep, finishStep, skipped, result
-        do
-        """ + "\n" + ReserveScopes + "\n" + """
+    public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + ReserveAnswer + """
+        local reserveStep, finishStep
+        local function reserveSide()
+        """ + "\n" + ReserveCall + ReserveRun + "\n" + """
+          -- As ReserveScoped's run step (a run has no rate window: its counters are 0 0 NONE), without its tables.
           reserveStep = function(ko, ao)
             call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5], ARGV[ao + 6])
             runRead(KEYS[ko + 1], KEYS[ko + 2])
-            local n, k, o = counters(false)
-            r = { runCheck(99) }
-            local b = { used(run) }
-            if r[1] == 0 then runHold() else runKeep() end
-            if r[1] == 0 then answer(0, 0, 0, 0, 0, -1) else answer(r[1], r[2], r[3], r[4], r[5], r[6]) end
-            answer(b[1], b[2], b[3], n, k, o, r[1] == 0 and run.steps or 0)
+            local rank, rejection, scope, limit, value, retry = runCheck(99)
+            local u, t, c = used(run)
+            if rank == 0 then
+              runHold()
+              answer(0, 0, 0, 0, 0, -1, u, t, c, 0, 0, NONE, run.steps)
+            else
+              runKeep()
+              answer(rank, rejection, scope, limit, value, retry, u, t, c, 0, 0, NONE, 0)
+            end
           end
-          skipped = function() answer(0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, NONE, 0) end
-          result = function() return out end
         end
-        do
-        """ + "\n" + FinishScopes + "\n" + """
+        local function finishSide()
+        """ + "\n" + FinishCall + FinishRun + "\n" + """
           finishStep = function(ko, ao)
             if first(ARGV[ao + 6], ARGV[ao + 7]) then
               call(ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5])
@@ -39,19 +45,23 @@ internal static partial class RedisAdmissionScripts
           end
         end
         batching = #KEYS > 2
+        local SKIPPED = { 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, NONE, 0 }
         local ko, ao = 0, 0
         while ao < #ARGV do
           if ARGV[ao + 1] == '3' then
+            if not reserveStep then reserveSide() end
             reserveStep(ko, ao)
             ao = ao + 6
           else
+            if not finishStep then finishSide() end
             finishStep(ko, ao)
-            skipped()
+            for i = 1, 13 do out[nout + i] = SKIPPED[i] end
+            nout = nout + 13
             ao = ao + 7
           end
           ko = ko + 2
         end
         flush()
-        return result()
+        return out
         """);
 }

@@ -23,6 +23,9 @@ namespace LlmGateway.Budgets;
 /// the limits of the latest admission; <c>pe</c> period end. A run also has <c>start la lr dl h user</c> (first
 /// admission, last activity, last key-lifetime refresh, deadline ms, halted, user) and <c>q:{request hash}</c>
 /// admissions per request (loop guard).</item>
+/// <item>Settlement markers (<c>{scope key}:d{10-s step}</c>): a field per reservation that finished (a retry finds it
+/// and does nothing), and <c>enc</c> (65 bytes, written by a batch of finishes: Redis then keeps the hash as a hash
+/// table, not a list every HSETNX scans).</item>
 /// <item>Held reservations: expiry is rounded up to a multiple of 10 s (<see cref="AdmissionConstants.ExpirySecond"/>:
 /// a lost reservation holds up to 10 s longer, never shorter), so a scope has at most one <c>x{s}</c> per 10 s of TTL,
 /// and a second's field is deleted when its last call finishes: the hashes stay small. The seconds pending are a
@@ -65,7 +68,7 @@ internal static partial class RedisAdmissionScripts
         local function entry(h)
           local c = cache[h]
           if not c then
-            c = { v = {}, d = {} }
+            c = { v = {}, d = {}, ttl = false, gone = false }
             cache[h] = c
             touched[#touched + 1] = h
           end
@@ -89,9 +92,9 @@ internal static partial class RedisAdmissionScripts
             local r = redis.call('HMGET', h, unpack(miss))
             for i = 1, #miss do c.v[miss[i]] = r[i] end
           end
-          local out = {}
-          for i = 1, #fields do out[i] = c.v[fields[i]] or false end
-          return out
+          -- The answer in the table of field names (the caller's own, sized already: no table grown field by field).
+          for i = 1, #fields do fields[i] = c.v[fields[i]] or false end
+          return fields
         end
         local function hset(h, ...)
           if not batching then return redis.call('HSET', h, ...) end
@@ -115,7 +118,7 @@ internal static partial class RedisAdmissionScripts
           if not batching then return end
           for _, k in ipairs({ ... }) do
             local c = entry(k)
-            c.v = {}; c.d = {}; c.ttl = nil; c.gone = true
+            c.v = {}; c.d = {}; c.ttl = false; c.gone = true
           end
         end
         local function flush()
