@@ -69,6 +69,9 @@ public class RedisClusterFixture : IDisposable
         }
     }
 
+    /// <summary>Replicas of each master when the cluster was created.</summary>
+    public int ReplicasPerMaster => _replicasPerMaster;
+
     /// <summary>Every node's port (masters and replicas: which is which can change with a fail-over; see <see cref="OwnerOf"/>).</summary>
     public int[] Ports { get; }
 
@@ -324,3 +327,6 @@ public class RedisClusterFixture : IDisposable
 
 /// <summary>The three-master cluster with one replica per master (six nodes): fail-overs promote a replica.</summary>
 public sealed class RedisClusterWithReplicasFixture() : RedisClusterFixture(replicasPerMaster: 1);
+
+/// <summary>The three-master cluster with two replicas per master (nine nodes): after a fail-over the new master still has one.</summary>
+public sealed class RedisClusterWithTwoReplicasFixture() : RedisClusterFixture(replicasPerMaster: 2);
