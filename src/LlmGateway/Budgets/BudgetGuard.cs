@@ -270,7 +270,7 @@ internal sealed class BudgetGuard
         }
         catch (AdmissionStoreUnavailableException ex)
         {
-            _metrics.RecordStoreUnavailable(config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow);
+            _metrics.RecordStoreUnavailable(config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow, ex);
             BudgetLog.StoreUnavailable(_logger, call.RequestId, config.Options.Store.OnUnavailable.ToString(), ex.Message);
             if (config.Options.Store.OnUnavailable == StoreFailurePolicy.Allow)
             {

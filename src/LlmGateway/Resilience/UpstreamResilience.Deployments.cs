@@ -54,7 +54,7 @@ internal sealed partial class UpstreamResilience
             catch (AdmissionStoreUnavailableException ex)
             {
                 var policy = _config.Current.Options.Store.OnUnavailable;
-                _metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
+                _metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow, ex);
                 ResilienceLog.DeploymentStoreUnavailable(_logger, call.RequestId, policy.ToString(), ex.Message);
                 if (policy == StoreFailurePolicy.Allow)
                 {

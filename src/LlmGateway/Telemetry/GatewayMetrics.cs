@@ -92,7 +92,7 @@ internal sealed class GatewayMetrics
         _configReloads = meter.CreateCounter<long>("llm_gateway_config_reloads", "{reload}",
             "Configuration reloads, by result (success, failure).");
         _storeUnavailable = meter.CreateCounter<long>("llm_gateway_store_unavailable", "{request}",
-            "Admissions the budget store could not decide in time, by the policy applied (allowed or denied).");
+            "Admissions the budget store could not decide in time, by the policy applied (allowed or denied) and reason (timeout, replicas: too few acknowledged the write, error).");
         // Observed, so both exist at 0 from the first scrape: increase() then sees the first loss (a series born at 3 shows none).
         meter.CreateObservableCounter("llm_gateway_lease_returns_lost", () => Volatile.Read(ref _leaseReturnsLost), "{return}",
             "Lease block returns given up (Redis did not confirm them within 60 s, or the gateway stopped first): their calls' settled spend is not charged.");
@@ -229,8 +229,10 @@ internal sealed class GatewayMetrics
         });
 
     /// <summary>The budget store could not answer an admission in time; <paramref name="allowed"/> is the policy applied.</summary>
-    public void RecordStoreUnavailable(bool allowed) =>
-        _storeUnavailable.Add(1, new KeyValuePair<string, object?>(TelemetryTags.Result, allowed ? "allowed" : "denied"));
+    /// <param name="cause">What the store threw: its <see cref="Redis.StoreFailureReason"/> is the reason tag.</param>
+    public void RecordStoreUnavailable(bool allowed, Exception cause) =>
+        _storeUnavailable.Add(1, new KeyValuePair<string, object?>(TelemetryTags.Result, allowed ? "allowed" : "denied"),
+            new KeyValuePair<string, object?>(TelemetryTags.Reason, Redis.StoreFailureReason.Of(cause)));
 
     /// <summary>Lease block returns given up (leased store): their calls' spend was not charged.</summary>
     public void LeaseReturnsLost(long count) => Interlocked.Add(ref _leaseReturnsLost, count);

@@ -22,4 +22,9 @@ internal static class TelemetryTagValues
     // TelemetryTags.Result on llm_gateway_config_reloads_total
     public const string Success = "success";
     public const string Failure = "failure";
+
+    // TelemetryTags.Reason on llm_gateway_store_unavailable_total (see Redis.StoreFailureReason)
+    public const string Replicas = "replicas";
+    public const string Timeout = "timeout";
+    public const string Error = "error";
 }

@@ -46,7 +46,7 @@ internal sealed class IdempotentToolExecution(IIdempotencyStore idempotency, Too
             {
                 var policy = config.Options.Store.OnUnavailable;
                 ToolLog.IdempotencyStoreUnavailable(logger, call.RequestId, policy.ToString(), ex.Message);
-                metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
+                metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow, ex);
                 // An approved call never runs without the store that makes it one execution, whatever the policy.
                 if (policy == StoreFailurePolicy.Deny || call.IdempotencyScope is not null)
                 {

@@ -34,7 +34,7 @@ internal sealed class ToolCallAdmission(IAdmissionStore admissions, GatewayMetri
         catch (AdmissionStoreUnavailableException ex)
         {
             var policy = config.Options.Store.OnUnavailable;
-            metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow);
+            metrics.RecordStoreUnavailable(policy == StoreFailurePolicy.Allow, ex);
             BudgetLog.StoreUnavailable(logger, requestId, policy.ToString(), ex.Message);
             return policy == StoreFailurePolicy.Allow ? (null, null) : (null, ToolCallResponses.StoreUnavailable());
         }

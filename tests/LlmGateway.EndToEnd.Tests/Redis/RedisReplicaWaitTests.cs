@@ -53,6 +53,13 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
             Assert.Contains("store_unavailable", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         }
 
+        // Operators see why: the replicas, not a slow or unreachable Redis. (Some show as timeouts: a WAIT blocks its
+        // connection, so a call queued behind another's WAIT and a give-back's can run out of Store:Timeout first.)
+        var metrics = (await gateway.Client.GetStringAsync("/metrics")).Split('\n').Where(line => line.StartsWith("llm_gateway_store_unavailable_total{", StringComparison.Ordinal)).ToArray();
+        var replicas = metrics.Where(line => line.Contains("reason=\"replicas\",result=\"denied\"}", StringComparison.Ordinal)).Select(Value).SingleOrDefault();
+        Assert.True(replicas >= 1, string.Join('\n', metrics));
+        Assert.Equal(4, metrics.Sum(Value));
+
         Assert.Equal("+OK", _replica.TryCommand($"REPLICAOF 127.0.0.1 {Port(_primary)}"));
         await Until.TrueAsync(() => _primary.TryCommand("WAIT 1 1000") == ":1", "the replica to follow the primary again", 30);
 
@@ -171,6 +178,8 @@ public sealed class RedisReplicaWaitTests : IAsyncLifetime
 
     private static decimal Cost(HttpResponseMessage response) =>
         decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture);
+
+    private static double Value(string sample) => double.Parse(sample[(sample.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
 
     private static string Port(RedisServerFixture server) => server.Port.ToString(CultureInfo.InvariantCulture);
 }
