@@ -114,17 +114,20 @@ internal sealed class RedisConnection : IDisposable
         }
     }
 
-    /// <summary>The script on the primary of its first key's slot, with a WAIT queued right behind it on the same connection.</summary>
-    private async Task<RedisResult> ConfirmedAsync(IConnectionMultiplexer connection, RedisScript script, RedisKey[] keys, RedisValue[] args)
+    /// <summary>
+    /// The script on the primary of its first key's slot, with a WAIT queued right behind it on the same connection: by
+    /// SHA, and after a NOSCRIPT by its source (<paramref name="byHash"/> false: straight from the source).
+    /// </summary>
+    private async Task<RedisResult> ConfirmedAsync(IConnectionMultiplexer connection, RedisScript script, RedisKey[] keys, RedisValue[] args, bool byHash = true)
     {
         var server = ServerOf(connection, keys);
         try
         {
-            return await ConfirmedAsync(RunOn(server, script, byHash: true, keys, args), WaitAsync(server)).ConfigureAwait(false);
+            return await ConfirmedAsync(RunOn(server, script, byHash, keys, args), WaitAsync(server)).ConfigureAwait(false);
         }
-        catch (RedisServerException exception) when (IsNoScript(exception))
+        catch (RedisServerException exception) when (byHash && IsNoScript(exception))
         {
-            return await ConfirmedAsync(RunOn(server, script, byHash: false, keys, args), WaitAsync(server)).ConfigureAwait(false);
+            return await ConfirmedAsync(connection, script, keys, args, byHash: false).ConfigureAwait(false);
         }
     }
 
@@ -231,7 +234,7 @@ internal sealed class RedisConnection : IDisposable
         catch (RedisServerException exception) when (IsNoScript(exception))
         {
             // Loaded from its source, with a WAIT of its own (rare: the first use after a Redis restart).
-            return await ConfirmedAsync(connection, script, keys, args).ConfigureAwait(false);
+            return await ConfirmedAsync(connection, script, keys, args, byHash: false).ConfigureAwait(false);
         }
     }
 
