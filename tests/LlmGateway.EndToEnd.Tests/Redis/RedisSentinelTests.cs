@@ -42,8 +42,8 @@ public sealed class RedisSentinelTests(RedisServerFixture redis) : IClassFixture
         }
 
         Assert.Equal([HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.TooManyRequests], statuses);
-        using var state = await gateway.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Get, "/admin/users/spender"));
-        Assert.Equal(0.03m, JsonDocument.Parse(await state.Content.ReadAsStringAsync()).RootElement.GetProperty("spent_usd").GetDecimal());
+        var state = await BudgetCalls.SettledAsync(gateway.Client, "/admin/users/spender");
+        Assert.Equal(0.03m, state.GetProperty("spent_usd").GetDecimal());
 
         // The budget lives on the primary the Sentinel named (the user's control hash, written by every admission).
         Assert.StartsWith(":1", redis.TryCommand($"EXISTS {prefix}{{u:spender}}"), StringComparison.Ordinal);
