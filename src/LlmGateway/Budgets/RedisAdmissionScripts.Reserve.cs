@@ -231,19 +231,21 @@ internal static partial class RedisAdmissionScripts
 
     internal const string ReserveRun = """
         -- The run: halt, deadline, loop guard, budget, in-flight cap.
-        local run
+        local run, runExtra
         local function runRead(k7, k8)
           -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline, steps), 6 user,
-          -- 7 repeats of this request. Steps (the calls admitted, LLM and tool: a call's step is its index in the run)
-          -- ride in r, which every admission writes anyway: counting them costs no command; r of 32 bytes has none yet.
-          run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
+          -- 7 repeats of this request, 8 o = (owner, owned until ms): a replica's exclusive run block (see
+          -- docs/redis-scale-out.md), 9 a = (replica, admissions in a row): run steps only. Steps (the calls admitted,
+          -- LLM and tool: a call's step is its index in the run) ride in r, which every admission writes anyway:
+          -- counting them costs no command; r of 32 bytes has none yet.
+          run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash, 'o', 'a')
           if run.v[5] then
             run.start, run.la, run.refreshed, run.dl = sunpack('<dddd', run.v[5])
             run.steps = #run.v[5] >= 40 and sunpack('<d', run.v[5], 33) or 0
             if now - run.la >= idle then
               -- Idle for too long: the run is forgotten and starts afresh.
               del(k7, k8)
-              run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash)
+              run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash, 'o', 'a')
             end
           end
           if not run.v[5] then run.start, run.la, run.refreshed, run.dl, run.steps = -1, -1, -1, 0, 0 end
@@ -251,8 +253,17 @@ internal static partial class RedisAdmissionScripts
           run.repeats = tonumber(run.v[7]) or 0
           if not run.v[5] then run.absent = true end
         end
+        -- Whether a replica holds the run's exclusive block now: its calls are decided there, and nowhere else.
+        local function runOwned()
+          if not run.v[8] then return false end
+          local _, untilMs = sunpack('<dd', run.v[8])
+          return untilMs > now
+        end
         local function runCheck(upTo)
           if not run.absent then
+            -- 99: owned by a replica's exclusive block (never a caller's answer: the store asks the owner to let go and
+            -- tries again). Rank 2, as the run's halt: only a user halt outranks it.
+            if run.v[8] and runOwned() then return 2, 99, 3, 0, 0, -1 end
             if run.halted then return 2, 5, 3, 0, 0, -1 end
             if upTo <= 3 then return PASS end
             if deadline > 0 and run.start >= 0 and now >= run.start + deadline then return 3, 3, 3, 7, deadline, -1 end
@@ -274,6 +285,7 @@ internal static partial class RedisAdmissionScripts
           local f = { 'r', spack('<ddddd', run.start < 0 and now or run.start, now, refresh and now or run.refreshed, deadline, run.steps) }
           if run.v[6] ~= user then add(f, 'user', user) end
           if hash ~= '' then add(f, 'q:' .. hash, run.repeats + 1) end
+          if runExtra then add(f, 'a', runExtra) end
           hold(run, spack('<ddd', rLu, rLt, rLc), f, runLife)
           if refresh then
             pexpire(run.h, runLife)

@@ -13,9 +13,10 @@ internal static partial class RedisAdmissionScripts
     // of the open upvalues): so only the run's functions are here, each side's inside a function of its own, called when
     // the batch has a step of that side (a batch is often all admissions or all finishes). Its closures then take the
     // Prelude's locals from the wrapper's upvalues rather than searching for them.
-    // KEYS per step: the run's 2 (run, runx). ARGV per step: '3' and ReserveScoped's 5 (an admission, 6 in all), or '5'
-    // and FinishScoped's 6 (a finish, 7 in all).
-    // Returns 13 numbers per step: an admission's as ReserveScoped's run step; a finish's are zeros (rank 0).
+    // KEYS per step: the run's 2 (run, runx). ARGV per step: '3', ReserveScoped's 5 and the replica's id (an admission,
+    // 7 in all), or '5' and FinishScoped's 6 (a finish, 7 in all).
+    // Returns 13 numbers per step: an admission's as ReserveScoped's run step, but an admitted one's tenth number is the
+    // run's admissions in a row by this replica; a finish's are zeros (rank 0).
     public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + ReserveAnswer + """
         local reserveStep, finishStep
         local function reserveSide()
@@ -27,8 +28,15 @@ internal static partial class RedisAdmissionScripts
             local rank, rejection, scope, limit, value, retry = runCheck(99)
             local u, t, c = used(run)
             if rank == 0 then
+              -- The run's admissions in a row by this replica (a = replica, count; written until it passes 64): the
+              -- replica asks for the run's exclusive block once they reach its threshold (LeaseOptions.RunClaimAfter).
+              local me, aid, an = tonumber(ARGV[ao + 7]), 0, 0
+              if run.v[9] then aid, an = sunpack('<dd', run.v[9]) end
+              if aid == me then an = an + 1 else aid, an = me, 1 end
+              runExtra = an <= 64 and spack('<dd', aid, an) or nil
               runHold()
-              answer(0, 0, 0, 0, 0, -1, u, t, c, 0, 0, NONE, run.steps)
+              runExtra = nil
+              answer(0, 0, 0, 0, 0, -1, u, t, c, an, 0, NONE, run.steps)
             else
               runKeep()
               answer(rank, rejection, scope, limit, value, retry, u, t, c, 0, 0, NONE, 0)
@@ -51,7 +59,7 @@ internal static partial class RedisAdmissionScripts
           if ARGV[ao + 1] == '3' then
             if not reserveStep then reserveSide() end
             reserveStep(ko, ao)
-            ao = ao + 6
+            ao = ao + 7
           else
             if not finishStep then finishSide() end
             finishStep(ko, ao)

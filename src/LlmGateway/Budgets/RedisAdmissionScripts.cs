@@ -242,11 +242,12 @@ internal static partial class RedisAdmissionScripts
         """);
 
     // KEYS: 1 run, 2 runx. ARGV: 1 now, 2 run idle.
-    // Returns {} for an unknown or idle-expired run, else su st sc ru rt start dl halted lu lt lc la in-flight user.
+    // Returns {} for an unknown or idle-expired run, else su st sc ru rt start dl halted lu lt lc la in-flight user owned
+    // (1: a replica's exclusive block holds the run now, and these figures are as of its last write-back).
     public static readonly RedisScript RunState = new("run-state", Prelude + """
         setNow(tonumber(ARGV[1]))
-        -- v: 3 r, 4 h, 5 limits, 6 user
-        local b = budget(KEYS[1], KEYS[2], 'x0', 'r', 'h', 'l', 'user')
+        -- v: 3 r, 4 h, 5 limits, 6 user, 7 owner
+        local b = budget(KEYS[1], KEYS[2], 'x0', 'r', 'h', 'l', 'user', 'o')
         local v = b.v
         if not v[3] then flush() return {} end
         local start, la, _, dl = sunpack('<dddd', v[3])
@@ -257,7 +258,12 @@ internal static partial class RedisAdmissionScripts
         if v[5] then lu, lt, lc = sunpack('<ddd', v[5]) end
         local halted = 0
         if v[4] then halted = 1 end
-        return { b.su, b.st, b.sc, b.ru, b.rt, start, dl, halted, lu, lt, lc, la, b.rc, v[6] or '' }
+        local owned = 0
+        if v[7] then
+          local _, untilMs = sunpack('<dd', v[7])
+          if untilMs > now then owned = 1 end
+        end
+        return { b.su, b.st, b.sc, b.ru, b.rt, start, dl, halted, lu, lt, lc, la, b.rc, v[6] or '', owned }
         """);
 
     // KEYS: 1 u, 2 ux, 3 b:u, 4 bx:u. ARGV: 1 now.

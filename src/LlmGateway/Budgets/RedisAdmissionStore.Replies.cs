@@ -10,7 +10,7 @@ internal sealed partial class RedisAdmissionStore
     /// The largest fraction of a budget's USD, tokens and calls used (spent and held) before the call, from what the
     /// script read (<paramref name="used"/>: USD nanos, tokens, calls), in millionths as the in-memory store rounds it.
     /// </summary>
-    private static double Fraction(ReadOnlySpan<long> used, BudgetLimits limits)
+    internal static double Fraction(ReadOnlySpan<long> used, BudgetLimits limits)
     {
         var usd = UsdAmount.ToNanosFloor(limits.Usd);
         var tokens = Math.Max(0, limits.Tokens);

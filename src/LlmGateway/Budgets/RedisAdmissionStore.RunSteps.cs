@@ -31,7 +31,7 @@ internal sealed partial class RedisAdmissionStore
             var held = item.Held;
             RedisValue[] args = item.IsFinish
                 ? [item.Numbers, held.RequestHash, held.ExpiryField, held.WindowField, (string)held.Keys[ScopeKeys(RunScope).Offset]! + item.Marker, held.Id]
-                : [item.Numbers, held.RequestHash, item.User, held.ExpiryField, held.WindowField];
+                : [item.Numbers, held.RequestHash, item.User, held.ExpiryField, held.WindowField, ReplicaId];
             steps.Add(i, RunScope, held, args, item.IsFinish ? FinishStep : ReserveStep, reserve: !item.IsFinish);
         }
 
@@ -47,6 +47,7 @@ internal sealed partial class RedisAdmissionStore
             if (!item.IsFinish)
             {
                 item.Answer = Answer(mine, refusal, failure is not null, none);
+                item.InARow = failure is null && refusal is null ? mine[0].Reply[9] : 0;
             }
         }
 

@@ -24,13 +24,19 @@ internal sealed partial class RedisAdmissionStore
         await EvaluateAsync(RedisAdmissionScripts.ResumeUser, [key], [], cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The run's state in Redis. While a replica's exclusive block holds the run, Redis has its figures only as of the
+    /// block's last write-back: the owner is asked to let go first, so what this answers is exact.
+    /// </summary>
     public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        var run = RunKey(runId);
-        RedisKey[] keys = [run, run + "x"];
-        RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
-        var reply = (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
+        var reply = await ReadRunStateAsync(runId, cancellationToken).ConfigureAwait(false);
+        if (reply.Length == 15 && (long)reply[14] == 1)
+        {
+            reply = await WhileRunOwnedAsync(runId, () => ReadRunStateAsync(runId, cancellationToken), static r => r.Length == 15 && (long)r[14] == 1, cancellationToken).ConfigureAwait(false);
+        }
+
         if (reply.Length == 0)
         {
             return null;
@@ -82,6 +88,14 @@ internal sealed partial class RedisAdmissionStore
         };
     }
 
+    private async ValueTask<RedisResult[]> ReadRunStateAsync(string runId, CancellationToken cancellationToken)
+    {
+        var run = RunKey(runId);
+        RedisKey[] keys = [run, run + "x"];
+        RedisValue[] args = [Number(NowMs()), Number(_idleMs)];
+        return (RedisResult[]?)await EvaluateAsync(RedisAdmissionScripts.RunState, keys, args, cancellationToken).ConfigureAwait(false) ?? [];
+    }
+
     private async ValueTask SetRunHaltAsync(string runId, bool halt, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
@@ -89,5 +103,10 @@ internal sealed partial class RedisAdmissionStore
         RedisKey[] keys = [run, run + "x"];
         RedisValue[] args = [Number(NowMs()), Number(_idleMs), halt ? "1" : "0", Number(_idleMs + RunKeyRefreshMs)];
         await EvaluateAsync(RedisAdmissionScripts.HaltRun, keys, args, cancellationToken).ConfigureAwait(false);
+        if (halt)
+        {
+            // A replica that owns the run lets go at once (its write-back would see the halt within its next sweep anyway).
+            await RequestRunReleaseAsync(runId).ConfigureAwait(false);
+        }
     }
 }

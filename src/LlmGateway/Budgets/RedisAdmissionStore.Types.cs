@@ -77,6 +77,9 @@ internal sealed partial class RedisAdmissionStore
 
         /// <summary>On a cluster: refused once by a limit and tried again after the batch's undo.</summary>
         public bool Retried { get; set; }
+
+        /// <summary>An admitted run step: the run's admissions in a row by this replica (see RunBlockScripts).</summary>
+        public long InARow { get; set; }
     }
 
     private sealed record FieldNameCache(long Second, string Name);
@@ -124,5 +127,8 @@ internal sealed partial class RedisAdmissionStore
 
         /// <summary>Made by <see cref="ReserveRunAsync"/>: it holds in the run only.</summary>
         public bool RunOnly { get; init; }
+
+        /// <summary>A run-only admission: the run's admissions in a row by this replica, this one included.</summary>
+        public long InARow { get; set; }
     }
 }

@@ -119,6 +119,15 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
     private async ValueTask<AdmissionResult> ReserveCoreAsync(AdmissionRequest request, bool runOnly, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var result = await ReserveOnceAsync(request, runOnly, cancellationToken).ConfigureAwait(false);
+        // A run-only step answers "owned" to its caller (the leased store, which may own the run itself).
+        return runOnly || result.Rejection != RunOwned
+            ? result
+            : await WhileRunOwnedAsync(request.RunId!, () => ReserveOnceAsync(request, runOnly, cancellationToken), static r => r.Rejection == RunOwned, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask<AdmissionResult> ReserveOnceAsync(AdmissionRequest request, bool runOnly, CancellationToken cancellationToken)
+    {
         var now = NowMs();
         var usd = UsdAmount.ToNanosCeiling(request.ReserveUsd);
         var tokens = Math.Max(0, request.ReserveTokens);
@@ -228,6 +237,7 @@ internal sealed partial class RedisAdmissionStore : IAdmissionStore, IDisposable
         if (admitted)
         {
             held.Step = reply[21];
+            held.InARow = item.InARow;
             return new AdmissionResult(held, AdmissionRejection.None, AdmissionScope.None, AdmissionLimit.None, 0, null, requests, tokenSnapshot, fractions);
         }
 

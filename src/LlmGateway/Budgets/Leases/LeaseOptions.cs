@@ -19,12 +19,19 @@ public sealed record LeaseOptions
     /// <summary>Most calls one block may serve.</summary>
     public long MaxCalls { get; init; } = 4096;
 
+    /// <summary>
+    /// A replica that admitted this many of a run's calls in a row (no other replica's in between) claims the run's
+    /// exclusive block and decides its calls locally until another replica, a halt or a state read asks it to let go;
+    /// 0 never claims (every call of a run is decided per call).
+    /// </summary>
+    public long RunClaimAfter { get; init; } = 8;
+
     /// <summary>How often blocks whose window passed are closed and returned (real time, through the injected clock).</summary>
     public TimeSpan SweepInterval { get; init; } = TimeSpan.FromMilliseconds(250);
 
     internal void Validate()
     {
-        if (Window <= TimeSpan.Zero || SweepInterval <= TimeSpan.Zero || Fraction is <= 0 or > 1 || MinCalls < 1 || MaxCalls < MinCalls)
+        if (Window <= TimeSpan.Zero || SweepInterval <= TimeSpan.Zero || Fraction is <= 0 or > 1 || MinCalls < 1 || MaxCalls < MinCalls || RunClaimAfter < 0)
         {
             throw new ArgumentException("Invalid lease options: Window and SweepInterval must be positive, Fraction in (0, 1], 1 ≤ MinCalls ≤ MaxCalls.");
         }

@@ -14,6 +14,12 @@ internal sealed partial class LeasedAdmissionStore
             await CloseAsync(part.Scope).ConfigureAwait(false);
         }
 
+        if (request.RunId is { } runId)
+        {
+            // The per-call path decides the run too: this replica's block of it, if any, writes back and lets go first.
+            await LetGoOfRunAsync(runId).ConfigureAwait(false);
+        }
+
         var exact = await _inner.ReserveAsync(request, cancellationToken).ConfigureAwait(false);
         if (exact.IsAdmitted || exact.Rejection is not (AdmissionRejection.BudgetExceeded or AdmissionRejection.RateLimitExceeded)
             || exact.FailedScope is not (AdmissionScope.User or AdmissionScope.Team or AdmissionScope.Key))
@@ -63,7 +69,7 @@ internal sealed partial class LeasedAdmissionStore
         AdmissionResult run;
         try
         {
-            run = await _inner.ReserveRunAsync(request, cancellationToken).ConfigureAwait(false);
+            run = await DecideRunAsync(request, cancellationToken).ConfigureAwait(false);
         }
         catch
         {

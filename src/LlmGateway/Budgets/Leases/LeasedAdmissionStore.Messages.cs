@@ -49,6 +49,7 @@ internal sealed partial class LeasedAdmissionStore
         }
 
         var now = NowMs();
+        SweepRuns(now);
         foreach (var scope in _scopes.Values)
         {
             bool flush;
@@ -161,6 +162,7 @@ internal sealed partial class LeasedAdmissionStore
             }
         }
 
+        CloseAllRuns();
         _metrics?.LeaseBlocksClosedOnConnectionLoss();
         LeaseLog.BlocksClosed(_logger, reason);
         Interlocked.Increment(ref _connectionLosses);
@@ -182,6 +184,11 @@ internal sealed partial class LeasedAdmissionStore
         }
 
         var control = text[..space];
+        if (TryLetGo(control))
+        {
+            return;
+        }
+
         Observe(InvalidateAsync(control, version).ContinueWith(_ => Interlocked.Increment(ref _invalidations), TaskScheduler.Default));
     }
 

@@ -42,6 +42,8 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
     private readonly RedisChannel _channel;
     private readonly long _retentionMs;
     private readonly long _windowMs;
+    private readonly long _idleMs;
+    private readonly long _inFlightRetryMs;
     private readonly string _idPrefix = ReservationIds.NewPrefix();
     private readonly ConcurrentDictionary<string, LeaseScope> _scopes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SubjectLeases> _users = new(StringComparer.Ordinal);
@@ -84,6 +86,8 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _channel = RedisChannel.Literal(_channelName);
         _retentionMs = (long)options.PeriodRetention.TotalMilliseconds;
         _windowMs = Math.Max(1, (long)lease.Window.TotalMilliseconds);
+        _idleMs = (long)options.RunIdleExpiry.TotalMilliseconds;
+        _inFlightRetryMs = (long)options.InFlightRetryAfter.TotalMilliseconds;
         _logger = logger ?? NullLogger.Instance;
         _metrics = metrics;
         _onMessage = OnMessage;
@@ -163,7 +167,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         {
             if (held.Run is { } run)
             {
-                await _inner.SettleAsync(run, actualUsd, actualTokens, cancellationToken).ConfigureAwait(false);
+                await FinishRunAsync(run, settle: true, actualUsd, actualTokens, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -184,12 +188,17 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         {
             if (held.Run is { } run)
             {
-                await _inner.ReleaseAsync(run, cancellationToken).ConfigureAwait(false);
+                await FinishRunAsync(run, settle: false, 0, 0, cancellationToken).ConfigureAwait(false);
             }
         }
     }
 
-    public ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default) => _inner.HaltRunAsync(runId, cancellationToken);
+    /// <summary>Halts the run in Redis; the replica that owns it, this one or another (asked over pub/sub), lets go.</summary>
+    public async ValueTask HaltRunAsync(string runId, CancellationToken cancellationToken = default)
+    {
+        await _inner.HaltRunAsync(runId, cancellationToken).ConfigureAwait(false);
+        await LetGoOfRunAsync(runId).ConfigureAwait(false);
+    }
 
     public ValueTask ResumeRunAsync(string runId, CancellationToken cancellationToken = default) => _inner.ResumeRunAsync(runId, cancellationToken);
 
@@ -205,7 +214,12 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         await BumpAsync(UserControl(user), cancellationToken).ConfigureAwait(false);
     }
 
-    public ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default) => _inner.GetRunStateAsync(runId, cancellationToken);
+    /// <summary>The run as Redis has it, after the replica that owns it (this one, or another asked over pub/sub) wrote it back and let go.</summary>
+    public async ValueTask<RunBudgetState?> GetRunStateAsync(string runId, CancellationToken cancellationToken = default)
+    {
+        await LetGoOfRunAsync(runId).ConfigureAwait(false);
+        return await _inner.GetRunStateAsync(runId, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// The user's state after this replica gave back its unused room and charged its settled calls: spent and reserved
@@ -259,7 +273,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
             var server = multiplexer.GetServer(endpoint);
             if (server.IsConnected && !server.IsReplica)
             {
-                loads.AddRange(LeaseScripts.All.Select(script => (Task)server.ScriptLoadAsync(script.Source)));
+                loads.AddRange(LeaseScripts.All.Concat(RunBlockScripts.All).Select(script => (Task)server.ScriptLoadAsync(script.Source)));
             }
         }
 
@@ -278,6 +292,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _sweeper.Dispose();
         try
         {
+            Task.WhenAll(_runs.Values.Select(CloseRunAsync)).Wait(_timeout * 4);
             ReturnAllAsync().Wait(_timeout * 4);
         }
         catch (AggregateException)
@@ -305,6 +320,7 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         StopReturns(tryPending: false);
         Unsubscribe();
         _scopes.Clear();
+        _runs.Clear();
         _users.Clear();
         _teams.Clear();
         _keys.Clear();
