@@ -41,6 +41,28 @@ internal sealed partial class LeasedAdmissionStore
     /// <summary>Write-backs started and not yet finished (tests: a fake clock's sweep starts them).</summary>
     internal long WriteBacksInFlight => Interlocked.Read(ref _writeBacksInFlight);
 
+    /// <summary>
+    /// For tests: once no write-back is in flight, what this replica's block of the run holds and has settled that Redis
+    /// does not have yet (zero without a block).
+    /// </summary>
+    internal async Task<RunTotals> RunBlockOutstandingAsync(string runId)
+    {
+        for (var i = 0; i < 500 && (WriteBacksInFlight > 0 || ClaimsInFlight > 0); i++)
+        {
+            await Task.Delay(2);
+        }
+
+        if (!_runs.TryGetValue(_inner.RunKeyOf(runId), out var block))
+        {
+            return default;
+        }
+
+        lock (block.Gate)
+        {
+            return block.Closed ? default : block.Sending.Plus(block.Pending).Plus(block.Held);
+        }
+    }
+
     /// <summary>Whether this replica owns the run now (tests).</summary>
     internal bool OwnsRun(string runId) => _runs.TryGetValue(_inner.RunKeyOf(runId), out var block) && block.Open;
 

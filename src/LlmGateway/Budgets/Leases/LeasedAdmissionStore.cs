@@ -259,8 +259,11 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
 
     public ValueTask<bool> PingAsync(CancellationToken cancellationToken = default) => _inner.PingAsync(cancellationToken);
 
-    /// <summary>Closes every block and gives back all the room its calls in flight do not hold (tests, shutdown).</summary>
-    internal Task ReturnAllAsync() => Task.WhenAll(_scopes.Values.Select(scope => CloseAsync(scope).AsTask()));
+    /// <summary>
+    /// Closes every block and gives back all the room its calls in flight do not hold, and lets go of every run this
+    /// replica owns (tests, shutdown).
+    /// </summary>
+    internal Task ReturnAllAsync() => Task.WhenAll(_scopes.Values.Select(scope => CloseAsync(scope).AsTask()).Concat(_runs.Values.Select(CloseRunAsync)));
 
     /// <summary>Loads the per-call and lease scripts on every primary and subscribes to lease messages (start-up).</summary>
     internal async Task WarmUpAsync()
@@ -292,7 +295,6 @@ internal sealed partial class LeasedAdmissionStore : IAdmissionStore, IDisposabl
         _sweeper.Dispose();
         try
         {
-            Task.WhenAll(_runs.Values.Select(CloseRunAsync)).Wait(_timeout * 4);
             ReturnAllAsync().Wait(_timeout * 4);
         }
         catch (AggregateException)
