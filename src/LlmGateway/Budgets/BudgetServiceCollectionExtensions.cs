@@ -33,7 +33,7 @@ public static class BudgetServiceCollectionExtensions
             var redis = sp.GetRequiredService<LlmGateway.Redis.RedisConnection>();
             var perCall = new RedisAdmissionStore(redis, storeOptions, time, logger: sp.GetService<Microsoft.Extensions.Logging.ILogger<RedisAdmissionStore>>());
             return options.Store.Leases
-                ? new LlmGateway.Budgets.Leases.LeasedAdmissionStore(redis, perCall, storeOptions, new LlmGateway.Budgets.Leases.LeaseOptions(), time, ownsInner: true,
+                ? new LlmGateway.Budgets.Leases.LeasedAdmissionStore(redis, perCall, storeOptions, new LlmGateway.Budgets.Leases.LeaseOptions { RunClaimAfter = options.Store.LeaseRunClaimAfter }, time, ownsInner: true,
                     logger: sp.GetService<Microsoft.Extensions.Logging.ILogger<LlmGateway.Budgets.Leases.LeasedAdmissionStore>>(),
                     metrics: sp.GetService<LlmGateway.Telemetry.GatewayMetrics>())
                 : perCall;

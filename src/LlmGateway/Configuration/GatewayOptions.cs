@@ -123,6 +123,13 @@ public sealed record StoreOptions
     public bool Leases { get; init; }
 
     /// <summary>
+    /// With <see cref="Leases"/>: a replica that admitted this many of a run's calls in a row (no other replica's in
+    /// between) owns the run and decides its calls locally until asked to let go (docs/redis-scale-out.md, "Runs:
+    /// exclusive run blocks"). Default 8; 0 never claims a run. Read at start-up.
+    /// </summary>
+    public int LeaseRunClaimAfter { get; init; } = 8;
+
+    /// <summary>
     /// Redis only: after every script (admissions, settlements, leases, halts, run ledger, idempotency claims, recordings,
     /// their indexes, approvals, the in-run tool cache's generations;
     /// not the response cache or plain commands, see README),

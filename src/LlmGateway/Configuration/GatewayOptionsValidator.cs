@@ -147,6 +147,11 @@ internal static class GatewayOptionsValidator
             errors.Add($"{root}:Store:MaxRuns: must be positive");
         }
 
+        if (options.Store.LeaseRunClaimAfter < 0)
+        {
+            errors.Add($"{root}:Store:LeaseRunClaimAfter: must not be negative (0: never claim a run)");
+        }
+
         ResilienceOptionsValidator.Check(errors, options);
 
         CheckCache(errors, $"{root}:Cache", options.Cache);

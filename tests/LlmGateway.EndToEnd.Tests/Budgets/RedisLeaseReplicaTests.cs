@@ -1,13 +1,18 @@
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using LlmGateway.Budgets;
+using LlmGateway.Budgets.Leases;
 using LlmGateway.EndToEnd.Tests.Infrastructure;
 using LlmGateway.Tests.Shared;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace LlmGateway.EndToEnd.Tests.Budgets;
 
 /// <summary>
 /// Two gateways with <c>Gateway:Store:Leases</c> on one real redis-server (each host its own store and connection):
-/// they share one budget without passing it, and a halt on one reaches the other.
+/// they share one budget without passing it, a halt on one reaches the other, and a run one of them owns (its exclusive
+/// run block) is handed to the other with every cent its clients were told.
 /// </summary>
 [RequiresRedisServer]
 public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFixture<RedisServerFixture>, IAsyncLifetime
@@ -70,5 +75,50 @@ public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFix
             return call.StatusCode == HttpStatusCode.Forbidden ? call.StatusCode : (HttpStatusCode?)null;
         }, "the halt on replica B", timeoutMs: 20000);
         Assert.Equal(HttpStatusCode.Forbidden, status);
+    }
+
+    [RedisFact]
+    public async Task RunOwnedByOneReplica_IsHandedToTheOther_AndItsSpendIsWhatTheClientsWereTold()
+    {
+        // An agent's calls go to A twelve times in a row: A claims the run after eight and decides the rest itself. Then
+        // three go to B: B's first call asks A to let go (pub/sub), and is admitted once A wrote the run back. Spend =
+        // the sum of the X-Gateway-Cost-Usd headers, over all fifteen calls.
+        var a = (LeasedAdmissionStore)_pair.A.Services.GetRequiredService<IAdmissionStore>();
+        var costs = 0m;
+        for (var i = 0; i < 15; i++)
+        {
+            using var response = await (i < 12 ? _pair.A.Client : _pair.B.Client).SendAsync(BudgetCalls.Metered("sk-runner", runId: "run-owned", content: $"step {i}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            costs += decimal.Parse(response.Headers.GetValues("X-Gateway-Cost-Usd").Single(), CultureInfo.InvariantCulture);
+            if (i == 11)
+            {
+                Assert.True(a.OwnsRun("run-owned"), $"A never claimed the run: {a.RunBlockCounts}");
+                Assert.True(a.RunBlockCounts.LocalDecisions > 0);
+            }
+        }
+
+        Assert.False(a.OwnsRun("run-owned"));
+        var run = await BudgetCalls.SettledAsync(_pair.B.Client, "/admin/runs/run-owned");
+        Assert.Equal(costs, run.GetProperty("spent_usd").GetDecimal());
+        Assert.Equal(15, run.GetProperty("calls").GetInt32());
+    }
+
+    [RedisFact]
+    public async Task HaltOnOneReplica_StopsARunTheOtherOwns()
+    {
+        var a = (LeasedAdmissionStore)_pair.A.Services.GetRequiredService<IAdmissionStore>();
+        for (var i = 0; i < 10; i++)
+        {
+            using var response = await _pair.A.Client.SendAsync(BudgetCalls.Metered("sk-runner", runId: "run-halt-owned", content: $"step {i}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.True(a.OwnsRun("run-halt-owned"), $"A never claimed the run: {a.RunBlockCounts}");
+        (await _pair.B.Client.SendAsync(BudgetCalls.Admin(HttpMethod.Post, "/admin/runs/run-halt-owned/halt"))).EnsureSuccessStatusCode();
+
+        // The halt's message makes A let go; its next call of the run is refused (event-driven: no time is measured).
+        await Http.EventuallyAsync(() => a.OwnsRun("run-halt-owned") ? null : "let go", "A to let go of the halted run", timeoutMs: 5000);
+        using var refused = await _pair.A.Client.SendAsync(BudgetCalls.Metered("sk-runner", runId: "run-halt-owned", content: "after the halt"));
+        await Http.AssertErrorAsync(refused, 403, "run_halted", shouldRetry: false);
     }
 }

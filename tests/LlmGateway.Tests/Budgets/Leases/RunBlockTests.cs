@@ -365,3 +365,15 @@ public sealed class RunBlockClusterTests(RedisClusterFixture cluster) : RunBlock
 
     protected override bool StepsExact => false;
 }
+
+public sealed class RunClaimOptionTests
+{
+    [Fact]
+    public void NegativeClaimThreshold_IsAConfigError_NamingItsKeyPath()
+    {
+        var errors = LlmGateway.Configuration.GatewayOptionsValidator.Validate(new LlmGateway.Configuration.GatewayOptions { Store = new() { LeaseRunClaimAfter = -1 } });
+
+        Assert.Contains("Gateway:Store:LeaseRunClaimAfter: must not be negative (0: never claim a run)", errors);
+        Assert.DoesNotContain(LlmGateway.Configuration.GatewayOptionsValidator.Validate(new LlmGateway.Configuration.GatewayOptions { Store = new() { LeaseRunClaimAfter = 0 } }), e => e.Contains("LeaseRunClaimAfter", StringComparison.Ordinal));
+    }
+}
