@@ -535,6 +535,14 @@ internal sealed partial class LeasedAdmissionStore
     /// <summary>Every sweep: open blocks write back (or let go when idle here); closes Redis did not confirm are tried again.</summary>
     private void SweepRuns(long now)
     {
+        foreach (var (key, until) in _claimRefusedUntil)
+        {
+            if (until <= now)
+            {
+                _claimRefusedUntil.TryRemove(new KeyValuePair<string, long>(key, until));
+            }
+        }
+
         foreach (var block in _runs.Values)
         {
             bool open, retryClose;

@@ -34,6 +34,12 @@ internal sealed class RunBlock(string runId, string runKey, RunTotals redis, lon
     /// <summary>The owner stops admitting this long before its claim would run out unless written back again.</summary>
     internal const long Margin = 250;
 
+    /// <summary>
+    /// Distinct requests the block counts for the loop guard before it lets go (the run then goes per call: a claim
+    /// refuses a run hash of over 600 fields). Bounds the block's memory whatever the callers send.
+    /// </summary>
+    internal const int MaxRepeatHashes = 4096;
+
     public object Gate { get; } = new();
 
     public string RunId { get; } = runId;
@@ -114,7 +120,7 @@ internal sealed class RunBlock(string runId, string runKey, RunTotals redis, lon
     /// </summary>
     public RunDecision Decide(in RunAsk ask)
     {
-        if (!Open || ask.NowMs >= OwnedUntilMs - Margin || Steps >= StepsReserved)
+        if (!Open || ask.NowMs >= OwnedUntilMs - Margin || Steps >= StepsReserved || Repeats.Count >= MaxRepeatHashes)
         {
             return RunDecision.Undecided;
         }
