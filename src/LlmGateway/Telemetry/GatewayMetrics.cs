@@ -51,6 +51,7 @@ internal sealed class GatewayMetrics
     private readonly Counter<long> _idempotentReplays;
     private readonly Counter<long> _storeUnavailable;
     private long _leaseReturnsLost;
+    private readonly Counter<long> _runBlocks;
     private long _leaseBlocksClosed;
 
     private readonly ConcurrentDictionary<string, int> _circuitStates = new(StringComparer.Ordinal);
@@ -98,6 +99,8 @@ internal sealed class GatewayMetrics
             "Lease block returns given up (Redis did not confirm them within 60 s, or the gateway stopped first): their calls' settled spend is not charged.");
         meter.CreateObservableCounter("llm_gateway_lease_blocks_closed_on_connection_loss", () => Volatile.Read(ref _leaseBlocksClosed), "{event}",
             "Lost Redis connections or configuration changes (fail-over, moved slots) that closed every open lease block.");
+        _runBlocks = meter.CreateCounter<long>("llm_gateway_run_blocks", "{event}",
+            "Exclusive run blocks (leases): runs this replica claimed, and let go (written back), by event (claimed, released).");
         _toolCalls = meter.CreateCounter<long>("llm_gateway_tool_calls", "{call}",
             "Tool calls proxied, by tool, HTTP method and status.");
         _toolDuration = CreateDurationHistogram(meter, "llm_gateway_tool_duration_seconds",
@@ -236,6 +239,10 @@ internal sealed class GatewayMetrics
 
     /// <summary>Lease block returns given up (leased store): their calls' spend was not charged.</summary>
     public void LeaseReturnsLost(long count) => Interlocked.Add(ref _leaseReturnsLost, count);
+
+    /// <summary>This replica claimed a run's exclusive block (<paramref name="claimed"/>) or let one go, written back.</summary>
+    public void RecordRunBlock(bool claimed) =>
+        _runBlocks.Add(1, new KeyValuePair<string, object?>("event", claimed ? "claimed" : "released"));
 
     /// <summary>A lost Redis connection or a configuration change closed every open lease block.</summary>
     public void LeaseBlocksClosedOnConnectionLoss() => Interlocked.Increment(ref _leaseBlocksClosed);

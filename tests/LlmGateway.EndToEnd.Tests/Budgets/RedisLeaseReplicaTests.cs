@@ -98,6 +98,9 @@ public sealed class RedisLeaseReplicaTests(RedisServerFixture redis) : IClassFix
         }
 
         Assert.False(a.OwnsRun("run-owned"));
+        var metrics = await _pair.A.Client.GetStringAsync("/metrics");
+        Assert.Contains("llm_gateway_run_blocks_total{event=\"claimed\"}", metrics, StringComparison.Ordinal);
+        Assert.Contains("llm_gateway_run_blocks_total{event=\"released\"}", metrics, StringComparison.Ordinal);
         var run = await BudgetCalls.SettledAsync(_pair.B.Client, "/admin/runs/run-owned");
         Assert.Equal(costs, run.GetProperty("spent_usd").GetDecimal());
         Assert.Equal(15, run.GetProperty("calls").GetInt32());

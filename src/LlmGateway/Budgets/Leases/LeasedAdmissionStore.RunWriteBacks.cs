@@ -144,6 +144,7 @@ internal sealed partial class LeasedAdmissionStore
 
         var letGo = false;
         var removed = false;
+        var lost = false;
         lock (block.Gate)
         {
             if (reply is null)
@@ -155,7 +156,7 @@ internal sealed partial class LeasedAdmissionStore
                     block.Unconfirmed = null;
                     removed = true;
                     block.Converted?.TrySetResult(false);
-                    Interlocked.Increment(ref _lostReturns);
+                    lost = true;
                 }
 
                 reply = null;
@@ -177,6 +178,7 @@ internal sealed partial class LeasedAdmissionStore
                     removed = true;
                     block.Converted?.TrySetResult(true);
                     Interlocked.Increment(ref _runCloses);
+                    _metrics?.RecordRunBlock(claimed: false);
                 }
                 else if (reply[0] == 1)
                 {
@@ -192,6 +194,11 @@ internal sealed partial class LeasedAdmissionStore
         if (removed)
         {
             _runs.TryRemove(new KeyValuePair<string, RunBlock>(block.RunKey, block));
+        }
+
+        if (lost)
+        {
+            ReturnsLost(1, $"run {block.RunId}'s block: Redis did not confirm its close within {RunCloseGiveUpMs / 1000} s");
         }
 
         if (letGo)

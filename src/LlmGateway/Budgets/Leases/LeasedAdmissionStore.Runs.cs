@@ -310,6 +310,7 @@ internal sealed partial class LeasedAdmissionStore
             var block = new RunBlock(runId, key, totals, (long)reply[7], (long)reply[8], RunStepsAhead, repeats, now + RedisAdmissionStore.RunOwnershipMs) { LastAdmittedMs = now };
             _runs[key] = block;
             Interlocked.Increment(ref _runClaims);
+            _metrics?.RecordRunBlock(claimed: true);
             if (Interlocked.Read(ref _connectionEpoch) != epoch || _stopped)
             {
                 // The connection failed while the claim was out: the block must not outlive it.
