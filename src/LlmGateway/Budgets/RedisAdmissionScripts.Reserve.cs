@@ -235,7 +235,7 @@ internal static partial class RedisAdmissionScripts
         local function runRead(k7, k8)
           -- v: 3 limits, 4 halted, 5 r = (start, last activity, last key-lifetime refresh, deadline, steps), 6 user,
           -- 7 repeats of this request, 8 o = (owner, owned until ms): a replica's exclusive run block (see
-          -- docs/redis-scale-out.md), 9 a = (replica, admissions in a row): run steps only. Steps (the calls admitted,
+          -- docs/redis-scale-out.md), 9 a = (replica, admissions in a row, the first's ms): run steps only. Steps (the calls admitted,
           -- LLM and tool: a call's step is its index in the run) ride in r, which every admission writes anyway:
           -- counting them costs no command; r of 32 bytes has none yet.
           run = budget(k7, k8, xe, 'l', 'h', 'r', 'user', 'q:' .. hash, 'o', 'a')

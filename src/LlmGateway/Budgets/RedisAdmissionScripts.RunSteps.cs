@@ -16,7 +16,7 @@ internal static partial class RedisAdmissionScripts
     // KEYS per step: the run's 2 (run, runx). ARGV per step: '3', ReserveScoped's 5 and the replica's id (an admission,
     // 7 in all), or '5' and FinishScoped's 6 (a finish, 7 in all).
     // Returns 13 numbers per step: an admission's as ReserveScoped's run step, but an admitted one's tenth number is the
-    // run's admissions in a row by this replica; a finish's are zeros (rank 0).
+    // run's admissions in a row by this replica within a second; a finish's are zeros (rank 0).
     public static readonly RedisScript RunSteps = new("run-steps", Prelude + MarkerLife + ReserveAnswer + """
         local reserveStep, finishStep
         local function reserveSide()
@@ -28,12 +28,13 @@ internal static partial class RedisAdmissionScripts
             local rank, rejection, scope, limit, value, retry = runCheck(99)
             local u, t, c = used(run)
             if rank == 0 then
-              -- The run's admissions in a row by this replica (a = replica, count; written until it passes 64): the
-              -- replica asks for the run's exclusive block once they reach its threshold (LeaseOptions.RunClaimAfter).
-              local me, aid, an = tonumber(ARGV[ao + 7]), 0, 0
-              if run.v[9] then aid, an = sunpack('<dd', run.v[9]) end
-              if aid == me then an = an + 1 else aid, an = me, 1 end
-              runExtra = an <= 64 and spack('<dd', aid, an) or nil
+              -- The run's admissions in a row by this replica within a second (a = replica, count, first admission's
+              -- ms; written until the count passes 64): the replica asks for the run's exclusive block once they reach
+              -- its threshold (LeaseOptions.RunClaimAfter). A slow run (fewer a second) stays per call.
+              local me, aid, an, as = tonumber(ARGV[ao + 7]), 0, 0, 0
+              if run.v[9] and #run.v[9] == 24 then aid, an, as = sunpack('<ddd', run.v[9]) end
+              if aid == me and now - as < 1000 then an = an + 1 else aid, an, as = me, 1, now end
+              runExtra = an <= 64 and spack('<ddd', aid, an, as) or nil
               runHold()
               runExtra = nil
               answer(0, 0, 0, 0, 0, -1, u, t, c, an, 0, NONE, run.steps)

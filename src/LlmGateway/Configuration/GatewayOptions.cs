@@ -123,7 +123,7 @@ public sealed record StoreOptions
     public bool Leases { get; init; }
 
     /// <summary>
-    /// With <see cref="Leases"/>: a replica that admitted this many of a run's calls in a row (no other replica's in
+    /// With <see cref="Leases"/>: a replica that admitted this many of a run's calls in a row within a second (no other replica's in
     /// between) owns the run and decides its calls locally until asked to let go (docs/redis-scale-out.md, "Runs:
     /// exclusive run blocks"). Default 8; 0 never claims a run. Read at start-up.
     /// </summary>

@@ -20,7 +20,7 @@ public sealed record LeaseOptions
     public long MaxCalls { get; init; } = 4096;
 
     /// <summary>
-    /// A replica that admitted this many of a run's calls in a row (no other replica's in between) claims the run's
+    /// A replica that admitted this many of a run's calls in a row within a second (no other replica's in between) claims the run's
     /// exclusive block and decides its calls locally until another replica, a halt or a state read asks it to let go;
     /// 0 never claims (every call of a run is decided per call).
     /// </summary>

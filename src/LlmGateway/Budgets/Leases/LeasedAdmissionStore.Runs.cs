@@ -15,8 +15,11 @@ internal sealed partial class LeasedAdmissionStore
     /// <summary>Steps a claim or write-back reserves ahead (a dead owner's unused ones are skipped, never repeated).</summary>
     private const long RunStepsAhead = 1024;
 
-    /// <summary>An owner that admitted nothing of the run for this long lets it go.</summary>
-    private const long RunIdleLetGoMs = 2_000;
+    /// <summary>
+    /// An owner that admitted nothing of the run for this long lets it go: a block costs a write-back every sweep (4 a
+    /// second), two calls' worth of per-call scripts, so only a run busy here keeps one.
+    /// </summary>
+    private const long RunIdleLetGoMs = 1_000;
 
     /// <summary>A close Redis did not confirm is tried again every sweep for this long, then given up (logged).</summary>
     private const long RunCloseGiveUpMs = 60_000;

@@ -5,7 +5,7 @@ namespace LlmGateway.Budgets.Leases;
 /// <summary>
 /// The scripts of a run's exclusive block (<see cref="RunBlock"/>): a claim and a write-back, each on the run's two keys
 /// (one hash slot). The run's hash gains two fields: <c>o</c> = (owner, owned until ms), present while a replica owns
-/// the run, and <c>a</c> = (replica, admissions in a row), written by the per-call run steps. Every per-call admission
+/// the run, and <c>a</c> = (replica, admissions in a row, the first one's ms), written by the per-call run steps. Every per-call admission
 /// script refuses a call of an owned run with the internal code 99 (see RedisAdmissionScripts.ReserveRun), so while
 /// a replica owns the run nothing else admits into it.
 /// </summary>
@@ -30,7 +30,7 @@ internal static class RunBlockScripts
         local b = budget(KEYS[1], KEYS[2], 'x0', 'r', 'h', 'o', 'a')
         local v = b.v
         local function keep() if b.dirty then redis.call('HSET', KEYS[1], 's', state(b)) end end
-        if not v[3] or v[4] or not v[6] then keep() return { 0 } end
+        if not v[3] or v[4] or not v[6] or #v[6] ~= 24 then keep() return { 0 } end
         local start, la, refreshed, dl = sunpack('<dddd', v[3])
         local steps = #v[3] >= 40 and sunpack('<d', v[3], 33) or 0
         if start < 0 or now - la >= idle then keep() return { 0 } end
@@ -38,7 +38,7 @@ internal static class RunBlockScripts
           local oid, untilMs = sunpack('<dd', v[5])
           if untilMs > now and oid ~= me then keep() return { 0 } end
         end
-        local aid, an = sunpack('<dd', v[6])
+        local aid, an = sunpack('<ddd', v[6])
         if aid ~= me or an < inARow then keep() return { 0 } end
         -- The loop guard's counts travel to the owner; a run with very many distinct requests stays per call.
         if redis.call('HLEN', KEYS[1]) > 600 then keep() return { 0 } end
@@ -50,7 +50,7 @@ internal static class RunBlockScripts
             out[#out + 1] = tonumber(all[i + 1])
           end
         end
-        redis.call('HSET', KEYS[1], 's', state(b), 'o', spack('<dd', me, now + ttl), 'a', spack('<dd', 0, 0),
+        redis.call('HSET', KEYS[1], 's', state(b), 'o', spack('<dd', me, now + ttl), 'a', spack('<ddd', 0, 0, 0),
           'r', spack('<ddddd', start, now, refreshed, dl, steps + ahead))
         return out
         """);

@@ -285,6 +285,24 @@ public abstract class RunBlockTests : IDisposable
         Assert.True(result.Reservation!.Step > 10, $"step {result.Reservation.Step}: a dead owner's steps must not be given again");
     }
 
+    [RedisFact]
+    public async Task SlowRun_StaysPerCall_ABurstClaimsIt()
+    {
+        // Five calls a second on one replica: a block's write-backs (four a second) would cost more than the calls' own
+        // scripts, so no claim. Eight within a second: claimed.
+        var a = NewReplica();
+        for (var i = 0; i < 12; i++)
+        {
+            var result = await a.ReserveAsync(RunCall(0.01m) with { RequestHash = "slow" + i });
+            await a.SettleAsync(result.Reservation!, 0.01m, 10);
+            await WhenClaimSettledAsync(a);
+            Time.Advance(TimeSpan.FromMilliseconds(200));
+        }
+
+        Assert.Equal(0, a.RunBlockCounts.Claims);
+        await OwnAsync(a);
+    }
+
     private static AdmissionRequest RunCall(decimal usd) => new()
     {
         User = "alice",
