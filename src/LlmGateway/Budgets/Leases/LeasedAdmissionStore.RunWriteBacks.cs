@@ -126,7 +126,7 @@ internal sealed partial class LeasedAdmissionStore
             }
         }
 
-        return new RunWriteBack((string)args[2]!, [.. args], sending, close, calls, steps, now);
+        return new RunWriteBack((string)args[2]!, MarkerKey(block.RunKey, now), [.. args], sending, close, calls, steps, now);
     }
 
     /// <summary>Sends a write-back; confirmed, its figures become the block's view of Redis (and a close adopts its calls).</summary>
@@ -135,7 +135,7 @@ internal sealed partial class LeasedAdmissionStore
         long[]? reply = null;
         try
         {
-            reply = (long[])(await EvaluateAsync(RunBlockScripts.Sync, [block.RunKey, block.RunKey + "x", block.RunKey + "wb"], payload.Args).ConfigureAwait(false))!;
+            reply = (long[])(await EvaluateAsync(RunBlockScripts.Sync, [block.RunKey, block.RunKey + "x", payload.MarkerKey], payload.Args).ConfigureAwait(false))!;
         }
         catch (AdmissionStoreUnavailableException)
         {

@@ -332,7 +332,7 @@ internal sealed partial class LeasedAdmissionStore
     {
         try
         {
-            await EvaluateAsync(RunBlockScripts.Sync, [key, key + "x", key + "wb"],
+            await EvaluateAsync(RunBlockScripts.Sync, [key, key + "x", MarkerKey(key, NowMs())],
                 [Pack([NowMs(), _inner.ReplicaId, 0, 0, 0, 0, steps, 1, RunKeyLife(0), 0, 0, 0, 0, 0, 0, 0]), string.Empty, ReservationIds.Format(_idPrefix, Interlocked.Increment(ref _sequence))]).ConfigureAwait(false);
         }
         catch (AdmissionStoreUnavailableException)
@@ -371,6 +371,9 @@ internal sealed partial class LeasedAdmissionStore
     }
 
     private long RunKeyLife(long ttlMs) => _inner.RunLifeMs(ttlMs);
+
+    /// <summary>A write-back's marker hash: the run's slot (its hash tag), one per 10 s of first attempts.</summary>
+    private static string MarkerKey(string runKey, long nowMs) => runKey + "wb" + (nowMs / 10_000).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private static double RunFraction(RunTotals usedBefore, BudgetLimits limits) => RedisAdmissionStore.Fraction([usedBefore.Su, usedBefore.St, usedBefore.Sc], limits);
 }

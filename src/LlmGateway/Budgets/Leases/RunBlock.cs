@@ -217,8 +217,12 @@ internal sealed class RunBlock(string runId, string runKey, RunTotals redis, lon
 /// <summary>A per-call hold's settlement or release, folded into a run block's write-back.</summary>
 internal sealed record RunFoldedFinish(string ExpiryField, long HeldUsd, long HeldTokens, long CostUsd, long CostTokens, bool Settle, string RequestHash);
 
-/// <summary>One write-back as sent: its id, arguments, the spend it carries, and for a close the calls it converts.</summary>
-internal sealed record RunWriteBack(string Id, StackExchange.Redis.RedisValue[] Args, RunTotals Sending, bool Close, RunBlockCall[] Calls, long Steps, long NowMs);
+/// <summary>
+/// One write-back as sent: its id and marker hash (one per run and 10 s, living 90 s: a repeat within the retry window
+/// finds its id, and an owned run's markers do not pile up), arguments, the spend it carries, and for a close the
+/// calls it converts.
+/// </summary>
+internal sealed record RunWriteBack(string Id, string MarkerKey, StackExchange.Redis.RedisValue[] Args, RunTotals Sending, bool Close, RunBlockCall[] Calls, long Steps, long NowMs);
 
 /// <summary>
 /// A call's hold in a run this replica owns. Settled or released on the block while the block is open; once the

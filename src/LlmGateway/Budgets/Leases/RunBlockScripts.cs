@@ -55,7 +55,7 @@ internal static class RunBlockScripts
         return out
         """);
 
-    // KEYS: 1 run, 2 runx, 3 the run's write-back markers (a hash, same slot). ARGV: 1 packed now, replica id, owned-for
+    // KEYS: 1 run, 2 runx, 3 the run's write-back markers of the write-back's first 10 s (a hash, same slot, 90 s). ARGV: 1 packed now, replica id, owned-for
     // ms, spent usd, tokens, calls to add, the step counter to write (owner only), close (1/0), run key life ms, holds
     // (n), last limits known (1/0), limit usd, tokens, calls, user given (1/0), finishes (m); 2 the user; 3 the
     // write-back's id; then n holds as (expiry field, packed expiry second, usd, tokens, calls); then m finishes of
