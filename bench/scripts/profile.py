@@ -94,6 +94,7 @@ def main():
     parser.add_argument("--wait", action="store_true",
                         help="with --replica: the gateway waits for it after every script (Gateway:Store:WaitForReplicas 1)")
     parser.add_argument("--connections", type=int, default=h.SAT_CONNS, help="wrk connections (default: the harness's saturation setting)")
+    parser.add_argument("--runs", type=int, default=0, help="draw X-Run-Id at random from this many runs (0: the one bench run)")
     parser.add_argument("--delay-ms", type=int, default=0, help="pause per connection between requests: with --connections, a rough fixed rate (10 connections × 5 ms ≈ 2,000 req/s)")
     parser.add_argument("--tokenizer", choices=["estimate", "o200k_base", "cl100k_base"],
                         help="the bench models' Tokenizer (default: none set, i.e. estimate by their names)")
@@ -157,7 +158,7 @@ def main():
         switches_before = context_switches(target.pid)
         with h.CpuMeter(target, procs, redis_proc) as m:
             r = h.wrk(port, "/v1/chat/completions", body, headers, args.seconds, conns=args.connections,
-                      delay_ms=args.delay_ms)
+                      delay_ms=args.delay_ms, runs=args.runs)
         switches_after = context_switches(target.pid)
         allocated_after = allocated_bytes(port) if allocated_before is not None else None
         instructions = {}

@@ -7,7 +7,7 @@ namespace LlmGateway.Forwarding;
 /// <summary>
 /// Reads a whole request body into one pooled array, refusing bodies over the limit before reading them
 /// when Content-Length says so, and as soon as the limit is passed otherwise. The body is read once: it is
-/// parsed, and a retry resends the same bytes.
+/// parsed, and a retry resends the same bytes. A body the client cut short is a 400 invalid_request.
 /// </summary>
 internal static class RequestBodyReader
 {
@@ -60,6 +60,13 @@ internal static class RequestBodyReader
                     return (null, 0, GatewayError.RequestTooLarge(limit));
                 }
             }
+        }
+        catch (BadHttpRequestException exception)
+        {
+            // The client stopped sending before the length it declared (or sent a malformed chunk): its mistake, a
+            // 400 in its API shape if it still listens, never a 500 and an error line.
+            ArrayPool<byte>.Shared.Return(buffer);
+            return (null, 0, GatewayError.InvalidRequest($"The request body could not be read: {exception.Message}"));
         }
         catch
         {
