@@ -78,14 +78,22 @@ internal static class ToolRequestReader
         using var buffer = new MemoryStream(request.ContentLength is > 0 and < 1 << 20 ? (int)request.ContentLength : 4096);
         var chunk = new byte[16 * 1024];
         int read;
-        while ((read = await request.Body.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
+        try
         {
-            if (buffer.Length + read > limit)
+            while ((read = await request.Body.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
             {
-                return (default, GatewayError.RequestTooLarge(limit));
-            }
+                if (buffer.Length + read > limit)
+                {
+                    return (default, GatewayError.RequestTooLarge(limit));
+                }
 
-            buffer.Write(chunk, 0, read);
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (BadHttpRequestException exception)
+        {
+            // Cut short by the client (as RequestBodyReader): its mistake, a 400, and the tool is not called.
+            return (default, GatewayError.InvalidRequest($"The request body could not be read: {exception.Message}"));
         }
 
         return (buffer.ToArray(), null);

@@ -27,6 +27,20 @@ public sealed class RequestBodyReaderTests
         Assert.Contains("Unexpected end of request content", refusal.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ToolCallBodyCutShort_IsInvalidRequest_NotAnException()
+    {
+        var context = new DefaultHttpContext();
+        context.Request.ContentLength = 500;
+        context.Request.Body = new CutStream();
+
+        var (_, error) = await LlmGateway.Tools.ToolRequestReader.ReadBodyAsync(context.Request, 1 << 20, CancellationToken.None);
+
+        var refusal = Assert.NotNull(error);
+        Assert.Equal(400, refusal.Status);
+        Assert.Contains("Unexpected end of request content", refusal.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>Gives 20 bytes, then fails as Kestrel does when the connection ends before Content-Length.</summary>
     private sealed class CutStream : Stream
     {
