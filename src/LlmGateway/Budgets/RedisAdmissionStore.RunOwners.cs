@@ -89,22 +89,37 @@ internal sealed partial class RedisAdmissionStore
         var started = Environment.TickCount64;
         for (var i = 0; ; i++)
         {
-            if (i % 8 == 0)
-            {
-                await RequestRunReleaseAsync(runId).ConfigureAwait(false);
-            }
-
-            await Task.Delay(OwnedBackoffMs[Math.Min(i, OwnedBackoffMs.Length - 1)], cancellationToken).ConfigureAwait(false);
+            await WaitForRunOwnerAsync(runId, i, started, cancellationToken).ConfigureAwait(false);
             var result = await attempt().ConfigureAwait(false);
             if (!owned(result))
             {
                 return result;
             }
+        }
+    }
 
-            if (Environment.TickCount64 - started > 2 * RunOwnershipMs + 500)
-            {
-                throw new AdmissionStoreUnavailableException($"The run '{runId}' is held by a replica that did not let go within {2 * RunOwnershipMs} ms.", null);
-            }
+    /// <summary>
+    /// One round of waiting for another replica to let go of a run: gives up once a dead owner's claim has surely run
+    /// out (twice the ownership's lifetime since <paramref name="startedTicks"/>), asks the owner to let go every eighth
+    /// round, and backs off (1 ms up to 100 ms).
+    /// </summary>
+    internal async Task WaitForRunOwnerAsync(string runId, int attempt, long startedTicks, CancellationToken cancellationToken)
+    {
+        ThrowIfOwnerTooSlow(runId, startedTicks);
+        if (attempt % 8 == 0)
+        {
+            await RequestRunReleaseAsync(runId).ConfigureAwait(false);
+        }
+
+        await Task.Delay(OwnedBackoffMs[Math.Min(attempt, OwnedBackoffMs.Length - 1)], cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The wait for a run's owner has lasted longer than a dead owner's claim can: the store is unavailable.</summary>
+    internal static void ThrowIfOwnerTooSlow(string runId, long startedTicks)
+    {
+        if (Environment.TickCount64 - startedTicks > (2 * RunOwnershipMs) + 500)
+        {
+            throw new AdmissionStoreUnavailableException($"The run '{runId}' is held by a replica that did not let go within {2 * RunOwnershipMs} ms.", null);
         }
     }
 }

@@ -24,8 +24,6 @@ internal sealed partial class LeasedAdmissionStore
     /// <summary>A close Redis did not confirm is tried again every sweep for this long, then given up (logged).</summary>
     private const long RunCloseGiveUpMs = 60_000;
 
-    private static readonly int[] OwnedBackoffMs = [1, 2, 4, 8, 16, 32, 64, 100];
-
     private readonly ConcurrentDictionary<string, RunBlock> _runs = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Task> _claims = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, long> _claimRefusedUntil = new(StringComparer.Ordinal);
@@ -106,20 +104,15 @@ internal sealed partial class LeasedAdmissionStore
                 return result;
             }
 
-            if (Environment.TickCount64 - started > 2 * RedisAdmissionStore.RunOwnershipMs + 500)
+            if (_runs.ContainsKey(key) || _claims.ContainsKey(key))
             {
-                throw new AdmissionStoreUnavailableException($"The run '{request.RunId}' is held by a replica that did not let go within {2 * RedisAdmissionStore.RunOwnershipMs} ms.", null);
+                // This replica's own (a claim just landed, or its block is closing): decided above on the next round.
+                RedisAdmissionStore.ThrowIfOwnerTooSlow(request.RunId!, started);
             }
-
-            if (!_runs.ContainsKey(key) && !_claims.ContainsKey(key))
+            else
             {
                 // Another replica's: it lets go when asked (or its claim runs out).
-                if (attempt % 8 == 0)
-                {
-                    await _inner.RequestRunReleaseAsync(request.RunId!).ConfigureAwait(false);
-                }
-
-                await Task.Delay(OwnedBackoffMs[Math.Min(attempt, OwnedBackoffMs.Length - 1)], cancellationToken).ConfigureAwait(false);
+                await _inner.WaitForRunOwnerAsync(request.RunId!, attempt, started, cancellationToken).ConfigureAwait(false);
             }
         }
     }
