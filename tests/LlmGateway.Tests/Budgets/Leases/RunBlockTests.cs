@@ -303,6 +303,81 @@ public abstract class RunBlockTests : IDisposable
         await OwnAsync(a);
     }
 
+    [RedisFact]
+    public async Task ManyDistinctRequests_TheBlockLetsGo_AndTheRunStaysPerCall_AllCharged()
+    {
+        // Memory bounds: a block lets go once it counts 4,096 distinct requests for the loop guard, and a claim refuses
+        // a run hash that large (over 600 fields), so the run goes on per call. Every call is charged once.
+        var a = NewReplica();
+        await a.SettleAsync(await OwnAsync(a), 0.01m, 10);
+        var request = RunCall(0.001m) with { RunBudget = new BudgetLimits(100m, 0, 0) };
+        var lostAt = -1;
+        for (var i = 0; i < 4_200; i++)
+        {
+            var result = await a.ReserveAsync(request with { RequestHash = "distinct" + i });
+            Assert.True(result.IsAdmitted, $"call {i}: {result.Rejection}");
+            await a.SettleAsync(result.Reservation!, 0.001m, 1);
+            if (i % 200 == 199)
+            {
+                // A sweep now and then, as a real clock would: write-backs extend the claim and the steps reserved.
+                Time.Advance(TimeSpan.FromMilliseconds(250));
+            }
+
+            await WhenClaimSettledAsync(a);
+            if (lostAt < 0 && !a.OwnsRun("run-h"))
+            {
+                lostAt = i;
+            }
+        }
+
+        Assert.InRange(lostAt, 4_000, 4_100);
+        Assert.False(a.OwnsRun("run-h"));
+        Assert.Equal(1, a.RunBlockCounts.Claims);
+        var run = await a.GetRunStateAsync("run-h");
+        Assert.Equal((0.10m + 4.2m, 10L + 4_200, 0m), (run!.SpentUsd, run.Calls, run.ReservedUsd));
+    }
+
+    [RedisFact]
+    public async Task ConnectionLost_TheOwnerLetsGo_AndTheNextCallIsDecidedByRedis()
+    {
+        // A fail-over may have lost the owner field and the block's writes: the owner must not decide on after a lost
+        // connection. Simulated by killing every client connection (the block then writes back once Redis answers).
+        var a = NewReplica();
+        var held = await OwnAsync(a);
+
+        using (var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(ConnectionString + ",allowAdmin=true"))
+        {
+            foreach (var endpoint in admin.GetEndPoints())
+            {
+                var server = admin.GetServer(endpoint);
+                if (!server.IsReplica)
+                {
+                    await server.ExecuteAsync("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+                }
+            }
+        }
+
+        await WaitUntilAsync(() => !a.OwnsRun("run-h"));
+        RunBudgetState? run = null;
+        for (var i = 0; i < 100 && run is null; i++)
+        {
+            try
+            {
+                run = await a.GetRunStateAsync("run-h");
+            }
+            catch (AdmissionStoreUnavailableException)
+            {
+                await Task.Delay(50);
+            }
+        }
+
+        // Written back once Redis answered: what settled on the block, and the call still in flight as held.
+        Assert.Equal((0.09m, 9L, 0.02m, 1), (run!.SpentUsd, run.Calls, run.ReservedUsd, run.InFlight));
+        await a.SettleAsync(held, 0.01m, 10);
+        run = await a.GetRunStateAsync("run-h");
+        Assert.Equal((0.10m, 10L, 0m, 0), (run!.SpentUsd, run.Calls, run.ReservedUsd, run.InFlight));
+    }
+
     private static AdmissionRequest RunCall(decimal usd) => new()
     {
         User = "alice",
